@@ -1,0 +1,99 @@
+"""Settings: one typed object read from environment variables and an optional `.env` file.
+
+Every variable is documented in `.env.example`. `INDEXER_HOME` redirects all user data
+(the embedded Chroma store and caches), which keeps tests hermetic.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from indexer.errors import ConfigError
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "clothing-indexer"
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # --- Gemini ---
+    google_api_key: str | None = Field(
+        None, validation_alias=_env("GOOGLE_API_KEY", "GEMINI_API_KEY")
+    )
+    gemini_base_url: str | None = Field(None, validation_alias=_env("GEMINI_BASE_URL"))
+    generation_model: str = Field("gemini-3.6-flash", validation_alias=_env("GEMINI_MODEL"))
+    embedding_model: str = Field(
+        "gemini-embedding-001", validation_alias=_env("GEMINI_EMBEDDING_MODEL")
+    )
+    embedding_dim: int = Field(768, gt=0, validation_alias=_env("GEMINI_EMBEDDING_DIM"))
+
+    # --- Chroma ---
+    chroma_path: Path | None = Field(None, validation_alias=_env("CHROMA_PATH"))
+    chroma_host: str | None = Field(None, validation_alias=_env("CHROMA_HOST"))
+    chroma_port: int = Field(8000, validation_alias=_env("CHROMA_PORT"))
+    collection: str = Field("clothing", validation_alias=_env("CHROMA_COLLECTION"))
+
+    # --- Indexer ---
+    home: Path = Field(default_factory=_default_home, validation_alias=_env("INDEXER_HOME"))
+    vocabulary_file: Path | None = Field(None, validation_alias=_env("INDEXER_VOCABULARY"))
+    keyword_threshold: float = Field(
+        0.7, ge=0.0, le=1.0, validation_alias=_env("INDEXER_KEYWORD_THRESHOLD")
+    )
+    image_max_side: int = Field(768, ge=64, validation_alias=_env("INDEXER_IMAGE_MAX_SIDE"))
+    batch_size: int = Field(16, ge=1, le=100, validation_alias=_env("INDEXER_BATCH_SIZE"))
+    concurrency: int = Field(8, ge=1, le=256, validation_alias=_env("INDEXER_CONCURRENCY"))
+    generation_rpm: int = Field(60, ge=1, validation_alias=_env("INDEXER_GENERATION_RPM"))
+    embedding_rpm: int = Field(300, ge=1, validation_alias=_env("INDEXER_EMBEDDING_RPM"))
+    request_timeout: float = Field(60.0, gt=0, validation_alias=_env("INDEXER_REQUEST_TIMEOUT"))
+    max_attempts: int = Field(6, ge=1, validation_alias=_env("INDEXER_MAX_ATTEMPTS"))
+    retry_initial_wait: float = Field(
+        1.0, ge=0, validation_alias=_env("INDEXER_RETRY_INITIAL_WAIT")
+    )
+    retry_max_wait: float = Field(60.0, ge=0, validation_alias=_env("INDEXER_RETRY_MAX_WAIT"))
+
+    @property
+    def store_path(self) -> Path:
+        return self.chroma_path if self.chroma_path is not None else self.home / "chroma"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def uses_server(self) -> bool:
+        return bool(self.chroma_host)
+
+
+def _first_alias(name: str) -> str:
+    alias = Settings.model_fields[name].validation_alias
+    assert isinstance(alias, AliasChoices)
+    return str(alias.choices[0])
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (and `.env`), with explicit overrides on top."""
+    # Settings are read by alias only, so that a stray HOME or COLLECTION in the
+    # environment never leaks in; overrides use field names and are mapped here.
+    fields = Settings.model_fields
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+    by_alias = {_first_alias(name): value for name, value in overrides.items()}
+    try:
+        return Settings(**by_alias)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,45 @@
+"""Typed errors raised by library code; only the CLIs turn them into messages and exit codes."""
+
+
+class IndexerError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(IndexerError):
+    """Settings or vocabulary are missing or invalid."""
+
+
+class ImageError(IndexerError):
+    """A file could not be read or decoded as an image."""
+
+
+class ProviderError(IndexerError):
+    """A model call failed for good (after retries, or not retryable)."""
+
+
+class TransientProviderError(ProviderError):
+    """A model call failed in a way worth retrying (429, 5xx, timeout, connection)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BlockedResponseError(ProviderError):
+    """The model refused to answer (safety or other block)."""
+
+
+class MalformedResponseError(ProviderError):
+    """The model answered, but not in the promised shape."""
+
+
+class StoreError(IndexerError):
+    """The vector store could not be reached or refused an operation."""
+
+
+class EmbeddingMismatchError(StoreError):
+    """The collection was built with another embedding model or dimension."""
+
+
+class QueryError(IndexerError):
+    """A query is invalid (unknown facet or keyword, unreadable image, ...)."""

@@ -1,0 +1,121 @@
+"""Finding image files, identifying them by content, and preparing them for a model."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from indexer.errors import ImageError
+
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+# Far above any garment photo, far below what would exhaust memory when decoded.
+MAX_PIXELS = 100_000_000
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """A file read from disk: its path, its bytes and the id those bytes give it."""
+
+    path: Path
+    data: bytes
+
+    @property
+    def id(self) -> str:
+        return content_id(self.data)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image ready for a model: upright, RGB, downscaled, encoded as JPEG."""
+
+    id: str
+    path: Path
+    jpeg: bytes
+    mime_type: str = "image/jpeg"
+
+
+def content_id(data: bytes) -> str:
+    """Record id: the same bytes are one record wherever they live."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def discover(paths: Iterable[Path]) -> Iterator[Path]:
+    """Yield image files under `paths`, recursively, in a stable order, one at a time."""
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            yield root
+            continue
+        if not root.is_dir():
+            raise ImageError(f"{root}: no such file or directory")
+        # os.walk does not follow directory symlinks, so a symlink loop cannot trap it.
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if Path(name).suffix.lower() in EXTENSIONS:
+                    yield Path(dirpath) / name
+
+
+def read_source(path: Path) -> SourceImage:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageError("file vanished before it could be read") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    return SourceImage(path, data)
+
+
+def open_image(data: bytes, max_side: int) -> Image.Image:
+    """Decode to an upright RGB image no larger than `max_side`; raise ImageError if unusable."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(f"image too large to decode safely ({width}x{height} pixels)")
+        img.seek(0)  # first frame of an animation
+        # JPEG can decode at a fraction of full size, which saves most of the work.
+        img.draft("RGB", (max_side, max_side))
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError("not a recognised image format") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"decompression bomb refused: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"cannot decode image: {exc}") from exc
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        img.load()
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits instead of letting convert() clip it.
+        img = img.point(lambda v: v / 256).convert("L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def prepare(source: SourceImage, max_side: int) -> PreparedImage:
+    img = open_image(source.data, max_side)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return PreparedImage(source.id, source.path, buf.getvalue())

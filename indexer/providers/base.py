@@ -1,0 +1,75 @@
+"""The model-provider interface: one class per backend, batch methods, capability flags."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from indexer.errors import ProviderError
+from indexer.images import PreparedImage
+from indexer.vocabulary import Keywords, Vocabulary
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a model says about one image: its raw keywords per facet and a caption."""
+
+    keywords: Keywords
+    caption: str
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """Identifies a vector space; a collection records the one that built it."""
+
+    provider: str
+    model: str
+    dim: int
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model} ({self.dim}-d)"
+
+
+class Provider(ABC):
+    """A backend that can describe images and embed text.
+
+    Batch methods take and return lists in the same order. `describe` reports a failed
+    item as a ProviderError in its slot so that one bad image never sinks its batch;
+    the embedding methods raise, since a batch of vectors is all-or-nothing.
+    """
+
+    name: ClassVar[str]
+    supports_captions: ClassVar[bool] = True
+    supports_image_embeddings: ClassVar[bool] = False
+
+    @property
+    @abstractmethod
+    def embedding_spec(self) -> EmbeddingSpec: ...
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        """Model ids recorded with every record this provider makes."""
+        return {"embedding_model": self.embedding_spec.model}
+
+    @abstractmethod
+    def describe(
+        self, images: Sequence[PreparedImage], vocabulary: Vocabulary
+    ) -> list[Description | ProviderError]: ...
+
+    @abstractmethod
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    @abstractmethod
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    @abstractmethod
+    def embed_words(self, words: Sequence[str]) -> list[list[float]]:
+        """Embeddings for comparing single keywords with each other."""
+
+    def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
+        raise ProviderError(f"provider {self.name!r} cannot embed images")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release threads or connections; the provider is unusable afterwards."""

@@ -1,0 +1,321 @@
+"""The vector store: the only module that talks to Chroma.
+
+One collection holds a record per image (id = content hash): the caption as the document,
+the "keywords. caption" embedding, and metadata with the path, each facet's keywords as a
+filterable list (`kw_<facet>`), the raw model keywords for audit, model ids and time.
+A sibling collection `<name>-failures` remembers images that could not be indexed, so that
+every worker and every later run knows about them. The main collection records which
+embedding model built it; opening it with another one is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from indexer.errors import EmbeddingMismatchError, StoreError
+from indexer.providers.base import EmbeddingSpec
+from indexer.vocabulary import Keywords
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+    from indexer.config import Settings
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+FACET_PREFIX = "kw_"
+# Chroma's `get` and `delete` take id lists; keep each request comfortably small.
+_ID_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: str
+    path: str
+    caption: str
+    keywords: Keywords
+    raw_keywords: Keywords
+    embedding: list[float]
+    model_ids: Mapping[str, str]
+    vocabulary: str
+    corrections: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failure:
+    id: str
+    path: str
+    reason: str
+    at: str = ""
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    path: str
+    score: float  # cosine similarity, higher is better
+    keywords: Keywords
+    caption: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _chunks(items: Sequence[Any], size: int = _ID_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def where_clause(filters: Mapping[str, Sequence[str]]) -> dict[str, Any] | None:
+    """Chroma filter for "each facet contains each of its keywords", ANDed."""
+    terms = [
+        {f"{FACET_PREFIX}{facet}": {"$contains": keyword}}
+        for facet, keywords in filters.items()
+        for keyword in keywords
+    ]
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else {"$and": terms}
+
+
+class ImageStore:
+    def __init__(self, client: ClientAPI, name: str, location: str) -> None:
+        self._client = client
+        self.name = name
+        self.location = location
+        self._records: Collection | None = None
+        self._failures: Collection | None = None
+
+    @classmethod
+    def open(cls, settings: Settings) -> ImageStore:
+        """Embedded Chroma on disk, or a Chroma server when CHROMA_HOST is set."""
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        # Telemetry off: nothing of a user's catalog leaves the machine unasked.
+        chroma_settings = ChromaSettings(anonymized_telemetry=False)
+        try:
+            if settings.uses_server:
+                location = f"http://{settings.chroma_host}:{settings.chroma_port}"
+                client = chromadb.HttpClient(
+                    host=settings.chroma_host or "",
+                    port=settings.chroma_port,
+                    settings=chroma_settings,
+                )
+            else:
+                location = str(settings.store_path)
+                settings.store_path.mkdir(parents=True, exist_ok=True)
+                client = chromadb.PersistentClient(
+                    path=str(settings.store_path), settings=chroma_settings
+                )
+        except Exception as exc:  # chromadb raises bare ValueError/ConnectError alike
+            raise StoreError(
+                f"cannot open Chroma at {settings.chroma_host or settings.store_path}: {exc}"
+            ) from exc
+        return cls(client, settings.collection, location)
+
+    # --- collections ---
+
+    def _spec_metadata(self, spec: EmbeddingSpec) -> dict[str, Any]:
+        return {
+            "embedding_provider": spec.provider,
+            "embedding_model": spec.model,
+            "embedding_dim": spec.dim,
+            "schema_version": SCHEMA_VERSION,
+            "created_at": _now(),
+        }
+
+    def _check(self, collection: Collection, spec: EmbeddingSpec) -> None:
+        meta = collection.metadata or {}
+        version = int(meta.get("schema_version", SCHEMA_VERSION))
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"collection {self.name!r} was written by a newer version of this tool "
+                f"(schema {version}, this one reads {SCHEMA_VERSION}); upgrade it"
+            )
+        recorded = EmbeddingSpec(
+            str(meta.get("embedding_provider", "?")),
+            str(meta.get("embedding_model", "?")),
+            int(meta.get("embedding_dim", 0)),
+        )
+        if recorded != spec:
+            raise EmbeddingMismatchError(
+                f"collection {self.name!r} was built with {recorded}, but {spec} is configured; "
+                "use the same embedding model or another collection (CHROMA_COLLECTION)"
+            )
+
+    def prepare_for_writing(self, spec: EmbeddingSpec) -> None:
+        """Create the collections if needed; refuse a collection of another vector space."""
+        try:
+            self._records = self._client.get_or_create_collection(
+                self.name,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata=self._spec_metadata(spec),
+                embedding_function=None,
+            )
+            self._failures = self._client.get_or_create_collection(
+                f"{self.name}-failures", embedding_function=None
+            )
+        except Exception as exc:
+            raise StoreError(f"cannot create collection {self.name!r}: {exc}") from exc
+        self._check(self._records, spec)
+
+    def prepare_for_reading(self, spec: EmbeddingSpec | None) -> None:
+        """Open an existing collection; with `spec`, refuse another vector space."""
+        from chromadb.errors import NotFoundError
+
+        try:
+            self._records = self._client.get_collection(self.name, embedding_function=None)
+        except NotFoundError as exc:
+            raise StoreError(
+                f"no collection {self.name!r} in {self.location}; index images first "
+                "with `indexer run PATH`"
+            ) from exc
+        except Exception as exc:
+            raise StoreError(f"cannot open collection {self.name!r}: {exc}") from exc
+        if spec is not None:
+            self._check(self._records, spec)
+
+    def recorded_spec(self) -> EmbeddingSpec:
+        meta = self._collection.metadata or {}
+        return EmbeddingSpec(
+            str(meta.get("embedding_provider", "?")),
+            str(meta.get("embedding_model", "?")),
+            int(meta.get("embedding_dim", 0)),
+        )
+
+    @property
+    def _collection(self) -> Collection:
+        if self._records is None:
+            raise StoreError("store used before prepare_for_writing/prepare_for_reading")
+        return self._records
+
+    @property
+    def _failure_log(self) -> Collection:
+        if self._failures is None:
+            try:
+                self._failures = self._client.get_or_create_collection(
+                    f"{self.name}-failures", embedding_function=None
+                )
+            except Exception as exc:
+                raise StoreError(f"cannot open the failure log: {exc}") from exc
+        return self._failures
+
+    # --- records ---
+
+    def known_paths(self, ids: Sequence[str]) -> dict[str, str]:
+        """Path of each id that is already indexed."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(ids)):
+            got = self._collection.get(ids=list(chunk), include=["metadatas"])
+            for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+                found[rid] = str((meta or {}).get("path", ""))
+        return found
+
+    def update_paths(self, paths: Mapping[str, str]) -> None:
+        if paths:
+            ids = list(paths)
+            self._collection.update(ids=ids, metadatas=[{"path": paths[i]} for i in ids])
+
+    def upsert(self, records: Sequence[ImageRecord]) -> None:
+        """Write complete records, vectors and metadata together, in one call."""
+        if not records:
+            return
+        self._collection.upsert(
+            ids=[r.id for r in records],
+            embeddings=[r.embedding for r in records],  # type: ignore[arg-type]
+            documents=[r.caption for r in records],
+            metadatas=[self._metadata(r) for r in records],  # type: ignore[misc]
+        )
+
+    @staticmethod
+    def _metadata(record: ImageRecord) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "path": record.path,
+            "keywords_json": json.dumps(record.keywords),
+            "raw_keywords_json": json.dumps(record.raw_keywords),
+            "corrections_json": json.dumps(dict(record.corrections)),
+            "vocabulary": record.vocabulary,
+            "indexed_at": _now(),
+            **record.model_ids,
+        }
+        for facet, words in record.keywords.items():
+            if words:  # Chroma refuses empty lists; a missing key filters the same way
+                meta[f"{FACET_PREFIX}{facet}"] = list(words)
+        return meta
+
+    def count(self) -> int:
+        return self._collection.count()
+
+    def query(
+        self, embedding: Sequence[float], where: Mapping[str, Sequence[str]], limit: int
+    ) -> list[Hit]:
+        result = self._collection.query(
+            query_embeddings=[list(embedding)],
+            n_results=max(1, limit),
+            where=where_clause(where),  # type: ignore[arg-type]
+            include=["metadatas", "documents", "distances"],
+        )
+        ids = result["ids"][0]
+        metas = (result["metadatas"] or [[]])[0]
+        docs = (result["documents"] or [[]])[0]
+        dists = (result["distances"] or [[]])[0]
+        return [
+            Hit(rid, str(m.get("path", "")), round(1.0 - float(d), 6), _keywords(m), doc or "")
+            for rid, m, doc, d in zip(ids, metas, docs, dists, strict=True)
+        ]
+
+    # --- failures ---
+
+    def record_failures(self, failures: Sequence[Failure]) -> None:
+        if not failures:
+            return
+        # The failure log needs no vectors; Chroma wants one, so each gets a constant.
+        self._failure_log.upsert(
+            ids=[f.id for f in failures],
+            embeddings=[[1.0] for _ in failures],
+            documents=[f.reason for f in failures],
+            metadatas=[{"path": f.path, "at": f.at or _now()} for f in failures],
+        )
+
+    def clear_failures(self, ids: Sequence[str], paths: Sequence[str] = ()) -> None:
+        """Forget failures of these ids, and older failures at these paths."""
+        log_ = self._failure_log
+        for chunk in _chunks(list(ids)):
+            log_.delete(ids=list(chunk))
+        for chunk in _chunks(list(paths)):
+            log_.delete(where={"path": {"$in": list(chunk)}})
+
+    def failures(self) -> list[Failure]:
+        got = self._failure_log.get(include=["metadatas", "documents"])
+        out = [
+            Failure(rid, str((m or {}).get("path", "")), doc or "", str((m or {}).get("at", "")))
+            for rid, m, doc in zip(
+                got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True
+            )
+        ]
+        return sorted(out, key=lambda f: f.path)
+
+
+def _keywords(meta: Mapping[str, Any]) -> Keywords:
+    raw = meta.get("keywords_json")
+    if isinstance(raw, str):
+        try:
+            data = json.loads(raw)
+            if isinstance(data, dict):
+                return {k: list(v) for k, v in data.items()}
+        except ValueError:
+            log.warning("record has unreadable keywords_json; using filter keys")
+    return {
+        k[len(FACET_PREFIX) :]: list(v)
+        for k, v in meta.items()
+        if k.startswith(FACET_PREFIX) and isinstance(v, list)
+    }

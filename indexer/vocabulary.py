@@ -1,0 +1,125 @@
+"""The controlled vocabulary: facets and their allowed keywords, loaded from TOML."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from indexer.errors import ConfigError
+
+_FACET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+Keywords = dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    facets: Mapping[str, tuple[str, ...]]
+
+    def __post_init__(self) -> None:
+        if not self.facets:
+            raise ConfigError("vocabulary has no facets")
+        for facet, words in self.facets.items():
+            if not _FACET_NAME.match(facet):
+                raise ConfigError(
+                    f"facet name {facet!r} must be lower-case letters, digits and underscores"
+                )
+            if not words:
+                raise ConfigError(f"facet {facet!r} has no keywords")
+            lowered = [w.casefold() for w in words]
+            if len(set(lowered)) != len(lowered):
+                raise ConfigError(f"facet {facet!r} lists a keyword twice")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "vocabulary") -> Vocabulary:
+        facets: dict[str, tuple[str, ...]] = {}
+        for facet, words in data.items():
+            if not isinstance(words, list) or not all(
+                isinstance(w, str) and w.strip() for w in words
+            ):
+                raise ConfigError(f"{source}: facet {facet!r} must be a list of non-empty strings")
+            facets[facet] = tuple(w.strip() for w in words)
+        return cls(facets)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Vocabulary:
+        """Load a TOML vocabulary file, or the packaged default when `path` is None."""
+        if path is None:
+            text = resources.files("indexer").joinpath("default_vocabulary.toml").read_text()
+            source = "default vocabulary"
+        else:
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"cannot read vocabulary {path}: {exc.strerror}") from exc
+            source = str(path)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+        return cls.from_mapping(data, source)
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable short hash, recorded with the records a vocabulary produced."""
+        blob = json.dumps({k: list(v) for k, v in self.facets.items()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def all_keywords(self) -> list[str]:
+        return sorted({w for words in self.facets.values() for w in words})
+
+    def canonical(self, facet: str, word: str) -> str | None:
+        """The allowed spelling of `word` in `facet`, matched case-insensitively."""
+        folded = word.strip().casefold()
+        for allowed in self.facets.get(facet, ()):
+            if allowed.casefold() == folded:
+                return allowed
+        return None
+
+    def facet_of(self, word: str) -> str | None:
+        for facet in self.facets:
+            if self.canonical(facet, word) is not None:
+                return facet
+        return None
+
+    def response_schema(self) -> dict[str, Any]:
+        """JSON schema of one image description, with every facet's keywords as an enum."""
+        facet_props = {
+            facet: {"type": "array", "items": {"type": "string", "enum": list(words)}}
+            for facet, words in self.facets.items()
+        }
+        return {
+            "type": "object",
+            "properties": {
+                "keywords": {
+                    "type": "object",
+                    "properties": facet_props,
+                    "required": list(self.facets),
+                },
+                "caption": {"type": "string"},
+            },
+            "required": ["keywords", "caption"],
+        }
+
+    def describe(self) -> str:
+        """The facets and keywords as prompt text."""
+        return "\n".join(f"- {facet}: {', '.join(words)}" for facet, words in self.facets.items())
+
+    def empty(self) -> Keywords:
+        return {facet: [] for facet in self.facets}
+
+    def merge(self, keyword_lists: Iterable[Keywords]) -> Keywords:
+        merged = self.empty()
+        for keywords in keyword_lists:
+            for facet, words in keywords.items():
+                for w in words:
+                    if w not in merged.setdefault(facet, []):
+                        merged[facet].append(w)
+        return merged
