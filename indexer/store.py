@@ -64,6 +64,15 @@ class Hit:
     keywords: Keywords
     caption: str
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "score": self.score,
+            "keywords": self.keywords,
+            "caption": self.caption,
+        }
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,149 @@
+"""`indexer`: index folders of clothing photos into the Chroma collection."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from indexer.errors import IndexerError
+
+app = typer.Typer(
+    help="Tag, caption and embed clothing photos into a Chroma collection.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+EXIT_FAILED_IMAGES = 1
+EXIT_ERROR = 2
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn the library's typed errors into a one-line message and an exit code."""
+    try:
+        yield
+    except IndexerError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from exc
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        force=True,
+    )
+    # Failures are reported in the summary; retries only with --verbose.
+    logging.getLogger("indexer.pipeline").setLevel(logging.INFO if verbose else logging.ERROR)
+    for noisy in ("httpx", "httpx2", "chromadb", "google_genai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each failure.")
+
+
+@app.command()
+def run(
+    paths: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
+    provider: str = typer.Option("gemini", "--provider", help="Model provider."),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Index images: keywords, caption and embedding of each, upserted into Chroma.
+
+    Images already indexed are skipped (a moved file only gets its new path); images that
+    fail are recorded with their reason and retried on the next run.
+    """
+    setup_logging(verbose)
+    from indexer import providers
+    from indexer.config import load_settings
+    from indexer.images import discover
+    from indexer.pipeline import Indexer, RunReport
+    from indexer.store import ImageStore
+    from indexer.vocabulary import Vocabulary
+
+    with reported_errors():
+        settings = load_settings()
+        vocabulary = Vocabulary.load(settings.vocabulary_file)
+        total = sum(1 for _ in discover(paths))
+        model = providers.create(provider, settings)
+        store = ImageStore.open(settings)
+        indexer = Indexer(settings, model, store, vocabulary)
+        progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]indexing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+        task = progress.add_task("index", total=total, counts="", rate="")
+
+        def show(r: RunReport) -> None:
+            elapsed = progress.tasks[0].elapsed or 0.0
+            rate = f"{r.indexed / elapsed:.1f} img/s" if elapsed > 0 else ""
+            skipped = r.skipped + r.moved + r.duplicates
+            counts = f"indexed {r.indexed}  skipped {skipped}  failed {r.failed}"
+            progress.update(task, completed=r.seen, counts=counts, rate=rate)
+
+        try:
+            with progress:
+                report = indexer.run(paths, on_progress=show)
+        finally:
+            model.close()
+
+    out.print(
+        f"indexed {report.indexed}, already indexed {report.skipped}, moved {report.moved}, "
+        f"duplicates {report.duplicates}, failed {report.failed} "
+        f"in {report.seconds:.1f}s into collection {store.name!r} at {store.location}",
+        highlight=False,
+    )
+    if report.failures:
+        err.print(f"[red]{report.failed} image(s) failed[/red] (retried on the next run):")
+        for failure in report.failures:
+            err.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FAILED_IMAGES)
+
+
+@app.command()
+def status(verbose: bool = VerboseOpt) -> None:
+    """How many images are indexed, and which failed and why."""
+    setup_logging(verbose)
+    from indexer.config import load_settings
+    from indexer.store import ImageStore
+
+    with reported_errors():
+        settings = load_settings()
+        store = ImageStore.open(settings)
+        store.prepare_for_reading(None)
+        failures = store.failures()
+        out.print(
+            f"collection {store.name!r} at {store.location}: {store.count()} indexed, "
+            f"{len(failures)} failed; built with {store.recorded_spec()}",
+            highlight=False,
+        )
+        for failure in failures:
+            out.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
+
+
+def main() -> None:
+    app()

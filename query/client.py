@@ -1,0 +1,165 @@
+"""The query client: nearest-neighbour search of the image collection, by text or by image.
+
+    from query import QueryClient
+    client = QueryClient.from_env()
+    for hit in client.text("colorful dress", where={"season": "summer"}, limit=5):
+        print(hit.score, hit.path, hit.caption)
+
+Importing this module loads no model code and opens no store; both happen on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from indexer.config import Settings, load_settings
+from indexer.errors import ImageError, QueryError
+from indexer.store import Hit
+from indexer.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    from indexer.keywords import KeywordMapper
+    from indexer.providers.base import Provider
+    from indexer.store import ImageStore
+
+QueryResult = Hit
+Where = Mapping[str, str | Sequence[str]]
+
+DEFAULT_PROVIDER = "gemini"
+
+
+def parse_where(terms: Sequence[str]) -> dict[str, list[str]]:
+    """`["season=summer", "color=red"]` -> `{"season": ["summer"], "color": ["red"]}`."""
+    where: dict[str, list[str]] = {}
+    for term in terms:
+        facet, sep, value = term.partition("=")
+        if not sep or not facet.strip() or not value.strip():
+            raise QueryError(f"filter {term!r} is not of the form FACET=VALUE")
+        where.setdefault(facet.strip(), []).append(value.strip())
+    return where
+
+
+class QueryClient:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: ImageStore | None = None,
+        provider: Provider | None = None,
+        vocabulary: Vocabulary | None = None,
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._provider = provider
+        self._vocabulary = vocabulary
+        self._mapper: KeywordMapper | None = None
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> QueryClient:
+        """A client configured like the CLI: environment, `.env`, then `overrides`."""
+        return cls(load_settings(**overrides))
+
+    # --- lazily built parts ---
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        with self._lock:
+            if self._vocabulary is None:
+                self._vocabulary = Vocabulary.load(self.settings.vocabulary_file)
+            return self._vocabulary
+
+    def _ready(self) -> tuple[ImageStore, Provider]:
+        """Open the collection and the provider that built it; refuse a mismatch."""
+        with self._lock:
+            if self._store is None:
+                from indexer.store import ImageStore
+
+                store = ImageStore.open(self.settings)
+                store.prepare_for_reading(None)
+                self._store = store
+            if self._provider is None:
+                from indexer import providers
+
+                recorded = self._store.recorded_spec().provider
+                name = recorded if recorded in providers.available() else DEFAULT_PROVIDER
+                self._provider = providers.create(name, self.settings)
+            self._store.prepare_for_reading(self._provider.embedding_spec)
+            return self._store, self._provider
+
+    # --- queries ---
+
+    def text(self, text: str, where: Where | None = None, limit: int = 10) -> list[QueryResult]:
+        """Images best described by `text`, optionally filtered by keyword."""
+        if not text.strip():
+            raise QueryError("the query text is empty")
+        filters = self.check_where(where)
+        _check_limit(limit)
+        store, provider = self._ready()
+        vector = provider.embed_queries([text])[0]
+        return store.query(vector, filters, limit)
+
+    def image(
+        self, path: str | Path, where: Where | None = None, limit: int = 10
+    ) -> list[QueryResult]:
+        """Images most like the one at `path`. The query image is not added to the collection.
+
+        As in the notebook, the image is described (keywords and caption) and that text is
+        embedded like a document, so the comparison is document-to-document.
+        """
+        from indexer.images import prepare, read_source
+        from indexer.pipeline import document_text, keyword_mapper
+        from indexer.providers.base import Description
+
+        filters = self.check_where(where)
+        _check_limit(limit)
+        store, provider = self._ready()
+        try:
+            image = prepare(read_source(Path(path)), self.settings.image_max_side)
+        except ImageError as exc:
+            raise QueryError(f"{path}: {exc}") from exc
+        answer = provider.describe([image], self.vocabulary)[0]
+        if not isinstance(answer, Description):
+            raise QueryError(f"cannot describe {path}: {answer}")
+        with self._lock:
+            if self._mapper is None:
+                self._mapper = keyword_mapper(self.settings, provider, self.vocabulary)
+        mapped = self._mapper.map_many([answer.keywords])[0]
+        vector = provider.embed_documents([document_text(mapped.keywords, answer.caption)])[0]
+        return store.query(vector, filters, limit)
+
+    def check_where(self, where: Where | None) -> dict[str, list[str]]:
+        """Validate filters against the vocabulary and return them in canonical spelling."""
+        checked: dict[str, list[str]] = {}
+        vocabulary = self.vocabulary
+        for facet, values in (where or {}).items():
+            if facet not in vocabulary.facets:
+                raise QueryError(
+                    f"unknown facet {facet!r}; facets are: {', '.join(vocabulary.facets)}"
+                )
+            for value in [values] if isinstance(values, str) else list(values):
+                keyword = vocabulary.canonical(facet, value)
+                if keyword is None:
+                    allowed = ", ".join(vocabulary.facets[facet])
+                    raise QueryError(f"{value!r} is not a {facet} keyword; allowed: {allowed}")
+                checked.setdefault(facet, []).append(keyword)
+        return checked
+
+    def close(self) -> None:
+        with self._lock:
+            if self._provider is not None:
+                self._provider.close()
+
+    def __enter__(self) -> QueryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise QueryError("limit must be at least 1")
