@@ -120,7 +120,7 @@ def run(
     if report.failures:
         err.print(f"[red]{report.failed} image(s) failed[/red] (retried on the next run):")
         for failure in report.failures:
-            err.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
+            err.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED_IMAGES)
 
 
@@ -142,7 +142,7 @@ def status(verbose: bool = VerboseOpt) -> None:
             highlight=False,
         )
         for failure in failures:
-            out.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
+            out.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:

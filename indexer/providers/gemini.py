@@ -186,7 +186,12 @@ class GeminiProvider(Provider):
     supports_captions = True
     supports_image_embeddings = False
 
-    def __init__(self, settings: Settings, client: genai.Client | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: genai.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._settings = settings
         self._client = client
         self._lock = threading.Lock()
@@ -198,6 +203,7 @@ class GeminiProvider(Provider):
             wait=_WaitRetryAfter(settings.retry_initial_wait, settings.retry_max_wait),
             retry=retry_if_exception_type(TransientProviderError),
             before_sleep=before_sleep_log(log, logging.INFO),
+            sleep=sleep,
             reraise=True,
         )
 

@@ -1,0 +1,143 @@
+"""Shared fixtures: a fake Gemini server, a hermetic environment, images, a Chroma server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.fake_gemini import API_KEY, PALETTE, FakeGemini
+
+DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "clothing-small"
+
+# Variables a developer's shell may carry that must not leak into a test.
+_LEAKY = [
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "GEMINI_BASE_URL",
+    "GEMINI_MODEL",
+    "GEMINI_EMBEDDING_MODEL",
+    "GEMINI_EMBEDDING_DIM",
+    "CHROMA_PATH",
+    "CHROMA_HOST",
+    "CHROMA_PORT",
+    "CHROMA_COLLECTION",
+    "INDEXER_VOCABULARY",
+    "INDEXER_HOME",
+]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGemini]:
+    with FakeGemini(timeout_sleep=2.5) as server:
+        yield server
+
+
+@pytest.fixture
+def env(fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point everything at the fake server and a fresh data folder; return the variables."""
+    for name in _LEAKY:
+        monkeypatch.delenv(name, raising=False)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)  # no developer .env is read
+    values = {
+        "GOOGLE_API_KEY": API_KEY,
+        "GEMINI_BASE_URL": fake.base_url,
+        "INDEXER_HOME": str(tmp_path / "home"),
+        "INDEXER_REQUEST_TIMEOUT": "1",
+        "INDEXER_RETRY_INITIAL_WAIT": "0.05",
+        "INDEXER_RETRY_MAX_WAIT": "2",
+        "INDEXER_MAX_ATTEMPTS": "4",
+        "INDEXER_GENERATION_RPM": "6000",
+        "INDEXER_EMBEDDING_RPM": "6000",
+        "INDEXER_BATCH_SIZE": "4",
+        "INDEXER_CONCURRENCY": "4",
+        "ANONYMIZED_TELEMETRY": "False",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def garment_image(path: Path, color: str, size: tuple[int, int] = (320, 400)) -> Path:
+    """A synthetic photo: a garment-shaped patch of `color` filling most of the frame."""
+    rgb = PALETTE[color]
+    img = Image.new("RGB", size, rgb)
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    # A little texture so encoders see an image, not a flat fill.
+    for y in range(0, h, 16):
+        shade = tuple(max(0, c - 12) for c in rgb)
+        draw.line([(0, y), (w, y)], fill=shade, width=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+@pytest.fixture
+def dataset() -> Path:
+    if not (DATASET / "validation").is_dir():
+        pytest.skip("shared clothing-small dataset is absent")
+    return DATASET
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A real `chroma run` server on 127.0.0.1, stopped after the test."""
+    exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
+    if not Path(exe).exists():
+        pytest.skip("the chroma server command is not installed")
+    port = _free_port()
+    log = (tmp_path / "chroma-server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            exe,
+            "run",
+            "--path",
+            str(tmp_path / "server-data"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "chroma server did not start: "
+                        + (tmp_path / "chroma-server.log").read_text()[-2000:]
+                    ) from None
+                time.sleep(0.2)
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

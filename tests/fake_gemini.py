@@ -1,0 +1,398 @@
+"""A fake Gemini API on 127.0.0.1 that speaks the real REST shapes.
+
+It serves `models/{m}:generateContent`, `:embedContent` and `:batchEmbedContents` under
+`/v1` and `/v1beta`, checks the API key, and records every request. Its "vision" sees the dominant
+colour of the uploaded image and answers from a per-colour script; its "embeddings" are
+deterministic bag-of-concepts vectors in which listed synonyms (purple/violet,
+tank top/T-shirt, ...) are close and unrelated words are near-orthogonal. Faults can be
+queued per endpoint: 429 with Retry-After, 500, 503, timeouts, truncated bodies,
+malformed model output, safety blocks, empty candidates and wrong embedding sizes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+API_KEY = "test-key"
+
+PALETTE = {
+    "red": (200, 30, 30),
+    "green": (30, 160, 60),
+    "blue": (30, 60, 200),
+    "yellow": (230, 210, 40),
+    "orange": (240, 140, 20),
+    "violet": (140, 60, 190),
+    "black": (15, 15, 15),
+    "white": (240, 240, 240),
+    "magenta": (230, 0, 230),
+    "cyan": (0, 220, 230),
+    "grey": (128, 128, 128),
+}
+
+# Concepts the fake embedding model knows to be the same thing.
+SYNONYMS = {
+    "purple": "violet",
+    "lilac": "violet",
+    "tank top": "t-shirt",
+    "tee": "t-shirt",
+    "tees": "t-shirt",
+    "navy": "blue",
+    "crimson": "red",
+    "scarlet": "red",
+    "sneakers": "shoes",
+    "trainers": "shoes",
+    "jumper": "sweater",
+    "pullover": "sweater",
+    "trousers": "pants",
+    "gown": "dress",
+    "dresses": "dress",
+}
+STOPWORDS = {"a", "an", "the", "for", "of", "and", "with", "in", "on", "to", "is"}
+FAULT_KINDS = {
+    "429",
+    "500",
+    "503",
+    "timeout",
+    "truncated",
+    "malformed",
+    "blocked",
+    "safety",
+    "empty",
+    "wrong_dim",
+    "off_vocab",
+}
+
+
+def nearest_color(rgb: tuple[float, float, float]) -> str:
+    return min(
+        PALETTE, key=lambda c: sum((a - b) ** 2 for a, b in zip(PALETTE[c], rgb, strict=True))
+    )
+
+
+def _unit_for(key: str, dim: int) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    v = np.random.default_rng(seed).standard_normal(dim)
+    return v / np.linalg.norm(v)
+
+
+def tokens(text: str) -> list[str]:
+    text = text.lower()
+    found: list[str] = []
+    for phrase in (p for p in SYNONYMS if " " in p):
+        if phrase in text:
+            found.append(phrase)
+            text = text.replace(phrase, " ")
+    found += [t for t in re.findall(r"[a-z0-9][a-z0-9-]*", text) if t not in STOPWORDS]
+    return found
+
+
+def fake_embedding(text: str, dim: int) -> list[float]:
+    vec = np.zeros(dim)
+    for token in tokens(text) or ["<empty>"]:
+        concept = SYNONYMS.get(token, token)
+        # Mostly the concept, a little the word itself: synonyms score about 0.8.
+        vec += 0.9 * _unit_for("c:" + concept, dim) + 0.436 * _unit_for("w:" + token, dim)
+    return (vec / np.linalg.norm(vec)).tolist()
+
+
+@dataclass
+class Recorded:
+    endpoint: str
+    model: str
+    body: dict[str, Any]
+    image_size: tuple[int, int] | None = None
+    color: str | None = None
+
+
+@dataclass
+class Fault:
+    kind: str
+    retry_after: float | None = None
+
+
+@dataclass
+class FakeGemini:
+    """Start with `with FakeGemini() as fake:`; point GEMINI_BASE_URL at `fake.base_url`."""
+
+    timeout_sleep: float = 3.0
+    latency: dict[str, float] = field(default_factory=dict)
+    by_color: dict[str, Any] = field(default_factory=dict)
+    requests: list[Recorded] = field(default_factory=list)
+    _faults: dict[str, deque[Fault]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    # --- control ---
+
+    def __enter__(self) -> FakeGemini:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, port: int = 0) -> None:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def inject(
+        self, endpoint: str, kind: str, count: int = 1, retry_after: float | None = None
+    ) -> None:
+        """Queue `count` faults for the next requests to `endpoint`."""
+        assert kind in FAULT_KINDS, kind
+        with self._lock:
+            queue = self._faults.setdefault(endpoint, deque())
+            queue.extend(Fault(kind, retry_after) for _ in range(count))
+
+    def count(self, endpoint: str) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if r.endpoint == endpoint)
+
+    def embedded_texts(self) -> list[tuple[str, str]]:
+        """(taskType, text) of every text sent for embedding."""
+        with self._lock:
+            out = []
+            for r in self.requests:
+                if r.endpoint == "batchEmbedContents":
+                    reqs = r.body.get("requests", [])
+                elif r.endpoint == "embedContent":
+                    reqs = [r.body]
+                else:
+                    continue
+                for q in reqs:
+                    text = "".join(p.get("text", "") for p in q["content"]["parts"])
+                    out.append((q.get("taskType", ""), text))
+            return out
+
+    def _next_fault(self, endpoint: str) -> Fault | None:
+        with self._lock:
+            queue = self._faults.get(endpoint)
+            return queue.popleft() if queue else None
+
+    def _record(self, rec: Recorded) -> None:
+        with self._lock:
+            self.requests.append(rec)
+
+    # --- model behaviour ---
+
+    def describe(self, color: str, schema: dict[str, Any] | None) -> Any:
+        scripted = self.by_color.get(color)
+        if scripted is not None:
+            return scripted
+        facets = set((schema or {}).get("properties", {}).get("keywords", {}).get("properties", {}))
+        keywords = {"garment": ["T-shirt"], "color": [color]}
+        keywords = {k: v for k, v in keywords.items() if not facets or k in facets}
+        return {"keywords": keywords, "caption": f"A {color} cotton T-shirt."}
+
+
+def _error_body(code: int, status: str, message: str, retry_after: float | None = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if retry_after is not None:
+        error["details"] = [
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}
+        ]
+    return json.dumps({"error": error}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeGemini
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        pass
+
+    def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout test)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        match = re.fullmatch(r"/v1(?:beta)?/models/([^/:]+):(\w+)", self.path.split("?")[0])
+        if not match:
+            self._send(404, _error_body(404, "NOT_FOUND", f"no route {self.path}"))
+            return
+        model, endpoint = match.groups()
+        if self.headers.get("x-goog-api-key") != API_KEY:
+            self._send(400, _error_body(400, "INVALID_ARGUMENT", "API key not valid."))
+            return
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._send(400, _error_body(400, "INVALID_ARGUMENT", "Invalid JSON payload."))
+            return
+        rec = Recorded(endpoint, model, body)
+        handler = {
+            "generateContent": self._generate,
+            "embedContent": self._embed_one,
+            "batchEmbedContents": self._embed_batch,
+        }.get(endpoint)
+        if handler is None:
+            self._send(404, _error_body(404, "NOT_FOUND", f"unknown method {endpoint}"))
+            return
+        fault = self.fake._next_fault(endpoint)
+        time.sleep(self.fake.latency.get(endpoint, 0.0))
+        if fault is not None and self._transport_fault(fault):
+            self.fake._record(rec)
+            return
+        handler(rec, fault)
+        self.fake._record(rec)
+
+    def _transport_fault(self, fault: Fault) -> bool:
+        if fault.kind == "429":
+            headers = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = f"{fault.retry_after:g}"
+            body = _error_body(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted (e.g. check quota).",
+                fault.retry_after,
+            )
+            self._send(429, body, headers)
+        elif fault.kind in ("500", "503"):
+            status = "INTERNAL" if fault.kind == "500" else "UNAVAILABLE"
+            self._send(int(fault.kind), _error_body(int(fault.kind), status, "try again later"))
+        elif fault.kind == "timeout":
+            time.sleep(self.fake.timeout_sleep)
+            self._send(504, _error_body(504, "DEADLINE_EXCEEDED", "late"))
+        else:
+            return False
+        return True
+
+    # --- generateContent ---
+
+    def _generate(self, rec: Recorded, fault: Fault | None) -> None:
+        config = rec.body.get("generationConfig", {})
+        schema = config.get("responseJsonSchema")
+        image = None
+        for content in rec.body.get("contents", []):
+            for part in content.get("parts", []):
+                if "inlineData" in part:
+                    data = part["inlineData"]["data"]
+                    # The API takes standard or URL-safe base64, padded or not.
+                    image = base64.urlsafe_b64decode(
+                        data.replace("+", "-").replace("/", "_") + "=" * (-len(data) % 4)
+                    )
+        if image is None:
+            self._send(400, _error_body(400, "INVALID_ARGUMENT", "no image in request"))
+            return
+        with Image.open(io.BytesIO(image)) as img:
+            rec.image_size = img.size
+            mean = tuple(np.asarray(img.convert("RGB"), dtype=np.float64).mean(axis=(0, 1)))
+        rec.color = nearest_color(mean)  # type: ignore[arg-type]
+        answer = self.fake.describe(rec.color, schema)
+        kind = fault.kind if fault else (answer if isinstance(answer, str) else None)
+        if kind == "blocked":
+            body = {"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": rec.model}
+        elif kind == "safety":
+            body = {"candidates": [{"finishReason": "SAFETY", "index": 0}]}
+        elif kind == "empty":
+            body = {"candidates": [], "modelVersion": rec.model}
+        elif kind == "malformed":
+            body = self._candidate(rec.model, '{"keywords": {"garment": ["dress"]}, "capt')
+        elif kind == "truncated":
+            full = json.dumps(self._candidate(rec.model, json.dumps(answer))).encode()
+            self._send(200, full[: len(full) // 2])
+            return
+        elif kind == "off_vocab":
+            off = {
+                "keywords": {"garment": ["spaceship"], "color": ["purple"]},
+                "caption": "A purple thing.",
+            }
+            body = self._candidate(rec.model, json.dumps(off))
+        else:
+            body = self._candidate(rec.model, json.dumps(answer))
+        self._send(200, json.dumps(body).encode())
+
+    @staticmethod
+    def _candidate(model: str, text: str) -> dict[str, Any]:
+        return {
+            "candidates": [
+                {
+                    "content": {"parts": [{"text": text}], "role": "model"},
+                    "finishReason": "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 350,
+                "candidatesTokenCount": 40,
+                "totalTokenCount": 390,
+            },
+            "modelVersion": model,
+            "responseId": hashlib.sha1(text.encode()).hexdigest()[:16],
+        }
+
+    # --- embeddings ---
+
+    def _vector(self, request: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
+        dim = int(request.get("outputDimensionality") or 3072)
+        if fault is not None and fault.kind == "wrong_dim":
+            dim -= 1
+        text = "".join(p.get("text", "") for p in request["content"]["parts"])
+        return {"values": fake_embedding(text, dim)}
+
+    def _embed_one(self, rec: Recorded, fault: Fault | None) -> None:
+        body = {"embedding": self._vector(rec.body, fault)}
+        self._send_embedding(body, fault)
+
+    def _embed_batch(self, rec: Recorded, fault: Fault | None) -> None:
+        requests = rec.body.get("requests", [])
+        if not requests or len(requests) > 100:
+            self._send(400, _error_body(400, "INVALID_ARGUMENT", "1 to 100 requests allowed"))
+            return
+        body = {"embeddings": [self._vector(r, fault) for r in requests]}
+        self._send_embedding(body, fault)
+
+    def _send_embedding(self, body: dict[str, Any], fault: Fault | None) -> None:
+        data = json.dumps(body).encode()
+        if fault is not None and fault.kind == "truncated":
+            data = data[: len(data) // 2]
+        self._send(200, data)
+
+
+if __name__ == "__main__":  # a standalone fake for manual runs and benchmarks
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    fake = FakeGemini()
+    fake.start(args.port)
+    print(f"fake Gemini at {fake.base_url} (key {API_KEY!r})", flush=True)
+    threading.Event().wait()
