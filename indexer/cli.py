@@ -26,8 +26,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 EXIT_FAILED_IMAGES = 1
 EXIT_ERROR = 2
@@ -120,7 +120,7 @@ def run(
     if report.failures:
         err.print(f"[red]{report.failed} image(s) failed[/red] (retried on the next run):")
         for failure in report.failures:
-            err.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False, soft_wrap=True)
+            err.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
         raise typer.Exit(EXIT_FAILED_IMAGES)
 
 
@@ -142,7 +142,7 @@ def status(verbose: bool = VerboseOpt) -> None:
             highlight=False,
         )
         for failure in failures:
-            out.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False, soft_wrap=True)
+            out.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
 
 
 def main() -> None:

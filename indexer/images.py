@@ -94,6 +94,8 @@ def open_image(data: bytes, max_side: int) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageError(f"decompression bomb refused: {exc}") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        if "truncated" in str(exc).lower():
+            raise ImageError("image data is truncated or corrupt") from exc
         raise ImageError(f"cannot decode image: {exc}") from exc
     return img
 

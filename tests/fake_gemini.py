@@ -264,13 +264,12 @@ class _Handler(BaseHTTPRequestHandler):
         if handler is None:
             self._send(404, _error_body(404, "NOT_FOUND", f"unknown method {endpoint}"))
             return
+        self.fake._record(rec)  # on arrival, so a request the client gave up on counts too
         fault = self.fake._next_fault(endpoint)
         time.sleep(self.fake.latency.get(endpoint, 0.0))
         if fault is not None and self._transport_fault(fault):
-            self.fake._record(rec)
             return
         handler(rec, fault)
-        self.fake._record(rec)
 
     def _transport_fault(self, fault: Fault) -> bool:
         if fault.kind == "429":

@@ -18,13 +18,22 @@ runner = CliRunner()
 
 CATALOG = {
     "red": {
-        "keywords": {"garment": ["dress"], "season": ["summer"], "color": ["red"],
-                     "audience": ["women"], "material": ["cotton"]},
+        "keywords": {
+            "garment": ["dress"],
+            "season": ["summer"],
+            "color": ["red"],
+            "audience": ["women"],
+            "material": ["cotton"],
+        },
         "caption": "A red cotton summer dress for women.",
     },
     "blue": {
-        "keywords": {"garment": ["jeans"], "season": ["fall"], "color": ["blue"],
-                     "material": ["denim"]},
+        "keywords": {
+            "garment": ["jeans"],
+            "season": ["fall"],
+            "color": ["blue"],
+            "material": ["denim"],
+        },
         "caption": "Blue denim jeans.",
     },
     "yellow": {
@@ -32,13 +41,21 @@ CATALOG = {
         "caption": "A yellow spring dress.",
     },
     "black": {
-        "keywords": {"garment": ["coat"], "season": ["winter"], "color": ["black"],
-                     "material": ["wool"]},
+        "keywords": {
+            "garment": ["coat"],
+            "season": ["winter"],
+            "color": ["black"],
+            "material": ["wool"],
+        },
         "caption": "A black wool winter coat.",
     },
     "green": {
-        "keywords": {"garment": ["shorts"], "season": ["summer"], "color": ["green"],
-                     "style": ["sport"]},
+        "keywords": {
+            "garment": ["shorts"],
+            "season": ["summer"],
+            "color": ["green"],
+            "style": ["sport"],
+        },
         "caption": "Green sport shorts for summer.",
     },
 }
@@ -76,3 +93,262 @@ def test_index_then_query_text(catalog: Path, fake: FakeGemini) -> None:
     assert hits[0]["keywords"]["season"] == ["summer"]
     assert hits[0]["caption"] == CATALOG["red"]["caption"]
     assert hits[0]["score"] > hits[1]["score"] >= hits[2]["score"]
+
+
+def test_generation_request_uses_structured_output_with_vocabulary_enum(
+    catalog: Path, fake: FakeGemini, env: dict[str, str]
+) -> None:
+    assert index(str(catalog)).exit_code == 0
+    request = next(r for r in fake.requests if r.endpoint == "generateContent")
+    config = request.body["generationConfig"]
+    assert config["responseMimeType"] == "application/json"
+    facets = config["responseJsonSchema"]["properties"]["keywords"]["properties"]
+    assert "violet" in facets["color"]["items"]["enum"]
+    assert "T-shirt" in facets["garment"]["items"]["enum"]
+    # One call per image gives both keywords and caption; documents embed as such.
+    tasks = {task for task, _ in fake.embedded_texts()}
+    assert "RETRIEVAL_DOCUMENT" in tasks
+    docs = [text for task, text in fake.embedded_texts() if task == "RETRIEVAL_DOCUMENT"]
+    assert "dress, women, summer, red, cotton. A red cotton summer dress for women." in docs
+
+
+def test_where_filters_and_limit(catalog: Path) -> None:
+    assert index(str(catalog)).exit_code == 0
+
+    hits = json.loads(query("text", "dress", "--where", "season=summer", "--json").output)
+    assert {Path(h["path"]).name for h in hits} == {"red.jpg", "green.jpg"}
+
+    both = query("text", "dress", "-w", "season=summer", "-w", "garment=dress", "--json")
+    assert [Path(h["path"]).name for h in json.loads(both.output)] == ["red.jpg"]
+
+    # Case-insensitive keywords; a limit above the number of matches returns them all.
+    hits = (
+        json.loads(query("text", "dress", "-w", "Garment=DRESS", "--limit", "50", "--json").output)
+        if False
+        else json.loads(
+            query("text", "dress", "-w", "garment=DRESS", "--limit", "50", "--json").output
+        )
+    )
+    assert {Path(h["path"]).name for h in hits} == {"red.jpg", "yellow.jpg"}
+
+    everything = json.loads(query("text", "clothes", "--limit", "50", "--json").output)
+    assert len(everything) == len(CATALOG)
+
+
+def test_where_errors_list_what_is_allowed(catalog: Path) -> None:
+    assert index(str(catalog)).exit_code == 0
+    bad_facet = query("text", "dress", "--where", "seasn=summer")
+    assert bad_facet.exit_code == 2
+    assert "unknown facet 'seasn'" in bad_facet.output and "season" in bad_facet.output
+    bad_value = query("text", "dress", "--where", "season=monsoon")
+    assert bad_value.exit_code == 2
+    assert "fall, winter, spring, summer" in bad_value.output
+    malformed = query("text", "dress", "--where", "season")
+    assert malformed.exit_code == 2 and "FACET=VALUE" in malformed.output
+
+
+def test_table_output(catalog: Path) -> None:
+    assert index(str(catalog)).exit_code == 0
+    result = query("text", "black winter coat", "--limit", "1")
+    assert result.exit_code == 0
+    assert "black.jpg" in result.output and "winter" in result.output
+
+
+def test_rerun_makes_no_generation_calls_and_follows_moves(
+    catalog: Path, fake: FakeGemini, tmp_path: Path
+) -> None:
+    assert index(str(catalog)).exit_code == 0
+    calls, embeds = fake.count("generateContent"), fake.count("batchEmbedContents")
+
+    again = index(str(catalog))
+    assert again.exit_code == 0
+    assert "indexed 0, already indexed 5" in again.output
+    assert fake.count("generateContent") == calls
+    assert fake.count("batchEmbedContents") == embeds  # vocabulary vectors come from cache
+
+    moved = tmp_path / "moved" / "red-renamed.jpg"
+    moved.parent.mkdir()
+    shutil.move(catalog / "nested" / "red.jpg", moved)
+    result = index(str(catalog), str(moved.parent))
+    assert result.exit_code == 0 and "moved 1" in result.output
+    assert fake.count("generateContent") == calls
+    hits = json.loads(query("text", "red dress", "--limit", "1", "--json").output)
+    assert hits[0]["path"] == str(moved)
+
+
+def test_same_bytes_in_two_places_are_one_record(catalog: Path, fake: FakeGemini) -> None:
+    shutil.copy(catalog / "nested" / "red.jpg", catalog / "red-copy.jpg")
+    result = index(str(catalog))
+    assert result.exit_code == 0 and "duplicates 1" in result.output
+    assert fake.count("generateContent") == 5
+
+
+def test_transient_faults_are_retried(catalog: Path, fake: FakeGemini) -> None:
+    fake.inject("generateContent", "429", retry_after=0.2)
+    fake.inject("generateContent", "500")
+    fake.inject("generateContent", "503")
+    fake.inject("generateContent", "timeout")
+    fake.inject("generateContent", "truncated")
+    fake.inject("batchEmbedContents", "429", retry_after=0.1)
+    fake.inject("batchEmbedContents", "500")
+    result = index(str(catalog))
+    assert result.exit_code == 0, result.output
+    assert "indexed 5" in result.output and "failed 0" in result.output
+    assert fake.count("generateContent") == 5 + 5
+
+
+def test_bad_answers_and_bad_files_are_recorded_and_the_run_goes_on(
+    catalog: Path, fake: FakeGemini
+) -> None:
+    garment_image(catalog / "blocked.png", "magenta")
+    garment_image(catalog / "garbled.png", "cyan")
+    garment_image(catalog / "nothing.png", "grey")
+    fake.by_color.update({"magenta": "blocked", "cyan": "malformed", "grey": "empty"})
+    (catalog / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    (catalog / "empty.jpg").write_bytes(b"")
+    (catalog / "notes.jpg").write_text("shopping list: socks\n")
+
+    result = index(str(catalog))
+    assert result.exit_code == 1
+    assert "indexed 5" in result.output and "failed 6" in result.output
+    reasons = {
+        line.split(": ", 1)[0].strip().rsplit("/", 1)[-1]: line.split(": ", 1)[1]
+        for line in result.output.splitlines()
+        if line.startswith("  ") and ": " in line
+    }
+    assert "blocked" in reasons["blocked.png"]
+    assert "not valid JSON" in reasons["garbled.png"]
+    assert "no candidates" in reasons["nothing.png"]
+    assert "truncated or corrupt" in reasons["corrupt.jpg"]
+    assert "not a recognised image format" in reasons["notes.jpg"]
+    assert "empty file" in reasons["empty.jpg"]
+
+    status = runner.invoke(indexer_app, ["status"])
+    assert status.exit_code == 0
+    assert "5 indexed, 6 failed" in status.output
+    assert "notes.jpg: not a recognised image format" in status.output
+
+    # The next run retries exactly the failed images; fixed ones leave the failure log.
+    calls = fake.count("generateContent")
+    fake.by_color["magenta"] = CATALOG["red"]
+    rerun = index(str(catalog))
+    assert rerun.exit_code == 1
+    assert fake.count("generateContent") == calls + 3
+    assert "indexed 1" in rerun.output and "failed 5" in rerun.output
+    status = runner.invoke(indexer_app, ["status"])
+    assert "6 indexed, 5 failed" in status.output and "blocked.png" not in status.output
+
+
+def test_exhausted_retries_fail_the_image_not_the_run(
+    catalog: Path, fake: FakeGemini, env: dict[str, str]
+) -> None:
+    # INDEXER_MAX_ATTEMPTS is 4: the image meets four 503s in a row and gives up.
+    fake.inject("generateContent", "503", count=4)
+    result = index(str(catalog / "nested" / "red.jpg"))
+    assert result.exit_code == 1
+    assert "indexed 0" in result.output and "failed 1" in result.output
+    assert "HTTP 503" in result.output
+    assert fake.count("generateContent") == 4
+    result = index(str(catalog))
+    assert result.exit_code == 0 and "indexed 5" in result.output
+
+
+def test_keyword_correction_end_to_end(
+    fake: FakeGemini, env: dict[str, str], tmp_path: Path
+) -> None:
+    fake.by_color["violet"] = {
+        "keywords": {"garment": ["tank top"], "color": ["purple"], "style": ["spaceship"]},
+        "caption": "A purple tank top.",
+    }
+    photo = garment_image(tmp_path / "top.png", "violet")
+    assert index(str(photo)).exit_code == 0
+    hit = json.loads(query("text", "violet top", "--json", "--limit", "1").output)[0]
+    assert hit["keywords"]["garment"] == ["T-shirt"]
+    assert hit["keywords"]["color"] == ["violet"]
+    assert hit["keywords"]["style"] == []
+    # Found by the corrected keyword, not only by the model's word.
+    assert len(json.loads(query("text", "x", "-w", "color=violet", "--json").output)) == 1
+
+
+def test_query_image_finds_similar_and_is_not_added(catalog: Path, tmp_path: Path) -> None:
+    assert index(str(catalog)).exit_code == 0
+    probe = garment_image(tmp_path / "probe" / "another-red.png", "red", size=(500, 300))
+    result = query("image", str(probe), "--json", "--limit", "2")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output)
+    assert Path(hits[0]["path"]).name == "red.jpg"
+    assert hits[0]["score"] > 0.99  # same description, same document vector
+    status = runner.invoke(indexer_app, ["status"])
+    assert "5 indexed" in status.output
+
+    missing = query("image", str(tmp_path / "nope.jpg"))
+    assert missing.exit_code == 2 and "nope.jpg" in missing.output
+
+
+def test_embedding_model_mismatch_is_refused(
+    catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert index(str(catalog)).exit_code == 0
+    monkeypatch.setenv("GEMINI_EMBEDDING_DIM", "256")
+    result = query("text", "red dress")
+    assert result.exit_code == 2
+    assert "built with gemini:gemini-embedding-001 (768-d)" in result.output
+    monkeypatch.setenv("GEMINI_EMBEDDING_DIM", "768")
+    monkeypatch.setenv("GEMINI_EMBEDDING_MODEL", "other-embedding")
+    assert query("text", "red dress").exit_code == 2
+    # Writing into it with another model is refused too.
+    refused = index(str(catalog))
+    assert refused.exit_code == 2 and "other-embedding" in refused.output
+
+
+def test_query_before_indexing_is_a_clear_error(env: dict[str, str]) -> None:
+    result = query("text", "dress")
+    assert result.exit_code == 2
+    assert "no collection 'clothing'" in result.output and "indexer run" in result.output
+
+
+def test_missing_api_key_is_a_clear_error(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOOGLE_API_KEY")
+    result = index(str(catalog))
+    assert result.exit_code == 2
+    assert "GOOGLE_API_KEY" in result.output
+
+
+def test_gemini_api_key_is_accepted_too(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = monkeypatch.delenv("GOOGLE_API_KEY") or "test-key"
+    monkeypatch.setenv("GEMINI_API_KEY", key)
+    assert index(str(catalog)).exit_code == 0
+
+
+def test_chroma_server_mode(
+    catalog: Path, chroma_server: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, port = chroma_server
+    monkeypatch.setenv("CHROMA_HOST", host)
+    monkeypatch.setenv("CHROMA_PORT", str(port))
+    result = index(str(catalog))
+    assert result.exit_code == 0, result.output
+    assert f"http://{host}:{port}" in result.output
+    hits = json.loads(query("text", "dress", "-w", "season=summer", "--json").output)
+    assert {Path(h["path"]).name for h in hits} == {"red.jpg", "green.jpg"}
+    again = index(str(catalog))
+    assert "indexed 0, already indexed 5" in again.output
+
+
+def test_real_photos_from_the_dataset(
+    dataset: Path, fake: FakeGemini, env: dict[str, str], tmp_path: Path
+) -> None:
+    photos = tmp_path / "sample"
+    for cls in ("dress", "hat", "pants", "shoes"):
+        for src in sorted((dataset / "validation" / cls).glob("*.jpg"))[:3]:
+            (photos / cls).mkdir(parents=True, exist_ok=True)
+            (photos / cls / src.name).symlink_to(src)
+    result = index(str(photos))
+    assert result.exit_code == 0, result.output
+    assert "indexed 12" in result.output
+    sizes = [r.image_size for r in fake.requests if r.endpoint == "generateContent"]
+    assert len(sizes) == 12 and all(s is not None and max(s) <= 768 for s in sizes)
+    any_photo = next(photos.rglob("*.jpg"))
+    hits = json.loads(query("image", str(any_photo), "--json", "--limit", "12").output)
+    assert len(hits) == 12
+    assert str(any_photo) in {h["path"] for h in hits}
