@@ -115,6 +115,7 @@ class Recorded:
     body: dict[str, Any]
     image_size: tuple[int, int] | None = None
     color: str | None = None
+    arrived: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -247,15 +248,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _error_body(404, "NOT_FOUND", f"no route {self.path}"))
             return
         model, endpoint = match.groups()
-        if self.headers.get("x-goog-api-key") != API_KEY:
-            self._send(400, _error_body(400, "INVALID_ARGUMENT", "API key not valid."))
-            return
         try:
             body = json.loads(raw)
         except ValueError:
             self._send(400, _error_body(400, "INVALID_ARGUMENT", "Invalid JSON payload."))
             return
         rec = Recorded(endpoint, model, body)
+        self.fake._record(rec)  # on arrival, so a request the client gave up on counts too
+        if self.headers.get("x-goog-api-key") != API_KEY:
+            self._send(400, _error_body(400, "INVALID_ARGUMENT", "API key not valid."))
+            return
         handler = {
             "generateContent": self._generate,
             "embedContent": self._embed_one,
@@ -264,7 +266,6 @@ class _Handler(BaseHTTPRequestHandler):
         if handler is None:
             self._send(404, _error_body(404, "NOT_FOUND", f"unknown method {endpoint}"))
             return
-        self.fake._record(rec)  # on arrival, so a request the client gave up on counts too
         fault = self.fake._next_fault(endpoint)
         time.sleep(self.fake.latency.get(endpoint, 0.0))
         if fault is not None and self._transport_fault(fault):

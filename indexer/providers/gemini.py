@@ -147,7 +147,8 @@ class _WaitRetryAfter:
 def _parse_description(response: Any) -> Description:
     feedback = getattr(response, "prompt_feedback", None)
     if feedback is not None and feedback.block_reason:
-        raise BlockedResponseError(f"request blocked by the API: {feedback.block_reason}")
+        reason = getattr(feedback.block_reason, "value", feedback.block_reason)
+        raise BlockedResponseError(f"request blocked by the API: {reason}")
     candidates = response.candidates or []
     if not candidates:
         raise MalformedResponseError("the API returned no candidates")
