@@ -1,0 +1,65 @@
+"""The Python query client, as another tool would use it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from indexer.cli import app as indexer_app
+from query import QueryClient, QueryError, QueryResult, StoreError, parse_where
+from tests.conftest import garment_image
+from tests.fake_gemini import FakeGemini
+
+
+def test_importing_the_client_loads_no_model_or_store_code() -> None:
+    code = (
+        "import sys, query\n"
+        "heavy = [m for m in ('chromadb', 'google.genai', 'torch', 'numpy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_parse_where() -> None:
+    assert parse_where(["season=summer", "season=fall", "color = red"]) == {
+        "season": ["summer", "fall"],
+        "color": ["red"],
+    }
+    with pytest.raises(QueryError):
+        parse_where(["=x"])
+
+
+def test_text_and_image_queries_return_typed_results(
+    fake: FakeGemini, env: dict[str, str], tmp_path: Path
+) -> None:
+    fake.by_color["red"] = {
+        "keywords": {"garment": ["dress"], "season": ["summer"], "color": ["red"]},
+        "caption": "A red summer dress.",
+    }
+    for color in ("red", "blue", "green"):
+        garment_image(tmp_path / "photos" / f"{color}.png", color)
+    assert CliRunner().invoke(indexer_app, ["run", str(tmp_path / "photos")]).exit_code == 0
+
+    with QueryClient.from_env() as client:
+        hits = client.text("colorful dress", where={"season": "summer"}, limit=5)
+        assert len(hits) == 1 and isinstance(hits[0], QueryResult)
+        assert Path(hits[0].path).name == "red.png"
+        assert hits[0].keywords["garment"] == ["dress"]
+        assert hits[0].to_dict()["caption"] == "A red summer dress."
+
+        similar = client.image(tmp_path / "photos" / "blue.png", limit=1)
+        assert Path(similar[0].path).name == "blue.png"
+
+        with pytest.raises(QueryError, match="unknown facet"):
+            client.text("dress", where={"fabric": "silk"})
+        with pytest.raises(QueryError, match="limit"):
+            client.text("dress", limit=0)
+
+    # Overrides go on top of the environment.
+    other = QueryClient.from_env(collection="not-there")
+    with pytest.raises(StoreError, match="no collection 'not-there'"):
+        other.text("dress")
