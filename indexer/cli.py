@@ -108,6 +108,10 @@ def run(
         try:
             with progress:
                 report = indexer.run(paths, on_progress=show)
+        except KeyboardInterrupt:
+            # Finished batches are written; the rest is simply not indexed yet.
+            err.print("interrupted; run the same command again to continue")
+            raise typer.Exit(130) from None
         finally:
             model.close()
 

@@ -10,12 +10,13 @@ embedding model built it; opening it with another one is refused.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from indexer.errors import EmbeddingMismatchError, StoreError
 from indexer.providers.base import EmbeddingSpec
@@ -72,6 +73,31 @@ class Hit:
             "keywords": self.keywords,
             "caption": self.caption,
         }
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Report Chroma and connection failures as StoreError, our typed error."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as exc:
+            from chromadb.errors import ChromaError
+
+            if isinstance(exc, ChromaError | ConnectionError | OSError) or type(
+                exc
+            ).__module__.startswith(("httpx", "chromadb")):
+                raise StoreError(f"Chroma {method.__name__} failed: {exc}") from exc
+            raise
+
+    return wrapper
 
 
 def _now() -> str:
@@ -220,6 +246,7 @@ class ImageStore:
 
     # --- records ---
 
+    @_store_errors
     def known_paths(self, ids: Sequence[str]) -> dict[str, str]:
         """Path of each id that is already indexed."""
         found: dict[str, str] = {}
@@ -229,11 +256,13 @@ class ImageStore:
                 found[rid] = str((meta or {}).get("path", ""))
         return found
 
+    @_store_errors
     def update_paths(self, paths: Mapping[str, str]) -> None:
         if paths:
             ids = list(paths)
             self._collection.update(ids=ids, metadatas=[{"path": paths[i]} for i in ids])
 
+    @_store_errors
     def upsert(self, records: Sequence[ImageRecord]) -> None:
         """Write complete records, vectors and metadata together, in one call."""
         if not records:
@@ -261,9 +290,11 @@ class ImageStore:
                 meta[f"{FACET_PREFIX}{facet}"] = list(words)
         return meta
 
+    @_store_errors
     def count(self) -> int:
         return self._collection.count()
 
+    @_store_errors
     def query(
         self, embedding: Sequence[float], where: Mapping[str, Sequence[str]], limit: int
     ) -> list[Hit]:
@@ -284,6 +315,7 @@ class ImageStore:
 
     # --- failures ---
 
+    @_store_errors
     def record_failures(self, failures: Sequence[Failure]) -> None:
         if not failures:
             return
@@ -295,6 +327,7 @@ class ImageStore:
             metadatas=[{"path": f.path, "at": f.at or _now()} for f in failures],
         )
 
+    @_store_errors
     def clear_failures(self, ids: Sequence[str], paths: Sequence[str] = ()) -> None:
         """Forget failures of these ids, and older failures at these paths."""
         log_ = self._failure_log
@@ -303,6 +336,7 @@ class ImageStore:
         for chunk in _chunks(list(paths)):
             log_.delete(where={"path": {"$in": list(chunk)}})
 
+    @_store_errors
     def failures(self) -> list[Failure]:
         got = self._failure_log.get(include=["metadatas", "documents"])
         out = [

@@ -348,3 +348,36 @@ def test_real_photos_from_the_dataset(
     hits = json.loads(query("image", str(any_photo), "--json", "--limit", "12").output)
     assert len(hits) == 12
     assert str(any_photo) in {h["path"] for h in hits}
+
+
+def test_installed_commands_run_as_processes(catalog: Path, fake: FakeGemini) -> None:
+    """The console entry points, as a user or a cron job would start them."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    run = subprocess.run(
+        [sys.executable, "-m", "indexer", "run", str(catalog)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "indexed 5" in run.stdout
+    found = subprocess.run(
+        [sys.executable, "-m", "query", "text", "black winter coat", "--json", "-n", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == 0, found.stderr
+    assert Path(json.loads(found.stdout)[0]["path"]).name == "black.jpg"
+    assert ("RETRIEVAL_QUERY", "black winter coat") in fake.embedded_texts()
+
+
+def test_missing_path_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
+    result = index(str(tmp_path / "no-such-folder"))
+    assert result.exit_code == 2 and "no such file or directory" in result.output
