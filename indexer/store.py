@@ -176,11 +176,7 @@ class ImageStore:
                 f"collection {self.name!r} was written by a newer version of this tool "
                 f"(schema {version}, this one reads {SCHEMA_VERSION}); upgrade it"
             )
-        recorded = EmbeddingSpec(
-            str(meta.get("embedding_provider", "?")),
-            str(meta.get("embedding_model", "?")),
-            int(meta.get("embedding_dim", 0)),
-        )
+        recorded = _spec_of(meta)
         if recorded != spec:
             raise EmbeddingMismatchError(
                 f"collection {self.name!r} was built with {recorded}, but {spec} is configured; "
@@ -220,12 +216,7 @@ class ImageStore:
             self._check(self._records, spec)
 
     def recorded_spec(self) -> EmbeddingSpec:
-        meta = self._collection.metadata or {}
-        return EmbeddingSpec(
-            str(meta.get("embedding_provider", "?")),
-            str(meta.get("embedding_model", "?")),
-            int(meta.get("embedding_dim", 0)),
-        )
+        return _spec_of(self._collection.metadata or {})
 
     @property
     def _collection(self) -> Collection:
@@ -346,6 +337,14 @@ class ImageStore:
             )
         ]
         return sorted(out, key=lambda f: f.path)
+
+
+def _spec_of(meta: Mapping[str, Any]) -> EmbeddingSpec:
+    return EmbeddingSpec(
+        str(meta.get("embedding_provider", "?")),
+        str(meta.get("embedding_model", "?")),
+        int(meta.get("embedding_dim", 0)),
+    )
 
 
 def _keywords(meta: Mapping[str, Any]) -> Keywords:

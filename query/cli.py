@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -25,20 +26,26 @@ LimitOpt = typer.Option(10, "--limit", "-n", min=1, help="Number of results.")
 JsonOpt = typer.Option(False, "--json", help="Print a JSON array instead of a table.")
 
 
-def _show(hits: list[Hit], as_json: bool) -> None:
+def _search(as_json: bool, verbose: bool, ask: Callable[[QueryClient], list[Hit]]) -> None:
+    setup_logging(verbose)
+    with reported_errors(), QueryClient.from_env() as client:
+        hits = ask(client)
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
-        return
-    if not hits:
+    elif not hits:
         out.print("no matching images")
-        return
+    else:
+        out.print(_table(hits))
+
+
+def _table(hits: list[Hit]) -> Table:
     table = Table(show_lines=False)
     for column in ("#", "score", "path", "keywords", "caption"):
         table.add_column(column, overflow="fold")
     for rank, hit in enumerate(hits, 1):
         keywords = "; ".join(f"{f}: {', '.join(ws)}" for f, ws in hit.keywords.items() if ws)
         table.add_row(str(rank), f"{hit.score:.3f}", hit.path, keywords, hit.caption)
-    out.print(table)
+    return table
 
 
 @app.command()
@@ -50,10 +57,7 @@ def text(
     verbose: bool = VerboseOpt,
 ) -> None:
     """Find images by a natural-language description."""
-    setup_logging(verbose)
-    with reported_errors(), QueryClient.from_env() as client:
-        hits = client.text(text, where=parse_where(where), limit=limit)
-    _show(hits, as_json)
+    _search(as_json, verbose, lambda c: c.text(text, where=parse_where(where), limit=limit))
 
 
 @app.command()
@@ -65,10 +69,7 @@ def image(
     verbose: bool = VerboseOpt,
 ) -> None:
     """Find images similar to an example image."""
-    setup_logging(verbose)
-    with reported_errors(), QueryClient.from_env() as client:
-        hits = client.image(path, where=parse_where(where), limit=limit)
-    _show(hits, as_json)
+    _search(as_json, verbose, lambda c: c.image(path, where=parse_where(where), limit=limit))
 
 
 def main() -> None:
