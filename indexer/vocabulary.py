@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -114,12 +114,3 @@ class Vocabulary:
 
     def empty(self) -> Keywords:
         return {facet: [] for facet in self.facets}
-
-    def merge(self, keyword_lists: Iterable[Keywords]) -> Keywords:
-        merged = self.empty()
-        for keywords in keyword_lists:
-            for facet, words in keywords.items():
-                for w in words:
-                    if w not in merged.setdefault(facet, []):
-                        merged[facet].append(w)
-        return merged
