@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.errors import ConfigError
+from indexer.tagger import LinearHead, train_head
+
+
+def clusters(n: int, seed: int, centres_seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Three noisy clusters on the unit sphere, like pooled image features of three classes."""
+    centres = np.random.default_rng(centres_seed).normal(size=(3, 64))
+    noise = np.random.default_rng(seed).normal(size=(n, 64))
+    labels = [("dress", "hat", "shoes")[i % 3] for i in range(n)]
+    x = np.stack([centres[i % 3] + 0.8 * noise[i] for i in range(n)])
+    return x / np.linalg.norm(x, axis=1, keepdims=True), labels
+
+
+def test_trained_head_generalises_to_new_samples() -> None:
+    x, y = clusters(300, seed=1)
+    head = train_head("garment", x, y, "test-features")
+    x_new, y_new = clusters(90, seed=2)  # unseen samples of the same classes
+    accuracy = np.mean([p == t for p, t in zip(head.predict(x_new), y_new, strict=True)])
+    assert accuracy > 0.95
+    assert head.classes == ("dress", "hat", "shoes")
+    assert np.allclose(head.probabilities(x_new).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_low_confidence_predictions_are_withheld() -> None:
+    x, y = clusters(120, seed=4)
+    head = train_head("garment", x, y, "test-features")
+    middle = np.full((1, 64), 1 / 8.0)  # equidistant from nothing in particular
+    assert head.predict(middle, min_confidence=0.999) == [None]
+
+
+def test_head_round_trips_through_a_file(tmp_path: Path) -> None:
+    x, y = clusters(60, seed=5)
+    head = train_head("season", x, y, "test-features")
+    head.save(tmp_path / "season.npz")
+    loaded = LinearHead.load(tmp_path / "season.npz")
+    assert loaded.facet == "season" and loaded.feature_model == "test-features"
+    assert loaded.predict(x) == head.predict(x)
+
+
+def test_training_needs_two_keywords_and_files_must_be_heads(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least two"):
+        train_head("garment", np.ones((3, 4)), ["dress"] * 3, "f")
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(ConfigError, match="cannot read tagger head"):
+        LinearHead.load(tmp_path / "bad.npz")
