@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,6 +74,28 @@ class ImageEncoder:
         with torch.inference_mode():
             features = model.extract_features(batch).mean(dim=(2, 3))
         return _unit(features)
+
+
+def encode_files(encoder: ImageEncoder, paths: Sequence[Path], batch: int = 32) -> np.ndarray:
+    """Features of image files, decoding the next batch while the model runs on this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from indexer.images import open_image, read_source
+
+    def load(chunk: Sequence[Path]) -> list[Image.Image]:
+        return [open_image(read_source(p).data, 2 * INPUT_SIZE) for p in chunk]
+
+    chunks = [paths[i : i + batch] for i in range(0, len(paths), batch)]
+    out = []
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(load, chunks[0]) if chunks else None
+        for i in range(len(chunks)):
+            assert pending is not None
+            images = pending.result()
+            if i + 1 < len(chunks):
+                pending = pool.submit(load, chunks[i + 1])
+            out.append(encoder.encode(images))
+    return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), dtype=np.float32)
 
 
 def _unit(features: torch.Tensor) -> np.ndarray:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 BUILTIN_PROVIDERS: dict[str, str] = {
     "gemini": "indexer.providers.gemini:GeminiProvider",
+    "local": "indexer.providers.local:LocalProvider",
 }
 ENTRY_POINT_GROUP = "clothing_indexer.providers"
 

