@@ -62,7 +62,11 @@ VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each f
 @app.command()
 def run(
     paths: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
-    provider: str = typer.Option("gemini", "--provider", help="Model provider."),
+    provider: str | None = typer.Option(
+        None,
+        "--provider",
+        help="Model provider: gemini or local. Default: gemini when an API key is set, else local.",
+    ),
     verbose: bool = VerboseOpt,
 ) -> None:
     """Index images: keywords, caption and embedding of each, upserted into Chroma.
@@ -82,6 +86,10 @@ def run(
         settings = load_settings()
         vocabulary = Vocabulary.load(settings.vocabulary_file)
         total = sum(1 for _ in discover(paths))
+        if provider is None:
+            provider = providers.default_name(settings)
+            if provider != "gemini":
+                err.print(f"no GOOGLE_API_KEY set: using the offline {provider!r} provider")
         model = providers.create(provider, settings)
         store = ImageStore.open(settings)
         indexer = Indexer(settings, model, store, vocabulary)

