@@ -96,7 +96,7 @@ class Indexer:
         started = time.monotonic()
         report = RunReport()
         notify = on_progress or (lambda _report: None)
-        self.store.prepare_for_writing(self.provider.embedding_spec)
+        self.store.prepare_for_writing(self.provider.embedding_spec, self.provider.image_spec)
         seen: set[str] = set()
         in_flight: deque[Future[_BatchResult]] = deque()
         pool = ThreadPoolExecutor(BATCHES_IN_FLIGHT, thread_name_prefix="batch")
@@ -166,6 +166,11 @@ class Indexer:
                 document_text(m.keywords, d.caption) for m, (_, d) in zip(mapped, ok, strict=True)
             ]
             vectors = self.provider.embed_documents(texts)
+            pictures: list[list[float] | None] = (
+                list(self.provider.embed_images([img for img, _ in ok]))
+                if self.provider.supports_image_embeddings
+                else [None] * len(ok)
+            )
         except ProviderError as exc:
             reason = f"embedding failed: {_one_line(exc)}"
             failures += [Failure(img.id, str(img.path), reason) for img, _ in ok]
@@ -181,8 +186,11 @@ class Indexer:
                 embedding=vector,
                 model_ids={"provider": self.provider.name, **self.provider.model_ids},
                 vocabulary=self.vocabulary.fingerprint,
+                image_embedding=picture,
             )
-            for (image, answer), m, vector in zip(ok, mapped, vectors, strict=True)
+            for (image, answer), m, vector, picture in zip(
+                ok, mapped, vectors, pictures, strict=True
+            )
         ]
         return _BatchResult(records, failures)
 

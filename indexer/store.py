@@ -47,6 +47,7 @@ class ImageRecord:
     model_ids: Mapping[str, str]
     vocabulary: str
     corrections: Mapping[str, str] = field(default_factory=dict)
+    image_embedding: list[float] | None = None  # the picture's own vector, where a model gives one
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class ImageStore:
         self.name = name
         self.location = location
         self._records: Collection | None = None
+        self._visual: Collection | None = None  # "<name>-images": one image vector per record
         self._failures: Collection | None = None
 
     @classmethod
@@ -183,7 +185,9 @@ class ImageStore:
                 "use the same embedding model or another collection (CHROMA_COLLECTION)"
             )
 
-    def prepare_for_writing(self, spec: EmbeddingSpec) -> None:
+    def prepare_for_writing(
+        self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None = None
+    ) -> None:
         """Create the collections if needed; refuse a collection of another vector space."""
         try:
             self._records = self._client.get_or_create_collection(
@@ -195,9 +199,18 @@ class ImageStore:
             self._failures = self._client.get_or_create_collection(
                 f"{self.name}-failures", embedding_function=None
             )
+            if image_spec is not None:
+                self._visual = self._client.get_or_create_collection(
+                    f"{self.name}-images",
+                    configuration={"hnsw": {"space": "cosine"}},
+                    metadata=self._spec_metadata(image_spec),
+                    embedding_function=None,
+                )
         except Exception as exc:
             raise StoreError(f"cannot create collection {self.name!r}: {exc}") from exc
         self._check(self._records, spec)
+        if self._visual is not None and image_spec is not None:
+            self._check(self._visual, image_spec)
 
     def prepare_for_reading(self, spec: EmbeddingSpec | None) -> None:
         """Open an existing collection; with `spec`, refuse another vector space."""
@@ -214,6 +227,16 @@ class ImageStore:
             raise StoreError(f"cannot open collection {self.name!r}: {exc}") from exc
         if spec is not None:
             self._check(self._records, spec)
+        try:
+            self._visual = self._client.get_collection(
+                f"{self.name}-images", embedding_function=None
+            )
+        except Exception:  # no image vectors: image queries use the caption route alone
+            self._visual = None
+
+    @property
+    def image_spec(self) -> EmbeddingSpec | None:
+        return _spec_of(self._visual.metadata or {}) if self._visual is not None else None
 
     def recorded_spec(self) -> EmbeddingSpec:
         return _spec_of(self._collection.metadata or {})
@@ -258,6 +281,15 @@ class ImageStore:
         """Write complete records, vectors and metadata together, in one call."""
         if not records:
             return
+        pictured = [r for r in records if r.image_embedding is not None]
+        if pictured and self._visual is not None:
+            # Image vectors first: the main record is what marks an image as indexed, so a
+            # crash in between leaves it pending (and redone), never half-indexed.
+            self._visual.upsert(
+                ids=[r.id for r in pictured],
+                embeddings=[r.image_embedding for r in pictured],  # type: ignore[misc]
+                metadatas=[self._filter_metadata(r) for r in pictured],  # type: ignore[misc]
+            )
         self._collection.upsert(
             ids=[r.id for r in records],
             embeddings=[r.embedding for r in records],  # type: ignore[arg-type]
@@ -276,6 +308,11 @@ class ImageStore:
             "indexed_at": _now(),
             **record.model_ids,
         }
+        return {**meta, **ImageStore._filter_metadata(record)}
+
+    @staticmethod
+    def _filter_metadata(record: ImageRecord) -> dict[str, Any]:
+        meta: dict[str, Any] = {"vocabulary": record.vocabulary}
         for facet, words in record.keywords.items():
             if words:  # Chroma refuses empty lists; a missing key filters the same way
                 meta[f"{FACET_PREFIX}{facet}"] = list(words)
@@ -303,6 +340,58 @@ class ImageStore:
             Hit(rid, str(m.get("path", "")), round(1.0 - float(d), 6), _keywords(m), doc or "")
             for rid, m, doc, d in zip(ids, metas, docs, dists, strict=True)
         ]
+
+    @_store_errors
+    def query_fused(
+        self,
+        image_vector: Sequence[float],
+        text_vector: Sequence[float],
+        where: Mapping[str, Sequence[str]],
+        limit: int,
+        image_weight: float = 0.5,
+    ) -> list[Hit]:
+        """Rank by a weighted mean of image-vector and caption-vector cosine similarity.
+
+        Candidates are the nearest of each route; both similarities are then computed
+        exactly for every candidate, so an image found by one route is scored by both.
+        """
+        if self._visual is None:
+            return self.query(text_vector, where, limit)
+        k = max(4 * limit, 40)
+        clause = where_clause(where)
+        ids: dict[str, None] = {}
+        for collection, vector in ((self._visual, image_vector), (self._collection, text_vector)):
+            found = collection.query(
+                query_embeddings=[list(vector)],
+                n_results=k,
+                where=clause,
+                include=[],  # type: ignore[arg-type]
+            )
+            ids.update(dict.fromkeys(found["ids"][0]))
+        if not ids:
+            return []
+        main = self._collection.get(ids=list(ids), include=["embeddings", "metadatas", "documents"])
+        visual = self._visual.get(ids=list(ids), include=["embeddings"])
+        image_vecs = dict(zip(visual["ids"], visual["embeddings"], strict=True))  # type: ignore[arg-type]
+        hits = []
+        for rid, emb, meta, doc in zip(
+            main["ids"],
+            main["embeddings"],
+            main["metadatas"],
+            main["documents"],
+            strict=True,  # type: ignore[arg-type]
+        ):
+            caption_score = _cosine(emb, text_vector)
+            if rid in image_vecs:
+                image_score = _cosine(image_vecs[rid], image_vector)
+                score = image_weight * image_score + (1 - image_weight) * caption_score
+            else:
+                score = caption_score
+            hits.append(
+                Hit(rid, str(meta.get("path", "")), round(score, 6), _keywords(meta), doc or "")
+            )
+        hits.sort(key=lambda h: h.score, reverse=True)
+        return hits[:limit]
 
     # --- failures ---
 
@@ -337,6 +426,14 @@ class ImageStore:
             )
         ]
         return sorted(out, key=lambda f: f.path)
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    import numpy as np
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    denominator = float(np.linalg.norm(x) * np.linalg.norm(y)) or 1.0
+    return float(x @ y) / denominator
 
 
 def _spec_of(meta: Mapping[str, Any]) -> EmbeddingSpec:

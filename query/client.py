@@ -108,7 +108,9 @@ class QueryClient:
         """Images most like the one at `path`. The query image is not added to the collection.
 
         As in the notebook, the image is described (keywords and caption) and that text is
-        embedded like a document, so the comparison is document-to-document.
+        embedded like a document, so the comparison is document-to-document. Where the
+        collection also holds image vectors from the same image model, the score is the mean
+        of the visual and the caption cosine similarity.
         """
         from indexer.images import prepare, read_source
         from indexer.pipeline import document_text, keyword_mapper
@@ -129,6 +131,9 @@ class QueryClient:
                 self._mapper = keyword_mapper(self.settings, provider, self.vocabulary)
         mapped = self._mapper.map_many([answer.keywords])[0]
         vector = provider.embed_documents([document_text(mapped.keywords, answer.caption)])[0]
+        if provider.supports_image_embeddings and store.image_spec == provider.image_spec:
+            picture = provider.embed_images([image])[0]
+            return store.query_fused(picture, vector, filters, limit)
         return store.query(vector, filters, limit)
 
     def check_where(self, where: Where | None) -> dict[str, list[str]]:

@@ -43,3 +43,22 @@ def test_index_and_query_offline_with_no_key(
 
     status = runner.invoke(indexer_app, ["status"])
     assert "built with local:all-MiniLM-L6-v2 (384-d)" in status.output
+
+
+def test_query_image_uses_the_image_vectors(
+    dataset: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("GOOGLE_API_KEY")
+    photos = tmp_path / "photos"
+    for cls in ("shoes", "dress", "pants", "hat"):
+        (photos / cls).mkdir(parents=True)
+        for src in sorted((dataset / "validation" / cls).glob("*.jpg"))[1:6]:
+            (photos / cls / src.name).symlink_to(src)
+    assert runner.invoke(indexer_app, ["run", str(photos)]).exit_code == 0
+    probe = sorted((dataset / "validation" / "shoes").glob("*.jpg"))[0]  # not indexed
+    found = runner.invoke(query_app, ["image", str(probe), "--json", "-n", "5"])
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.stdout)
+    assert sum(Path(h["path"]).parent.name == "shoes" for h in hits) >= 4
+    scores = [h["score"] for h in hits]
+    assert len(set(scores)) > 1  # the visual route separates photos with equal captions

@@ -100,3 +100,32 @@ def test_missing_collection(tmp_path: Path) -> None:
     s = ImageStore.open(load_settings(chroma_path=tmp_path / "db", collection="nothing-here"))
     with pytest.raises(StoreError, match="no collection 'nothing-here'"):
         s.prepare_for_reading(None)
+
+
+def test_image_vectors_are_fused_with_the_caption_route(tmp_path: Path) -> None:
+    s = ImageStore.open(load_settings(chroma_path=tmp_path / "db", collection="fused-items"))
+    image_spec = EmbeddingSpec("fake", "pixels", 2)
+    s.prepare_for_writing(SPEC, image_spec)
+    rec = record("a", [1, 0, 0], season=["summer"])
+    s.upsert(
+        [
+            ImageRecord(**{**rec.__dict__, "image_embedding": [1.0, 0.0]}),
+            ImageRecord(
+                **{
+                    **record("b", [0, 1, 0], season=["summer"]).__dict__,
+                    "image_embedding": [0.0, 1.0],
+                }
+            ),
+            record("c", [0.8, 0.6, 0]),  # no image vector: caption route only
+        ]
+    )
+    reader = ImageStore.open(load_settings(chroma_path=tmp_path / "db", collection="fused-items"))
+    reader.prepare_for_reading(SPEC)
+    assert reader.image_spec == image_spec
+    hits = reader.query_fused([0.0, 1.0], [1, 0, 0], {}, 3)
+    scores = {h.id: h.score for h in hits}
+    assert scores["a"] == pytest.approx(0.5)  # caption 1.0, picture 0.0
+    assert scores["b"] == pytest.approx(0.5)  # caption 0.0, picture 1.0
+    assert scores["c"] == pytest.approx(0.8)  # caption only
+    filtered = reader.query_fused([0.0, 1.0], [1, 0, 0], {"season": ["summer"]}, 3)
+    assert {h.id for h in filtered} == {"a", "b"}

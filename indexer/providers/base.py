@@ -49,6 +49,11 @@ class Provider(ABC):
     def embedding_spec(self) -> EmbeddingSpec: ...
 
     @property
+    def image_spec(self) -> EmbeddingSpec | None:
+        """The space of `embed_images` vectors, for providers that support it."""
+        return None
+
+    @property
     def model_ids(self) -> dict[str, str]:
         """Model ids recorded with every record this provider makes."""
         return {"embedding_model": self.embedding_spec.model}

@@ -25,8 +25,8 @@ from indexer.errors import ConfigError, ProviderError
 from indexer.images import PreparedImage
 from indexer.providers.base import Description, EmbeddingSpec, Provider
 from indexer.tagger import LinearHead
+from indexer.vision import FEATURE_DIM, ImageEncoder
 from indexer.vision import MODEL_ID as IMAGE_MODEL_ID
-from indexer.vision import ImageEncoder
 from indexer.vocabulary import Keywords, Vocabulary
 
 if TYPE_CHECKING:
@@ -101,6 +101,10 @@ class LocalProvider(Provider):
     @property
     def embedding_spec(self) -> EmbeddingSpec:
         return EmbeddingSpec(self.name, TEXT_MODEL_ID, TEXT_DIM)
+
+    @property
+    def image_spec(self) -> EmbeddingSpec:
+        return EmbeddingSpec(self.name, IMAGE_MODEL_ID, FEATURE_DIM)
 
     @property
     def model_ids(self) -> dict[str, str]:
