@@ -157,5 +157,37 @@ def status(verbose: bool = VerboseOpt) -> None:
             out.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
 
 
+@app.command("train-tagger")
+def train_tagger(
+    folder: Path = typer.Argument(..., help="Photos sorted as FOLDER/<facet>/<keyword>/*.jpg."),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Teach the offline provider your taxonomy: one classifier head per facet folder.
+
+    Keywords must come from the vocabulary. Heads are saved under $INDEXER_HOME/heads and
+    replace the shipped ones for their facet on the next `indexer run --provider local`.
+    """
+    setup_logging(verbose)
+    from indexer.config import load_settings
+    from indexer.tagger import train_heads
+    from indexer.vocabulary import Vocabulary
+
+    with reported_errors():
+        settings = load_settings()
+        reports = train_heads(
+            folder, Vocabulary.load(settings.vocabulary_file), settings.home / "heads"
+        )
+    for r in reports:
+        counts = ", ".join(f"{k} {n}" for k, n in r.counts.items())
+        accuracy = (
+            "n/a (fewer than 5 photos of a keyword)"
+            if r.holdout_accuracy is None
+            else (f"{r.holdout_accuracy:.3f}")
+        )
+        out.print(
+            f"{r.facet}: {counts}; holdout accuracy {accuracy}; saved {r.path}", highlight=False
+        )
+
+
 def main() -> None:
     app()

@@ -10,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from indexer.errors import ConfigError
+from indexer.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    from indexer.vision import ImageEncoder
 
 
 @dataclass(frozen=True)
@@ -108,3 +113,78 @@ def train_head(
             v_hat = v / (1 - beta2**step)
             param -= learning_rate * m_hat / (np.sqrt(v_hat) + eps)
     return LinearHead(facet, classes, (scale * w).astype(np.float32), b, feature_model)
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    facet: str
+    counts: dict[str, int]
+    holdout_accuracy: float | None  # None when there were too few photos to hold some out
+    path: Path
+
+
+def labelled_photos(root: Path, vocabulary: Vocabulary) -> dict[str, list[tuple[Path, str]]]:
+    """`root/<facet>/<keyword>/*` -> facet -> [(photo, keyword)], checked against the vocabulary."""
+    from indexer.images import discover
+
+    found: dict[str, list[tuple[Path, str]]] = {}
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder of <facet>/<keyword>/ photos")
+    for facet_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        facet = facet_dir.name
+        if facet not in vocabulary.facets:
+            raise ConfigError(
+                f"folder {facet!r} is not a facet; facets are: {', '.join(vocabulary.facets)}"
+            )
+        for keyword_dir in sorted(p for p in facet_dir.iterdir() if p.is_dir()):
+            keyword = vocabulary.canonical(facet, keyword_dir.name)
+            if keyword is None:
+                allowed = ", ".join(vocabulary.facets[facet])
+                raise ConfigError(
+                    f"folder {facet}/{keyword_dir.name} is not a {facet} keyword; "
+                    f"allowed: {allowed}"
+                )
+            found.setdefault(facet, []).extend((p, keyword) for p in discover([keyword_dir]))
+    if not found:
+        raise ConfigError(f"no labelled photos under {root} (expected <facet>/<keyword>/*.jpg)")
+    return found
+
+
+def train_heads(
+    root: Path, vocabulary: Vocabulary, out_dir: Path, encoder: ImageEncoder | None = None
+) -> list[TrainingReport]:
+    """Train and save one head per facet folder under `root`; report a holdout accuracy."""
+    from indexer.vision import MODEL_ID, ImageEncoder, encode_files
+
+    encoder = encoder or ImageEncoder()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for facet, items in labelled_photos(root, vocabulary).items():
+        paths = [p for p, _ in items]
+        labels = [k for _, k in items]
+        features = encode_files(encoder, paths)
+        counts = {k: labels.count(k) for k in sorted(set(labels))}
+        accuracy = None
+        if len(counts) >= 2 and min(counts.values()) >= 5:
+            # Every fifth photo of each keyword is held out once to estimate accuracy.
+            rank = {k: 0 for k in counts}
+            held = []
+            for label in labels:
+                held.append(rank[label] % 5 == 4)
+                rank[label] += 1
+            mask = np.array(held)
+            probe = train_head(
+                facet,
+                features[~mask],
+                [x for x, h in zip(labels, held, strict=True) if not h],
+                MODEL_ID,
+            )
+            truth = [x for x, h in zip(labels, held, strict=True) if h]
+            accuracy = float(
+                np.mean([p == t for p, t in zip(probe.predict(features[mask]), truth, strict=True)])
+            )
+        head = train_head(facet, features, labels, MODEL_ID)
+        path = out_dir / f"{facet}.npz"
+        head.save(path)
+        reports.append(TrainingReport(facet, counts, accuracy, path))
+    return reports

@@ -62,3 +62,47 @@ def test_query_image_uses_the_image_vectors(
     assert sum(Path(h["path"]).parent.name == "shoes" for h in hits) >= 4
     scores = [h["score"] for h in hits]
     assert len(set(scores)) > 1  # the visual route separates photos with equal captions
+
+
+def test_train_tagger_teaches_a_new_facet(
+    dataset: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A shop's own rule: shorts and T-shirts are summer, jackets and long sleeves winter."""
+    monkeypatch.delenv("GOOGLE_API_KEY")
+    teach = tmp_path / "teach"
+    held_out = {}
+    for keyword, classes in {
+        "summer": ("shorts", "t-shirt"),
+        "winter": ("outwear", "longsleeve"),
+    }.items():
+        (teach / "season" / keyword).mkdir(parents=True)
+        for cls in classes:
+            photos = sorted((dataset / "train" / cls).glob("*.jpg"))
+            for src in photos[:15]:
+                (teach / "season" / keyword / f"{cls}-{src.name}").symlink_to(src)
+            held_out[cls] = sorted((dataset / "validation" / cls).glob("*.jpg"))[:3]
+
+    result = runner.invoke(indexer_app, ["train-tagger", str(teach)])
+    assert result.exit_code == 0, result.output
+    assert "season: summer 30, winter 30; holdout accuracy" in result.stdout
+    accuracy = float(result.stdout.split("holdout accuracy ")[1].split(";")[0])
+    assert accuracy >= 0.75
+
+    target = tmp_path / "new"
+    target.mkdir()
+    for cls, paths in held_out.items():
+        for src in paths:
+            (target / f"{cls}-{src.name}").symlink_to(src)
+    assert runner.invoke(indexer_app, ["run", str(target)]).exit_code == 0
+    summer = runner.invoke(query_app, ["text", "clothes", "-w", "season=summer", "--json"])
+    names = [Path(h["path"]).name.split("-")[0] for h in json.loads(summer.stdout)]
+    assert names and sum(n in ("shorts", "t") for n in names) >= 0.75 * len(names)
+
+
+def test_train_tagger_refuses_keywords_outside_the_vocabulary(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "teach" / "season" / "monsoon").mkdir(parents=True)
+    result = runner.invoke(indexer_app, ["train-tagger", str(tmp_path / "teach")])
+    assert result.exit_code == 2
+    assert "season/monsoon is not a season keyword" in result.output
