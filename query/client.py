@@ -115,6 +115,7 @@ class QueryClient:
         from indexer.images import prepare, read_source
         from indexer.pipeline import document_text, keyword_mapper
         from indexer.providers.base import Description
+        from indexer.vision import image_embedder
 
         filters = self.check_where(where)
         _check_limit(limit)
@@ -131,9 +132,9 @@ class QueryClient:
                 self._mapper = keyword_mapper(self.settings, provider, self.vocabulary)
         mapped = self._mapper.map_many([answer.keywords])[0]
         vector = provider.embed_documents([document_text(mapped.keywords, answer.caption)])[0]
-        if provider.supports_image_embeddings and store.image_spec == provider.image_spec:
-            picture = provider.embed_images([image])[0]
-            return store.query_fused(picture, vector, filters, limit)
+        pictures = image_embedder(provider)
+        if pictures is not None and store.image_spec == pictures[0]:
+            return store.query_fused(pictures[1]([image])[0], vector, filters, limit)
         return store.query(vector, filters, limit)
 
     def check_where(self, where: Where | None) -> dict[str, list[str]]:

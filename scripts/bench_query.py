@@ -2,9 +2,10 @@
 
     python scripts/bench_query.py --records 10000
 
-Fills a temporary embedded store with N records whose vectors are MiniLM embeddings of generated "keywords. caption" texts,
-then times `QueryClient.text` (query embedding + Chroma search; model loaded, process start
-excluded), with and without a keyword filter, and prints p50 and p99.
+Fills a temporary embedded store with N records whose vectors are MiniLM embeddings of
+generated "keywords. caption" texts, then times `QueryClient.text` (query embedding and
+Chroma search; model loaded, process start excluded), with and without a keyword filter,
+and prints p50 and p99.
 """
 
 from __future__ import annotations

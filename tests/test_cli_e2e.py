@@ -273,7 +273,10 @@ def test_query_image_finds_similar_and_is_not_added(catalog: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     hits = json.loads(result.output)
     assert Path(hits[0]["path"]).name == "red.jpg"
-    assert hits[0]["score"] > 0.99  # same description, same document vector
+    # Same description, so the same document vector; with the local image model installed
+    # the (near-identical) picture's vector is averaged in.
+    assert hits[0]["score"] > 0.95
+    assert hits[1]["score"] < hits[0]["score"] - 0.1
     status = runner.invoke(indexer_app, ["status"])
     assert "5 indexed" in status.output
 

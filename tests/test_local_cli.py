@@ -106,3 +106,23 @@ def test_train_tagger_refuses_keywords_outside_the_vocabulary(
     result = runner.invoke(indexer_app, ["train-tagger", str(tmp_path / "teach")])
     assert result.exit_code == 2
     assert "season/monsoon is not a season keyword" in result.output
+
+
+def test_gemini_built_collections_get_image_vectors_too(
+    fake: object, env: dict[str, str], tmp_path: Path
+) -> None:
+    from indexer.config import load_settings
+    from indexer.store import ImageStore
+    from indexer.vision import IMAGE_SPEC
+    from tests.conftest import garment_image
+
+    for color in ("red", "blue", "green"):
+        garment_image(tmp_path / "photos" / f"{color}.png", color)
+    assert runner.invoke(indexer_app, ["run", str(tmp_path / "photos")]).exit_code == 0
+    store = ImageStore.open(load_settings())
+    store.prepare_for_reading(None)
+    assert store.recorded_spec().provider == "gemini"
+    assert store.image_spec == IMAGE_SPEC
+    probe = garment_image(tmp_path / "probe.png", "blue", size=(300, 300))
+    hits = json.loads(runner.invoke(query_app, ["image", str(probe), "--json"]).stdout)
+    assert Path(hits[0]["path"]).name == "blue.png"

@@ -10,7 +10,6 @@ Facets without a model stay empty: nothing is guessed.
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections.abc import Sequence
@@ -18,14 +17,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
 from indexer.colors import dominant_color
 from indexer.errors import ConfigError, ProviderError
 from indexer.images import PreparedImage
 from indexer.providers.base import Description, EmbeddingSpec, Provider
 from indexer.tagger import LinearHead
-from indexer.vision import FEATURE_DIM, ImageEncoder
+from indexer.vision import IMAGE_SPEC, ImageEncoder, decode
 from indexer.vision import MODEL_ID as IMAGE_MODEL_ID
 from indexer.vocabulary import Keywords, Vocabulary
 
@@ -104,7 +101,7 @@ class LocalProvider(Provider):
 
     @property
     def image_spec(self) -> EmbeddingSpec:
-        return EmbeddingSpec(self.name, IMAGE_MODEL_ID, FEATURE_DIM)
+        return IMAGE_SPEC
 
     @property
     def model_ids(self) -> dict[str, str]:
@@ -122,7 +119,7 @@ class LocalProvider(Provider):
     def describe(
         self, images: Sequence[PreparedImage], vocabulary: Vocabulary
     ) -> list[Description | ProviderError]:
-        pictures = [Image.open(io.BytesIO(img.jpeg)).convert("RGB") for img in images]
+        pictures = [decode(img) for img in images]
         features = self._images.encode(pictures)
         per_image: list[Keywords] = [{} for _ in images]
         for facet, head in self.heads.items():
@@ -178,5 +175,4 @@ class LocalProvider(Provider):
         return self._encode(words)
 
     def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
-        pictures = [Image.open(io.BytesIO(img.jpeg)).convert("RGB") for img in images]
-        return [v.tolist() for v in self._images.encode(pictures)]
+        return self._images.encode([decode(img) for img in images]).tolist()
