@@ -4,7 +4,8 @@ One collection holds a record per image (id = content hash): the caption as the 
 the "keywords. caption" embedding, and metadata with the path, each facet's keywords as a
 filterable list (`kw_<facet>`), the raw model keywords for audit, model ids and time.
 A sibling collection `<name>-failures` remembers images that could not be indexed, so that
-every worker and every later run knows about them. The main collection records which
+every worker and every later run knows about them; `<name>-images` holds each picture's own
+vector where an image model gives one. The main collection records which
 embedding model built it; opening it with another one is refused.
 """
 
@@ -196,9 +197,6 @@ class ImageStore:
                 metadata=self._spec_metadata(spec),
                 embedding_function=None,
             )
-            self._failures = self._client.get_or_create_collection(
-                f"{self.name}-failures", embedding_function=None
-            )
             if image_spec is not None:
                 self._visual = self._client.get_or_create_collection(
                     f"{self.name}-images",
@@ -237,6 +235,10 @@ class ImageStore:
     @property
     def image_spec(self) -> EmbeddingSpec | None:
         return _spec_of(self._visual.metadata or {}) if self._visual is not None else None
+
+    def check(self, spec: EmbeddingSpec) -> None:
+        """Refuse an opened collection built in another vector space."""
+        self._check(self._collection, spec)
 
     def recorded_spec(self) -> EmbeddingSpec:
         return _spec_of(self._collection.metadata or {})
@@ -304,7 +306,6 @@ class ImageStore:
             "keywords_json": json.dumps(record.keywords),
             "raw_keywords_json": json.dumps(record.raw_keywords),
             "corrections_json": json.dumps(dict(record.corrections)),
-            "vocabulary": record.vocabulary,
             "indexed_at": _now(),
             **record.model_ids,
         }
@@ -337,7 +338,7 @@ class ImageStore:
         docs = (result["documents"] or [[]])[0]
         dists = (result["distances"] or [[]])[0]
         return [
-            Hit(rid, str(m.get("path", "")), round(1.0 - float(d), 6), _keywords(m), doc or "")
+            _hit(rid, m, doc, 1.0 - float(d))
             for rid, m, doc, d in zip(ids, metas, docs, dists, strict=True)
         ]
 
@@ -387,9 +388,7 @@ class ImageStore:
                 score = image_weight * image_score + (1 - image_weight) * caption_score
             else:
                 score = caption_score
-            hits.append(
-                Hit(rid, str(meta.get("path", "")), round(score, 6), _keywords(meta), doc or "")
-            )
+            hits.append(_hit(rid, meta, doc, score))
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits[:limit]
 
@@ -426,6 +425,10 @@ class ImageStore:
             )
         ]
         return sorted(out, key=lambda f: f.path)
+
+
+def _hit(rid: str, meta: Mapping[str, Any], document: str | None, score: float) -> Hit:
+    return Hit(rid, str(meta.get("path", "")), round(score, 6), _keywords(meta), document or "")
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:

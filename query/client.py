@@ -56,6 +56,7 @@ class QueryClient:
         self._provider = provider
         self._vocabulary = vocabulary
         self._mapper: KeywordMapper | None = None
+        self._checked = False
         self._lock = threading.RLock()
 
     @classmethod
@@ -78,16 +79,19 @@ class QueryClient:
             if self._store is None:
                 from indexer.store import ImageStore
 
-                store = ImageStore.open(self.settings)
-                store.prepare_for_reading(None)
-                self._store = store
-            if self._provider is None:
-                from indexer import providers
+                self._store = ImageStore.open(self.settings)
+            if not self._checked:
+                self._store.prepare_for_reading(None)
+                if self._provider is None:
+                    from indexer import providers
 
-                recorded = self._store.recorded_spec().provider
-                name = recorded if recorded in providers.available() else DEFAULT_PROVIDER
-                self._provider = providers.create(name, self.settings)
-            self._store.prepare_for_reading(self._provider.embedding_spec)
+                    recorded = self._store.recorded_spec().provider
+                    name = recorded if recorded in providers.available() else DEFAULT_PROVIDER
+                    self._provider = providers.create(name, self.settings)
+                # Once per client: the collection's vector space does not change under it.
+                self._store.check(self._provider.embedding_spec)
+                self._checked = True
+            assert self._provider is not None
             return self._store, self._provider
 
     # --- queries ---

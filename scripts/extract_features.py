@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexer.images import open_image, read_source  # noqa: E402
-from indexer.vision import ImageEncoder  # noqa: E402
+from indexer.vision import ImageEncoder, encode_files  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 
@@ -33,18 +31,12 @@ def main() -> None:
 
     paths = sorted((DATASET / args.split).glob("*/*.jpg"))
     labels = [p.parent.name for p in paths]
-    encoder = ImageEncoder()
     started = time.monotonic()
-    feats = []
-    with ThreadPoolExecutor(2) as pool:
-        for i in range(0, len(paths), args.batch):
-            chunk = paths[i : i + args.batch]
-            imgs = list(pool.map(lambda p: open_image(read_source(p).data, 384), chunk))
-            feats.append(encoder.encode(imgs))
+    features = encode_files(ImageEncoder(), paths, batch=args.batch)
     seconds = time.monotonic() - started
     np.savez_compressed(
         args.out,
-        features=np.concatenate(feats),
+        features=features,
         labels=np.array(labels),
         paths=np.array([str(p) for p in paths]),
     )
