@@ -65,3 +65,26 @@ def test_text_embeddings_are_384_d_and_semantic(provider: LocalProvider) -> None
     dress, gown, boots = (np.array(v) for v in provider.embed_documents(["dress", "gown", "boots"]))
     assert dress.shape == (384,)
     assert dress @ gown > dress @ boots
+
+
+def test_describe_and_embed_images_share_one_forward_pass(dataset: Path, tmp_path: Path) -> None:
+    from indexer.vision import ImageEncoder, decode
+
+    class CountingEncoder(ImageEncoder):  # the real model, with its calls counted
+        def __init__(self) -> None:
+            super().__init__()
+            self.images_encoded = 0
+
+        def encode(self, images):  # type: ignore[no-untyped-def]
+            self.images_encoded += len(images)
+            return super().encode(images)
+
+    encoder = CountingEncoder()
+    local = LocalProvider(load_settings(home=tmp_path), image_encoder=encoder)
+    photos = sorted((dataset / "validation" / "hat").glob("*.jpg"))[:3]
+    images = [prepare(read_source(p), 768) for p in photos]
+    local.describe(images, VOCAB)
+    vectors = local.embed_images(images)
+    assert encoder.images_encoded == 3
+    fresh = ImageEncoder().encode([decode(img) for img in images])
+    assert np.allclose(np.array(vectors), fresh, atol=1e-5)

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
 
 from indexer.colors import dominant_color
 from indexer.errors import ConfigError, ProviderError
@@ -33,6 +37,7 @@ TEXT_MODEL_ID = "all-MiniLM-L6-v2"
 TEXT_DIM = 384
 # Below this probability a head's answer is withheld rather than guessed.
 MIN_CONFIDENCE = 0.5
+FEATURE_CACHE_SIZE = 512  # a few batches in flight, never the whole catalog
 PLURAL_GARMENTS = {"pants", "shorts", "shoes", "jeans"}
 
 
@@ -90,6 +95,8 @@ class LocalProvider(Provider):
         self._heads = heads
         self._text_model: Any = None
         self._lock = threading.Lock()
+        # describe() and embed_images() of one batch need the same features: compute once.
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalProvider:
@@ -120,7 +127,7 @@ class LocalProvider(Provider):
         self, images: Sequence[PreparedImage], vocabulary: Vocabulary
     ) -> list[Description | ProviderError]:
         pictures = [decode(img) for img in images]
-        features = self._images.encode(pictures)
+        features = self._features(images, pictures)
         per_image: list[Keywords] = [{} for _ in images]
         for facet, head in self.heads.items():
             allowed = {w.casefold(): w for w in vocabulary.facets.get(facet, ())}
@@ -175,4 +182,24 @@ class LocalProvider(Provider):
         return self._encode(words)
 
     def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
-        return self._images.encode([decode(img) for img in images]).tolist()
+        return self._features(images).tolist()
+
+    def _features(
+        self, images: Sequence[PreparedImage], pictures: Sequence[Image.Image] | None = None
+    ) -> np.ndarray:
+        """Image features, reusing those of recently seen images (keyed by content id)."""
+        with self._lock:
+            missing = [i for i, img in enumerate(images) if img.id not in self._recent]
+        if missing:
+            decoded = [pictures[i] if pictures else decode(images[i]) for i in missing]
+            computed = self._images.encode(decoded)
+            with self._lock:
+                for i, row in zip(missing, computed, strict=True):
+                    self._recent[images[i].id] = row
+                while len(self._recent) > FEATURE_CACHE_SIZE:
+                    self._recent.popitem(last=False)
+        with self._lock:
+            rows = [self._recent.get(img.id) for img in images]
+        if any(r is None for r in rows):  # evicted meanwhile by another thread's batch
+            return self._images.encode([decode(img) for img in images])
+        return np.stack(rows)
