@@ -8,6 +8,8 @@ import pytest
 from indexer.errors import ConfigError
 from indexer.tagger import LinearHead, train_head
 
+pytest.importorskip("torch")  # training needs the local extra; prediction does not
+
 
 def clusters(n: int, seed: int, centres_seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """Three noisy clusters on the unit sphere, like pooled image features of three classes."""
@@ -26,6 +28,13 @@ def test_trained_head_generalises_to_new_samples() -> None:
     assert accuracy > 0.95
     assert head.classes == ("dress", "hat", "shoes")
     assert np.allclose(head.probabilities(x_new).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_training_is_deterministic() -> None:
+    x, y = clusters(90, seed=3)
+    first = train_head("garment", x, y, "test-features")
+    second = train_head("garment", x, y, "test-features")
+    assert np.array_equal(first.weights, second.weights)
 
 
 def test_low_confidence_predictions_are_withheld() -> None:
