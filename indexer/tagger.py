@@ -111,9 +111,10 @@ def train_head(
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(
-            layer(x), y, label_smoothing=label_smoothing
-        ) + l2 * layer.weight.pow(2).sum()
+        loss = (
+            torch.nn.functional.cross_entropy(layer(x), y, label_smoothing=label_smoothing)
+            + l2 * layer.weight.pow(2).sum()
+        )
         loss.backward()
         return loss
 
