@@ -67,22 +67,31 @@ def run(
         "--provider",
         help="Model provider: gemini or local. Default: gemini when an API key is set, else local.",
     ),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        metavar="K/N",
+        help="Be worker K of N (1-based): index only the images whose content hash is this "
+        "worker's share. Run N workers against one Chroma server (CHROMA_HOST).",
+    ),
     verbose: bool = VerboseOpt,
 ) -> None:
     """Index images: keywords, caption and embedding of each, upserted into Chroma.
 
     Images already indexed are skipped (a moved file only gets its new path); images that
-    fail are recorded with their reason and retried on the next run.
+    fail are recorded with their reason and retried on the next run. A killed run loses
+    nothing: run the same command again to finish.
     """
     setup_logging(verbose)
     from indexer import providers
     from indexer.config import load_settings
     from indexer.images import discover
-    from indexer.pipeline import Indexer, RunReport
+    from indexer.pipeline import Indexer, RunReport, Shard
     from indexer.store import ImageStore
     from indexer.vocabulary import Vocabulary
 
     with reported_errors():
+        share = Shard.parse(shard) if shard else None
         settings = load_settings()
         vocabulary = Vocabulary.load(settings.vocabulary_file)
         total = sum(1 for _ in discover(paths))
@@ -111,11 +120,13 @@ def run(
             rate = f"{r.indexed / elapsed:.1f} img/s" if elapsed > 0 else ""
             skipped = r.skipped + r.moved + r.duplicates
             counts = f"indexed {r.indexed}  skipped {skipped}  failed {r.failed}"
+            if share:
+                counts += f"  other shards {r.other_shards}"
             progress.update(task, completed=r.seen, counts=counts, rate=rate)
 
         try:
             with progress:
-                report = indexer.run(paths, on_progress=show)
+                report = indexer.run(paths, on_progress=show, shard=share)
         except KeyboardInterrupt:
             # Finished batches are written; the rest is simply not indexed yet.
             err.print("interrupted; run the same command again to continue")
@@ -125,8 +136,9 @@ def run(
 
     out.print(
         f"indexed {report.indexed}, already indexed {report.skipped}, moved {report.moved}, "
-        f"duplicates {report.duplicates}, failed {report.failed} "
-        f"in {report.seconds:.1f}s into collection {store.name!r} at {store.location}",
+        f"duplicates {report.duplicates}, failed {report.failed}"
+        + (f", left to other shards {report.other_shards} (shard {share})" if share else "")
+        + f" in {report.seconds:.1f}s into collection {store.name!r} at {store.location}",
         highlight=False,
     )
     if report.failures:
@@ -137,10 +149,17 @@ def run(
 
 
 @app.command()
-def status(verbose: bool = VerboseOpt) -> None:
-    """How many images are indexed, and which failed and why."""
+def status(
+    paths: list[Path] | None = typer.Argument(
+        None, help="Folders to count pending images in. Default: every folder ever indexed."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """How many images are indexed, pending and failed, and each failed file with its reason."""
     setup_logging(verbose)
     from indexer.config import load_settings
+    from indexer.pipeline import count_pending
     from indexer.store import ImageStore
 
     with reported_errors():
@@ -148,13 +167,33 @@ def status(verbose: bool = VerboseOpt) -> None:
         store = ImageStore.open(settings)
         store.prepare_for_reading(None)
         failures = store.failures()
-        out.print(
-            f"collection {store.name!r} at {store.location}: {store.count()} indexed, "
-            f"{len(failures)} failed; built with {store.recorded_spec()}",
-            highlight=False,
+        roots = [p.absolute() for p in paths] if paths else [Path(r) for r in store.roots()]
+        present = [r for r in roots if r.exists()]
+        pending = count_pending(store, present, {f.path for f in failures})
+        indexed = store.count()
+    if as_json:
+        out.print_json(
+            data={
+                "collection": store.name,
+                "location": store.location,
+                "indexed": indexed,
+                "pending": pending,
+                "failed": len(failures),
+                "roots": [str(r) for r in roots],
+                "failures": [{"path": f.path, "reason": f.reason, "at": f.at} for f in failures],
+            }
         )
-        for failure in failures:
-            out.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
+        return
+    out.print(
+        f"collection {store.name!r} at {store.location}: {indexed} indexed, {pending} pending, "
+        f"{len(failures)} failed; built with {store.recorded_spec()}",
+        highlight=False,
+    )
+    for root in roots:
+        if root not in present:
+            err.print(f"folder {root} no longer exists; not counted", highlight=False)
+    for failure in failures:
+        out.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
 
 
 @app.command("train-tagger")

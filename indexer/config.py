@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     chroma_host: str | None = Field(None, validation_alias=_env("CHROMA_HOST"))
     chroma_port: int = Field(8000, validation_alias=_env("CHROMA_PORT"))
     collection: str = Field("clothing", validation_alias=_env("CHROMA_COLLECTION"))
+    store_retry_seconds: float = Field(
+        120.0, ge=0, validation_alias=_env("INDEXER_STORE_RETRY_SECONDS")
+    )
 
     # --- Indexer ---
     home: Path = Field(default_factory=_default_home, validation_alias=_env("INDEXER_HOME"))
@@ -50,6 +53,7 @@ class Settings(BaseSettings):
     keyword_threshold: float = Field(
         0.7, ge=0.0, le=1.0, validation_alias=_env("INDEXER_KEYWORD_THRESHOLD")
     )
+    image_vectors: bool = Field(True, validation_alias=_env("INDEXER_IMAGE_VECTORS"))
     image_max_side: int = Field(768, ge=64, validation_alias=_env("INDEXER_IMAGE_MAX_SIDE"))
     batch_size: int = Field(16, ge=1, le=100, validation_alias=_env("INDEXER_BATCH_SIZE"))
     concurrency: int = Field(8, ge=1, le=256, validation_alias=_env("INDEXER_CONCURRENCY"))

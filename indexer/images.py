@@ -62,7 +62,20 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
                     yield Path(dirpath) / name
 
 
+def display_path(path: Path) -> str:
+    """The path as text that can be stored and printed, even if the name is not UTF-8."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return text
+
+
 def read_source(path: Path) -> SourceImage:
+    if display_path(path) != str(path):
+        # Records store paths as UTF-8 text; a name that is not would point nowhere.
+        raise ImageError("file name is not valid UTF-8; rename the file to index it")
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:

@@ -1,9 +1,10 @@
 """The ingestion worker: files -> keywords and caption -> embedding -> Chroma.
 
 Files are streamed in batches. The main thread reads and hashes them, skips what is already
-indexed, and writes results; each remaining batch is decoded, described, corrected and
-embedded on a worker thread, two batches at a time, so that one batch's embedding and
-write overlap the next one's generation calls.
+indexed or belongs to another shard, and writes results; each remaining batch is decoded,
+described, corrected and embedded on a worker thread, two batches at a time, so that one
+batch's embedding and write overlap the next one's generation calls. Memory holds a few
+batches and one content id per image seen, never the catalog.
 """
 
 from __future__ import annotations
@@ -18,8 +19,16 @@ from itertools import islice
 from pathlib import Path
 
 from indexer.config import Settings
-from indexer.errors import ImageError, ProviderError
-from indexer.images import PreparedImage, SourceImage, content_id, discover, prepare, read_source
+from indexer.errors import ConfigError, ImageError, ProviderError
+from indexer.images import (
+    PreparedImage,
+    SourceImage,
+    content_id,
+    discover,
+    display_path,
+    prepare,
+    read_source,
+)
 from indexer.keywords import EmbeddingCache, KeywordMapper
 from indexer.providers.base import Description, Provider
 from indexer.store import Failure, ImageRecord, ImageStore
@@ -31,12 +40,41 @@ log = logging.getLogger(__name__)
 BATCHES_IN_FLIGHT = 2
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Worker K of N (1-based) owns the images whose content id falls in its residue class.
+
+    Ownership depends on the bytes alone, so workers on any machine agree without talking,
+    and copies of one image always land on the same worker.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            k, n = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ConfigError(f"--shard must look like K/N, e.g. 1/4; got {text!r}") from None
+        if not 1 <= k <= n:
+            raise ConfigError(f"--shard {text}: K must be between 1 and N")
+        return cls(k, n)
+
+    def owns(self, image_id: str) -> bool:
+        return int(image_id, 16) % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
 @dataclass
 class RunReport:
     indexed: int = 0
     skipped: int = 0  # already indexed at the same path
     moved: int = 0  # already indexed; only its path was updated
     duplicates: int = 0  # same bytes as another file of this run
+    other_shards: int = 0  # left to the other workers
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -46,7 +84,14 @@ class RunReport:
 
     @property
     def seen(self) -> int:
-        return self.indexed + self.skipped + self.moved + self.duplicates + self.failed
+        return (
+            self.indexed
+            + self.skipped
+            + self.moved
+            + self.duplicates
+            + self.other_shards
+            + self.failed
+        )
 
 
 ProgressFn = Callable[[RunReport], None]
@@ -92,21 +137,29 @@ class Indexer:
         self.store = store
         self.vocabulary = vocabulary
         self.mapper = keyword_mapper(settings, provider, vocabulary)
-        self.pictures = image_embedder(provider)
+        self.pictures = image_embedder(provider) if settings.image_vectors else None
 
-    def run(self, paths: Sequence[Path], on_progress: ProgressFn | None = None) -> RunReport:
+    def run(
+        self,
+        paths: Sequence[Path],
+        on_progress: ProgressFn | None = None,
+        shard: Shard | None = None,
+    ) -> RunReport:
         started = time.monotonic()
         report = RunReport()
         notify = on_progress or (lambda _report: None)
+        # Absolute paths: records must make sense to tools run from anywhere else.
+        roots = [Path(p).absolute() for p in paths]
         self.store.prepare_for_writing(
             self.provider.embedding_spec, self.pictures[0] if self.pictures else None
         )
+        self.store.remember_roots([display_path(r) for r in roots])
         seen: set[str] = set()
         in_flight: deque[Future[_BatchResult]] = deque()
         pool = ThreadPoolExecutor(BATCHES_IN_FLIGHT, thread_name_prefix="batch")
         try:
-            for chunk in _batched(discover(paths), self.settings.batch_size):
-                pending = self._triage(chunk, seen, report)
+            for chunk in _batched(discover(roots), self.settings.batch_size):
+                pending = self._triage(chunk, seen, report, shard)
                 notify(report)
                 if pending:
                     in_flight.append(pool.submit(self._process, pending))
@@ -123,7 +176,9 @@ class Indexer:
             report.seconds = time.monotonic() - started
         return report
 
-    def _triage(self, chunk: list[Path], seen: set[str], report: RunReport) -> list[SourceImage]:
+    def _triage(
+        self, chunk: list[Path], seen: set[str], report: RunReport, shard: Shard | None
+    ) -> list[SourceImage]:
         """Read and hash files; settle the ones already indexed; return the rest."""
         sources: list[SourceImage] = []
         failures: list[Failure] = []
@@ -131,7 +186,15 @@ class Indexer:
             try:
                 source = read_source(path)
             except ImageError as exc:
-                failures.append(Failure(path_failure_id(path), str(path), _one_line(exc)))
+                failure = Failure(path_failure_id(path), display_path(path), _one_line(exc))
+                # An unread file has no content id; its path's hash picks its worker.
+                if shard is None or shard.owns(failure.id.removeprefix("path-")):
+                    failures.append(failure)
+                else:
+                    report.other_shards += 1
+                continue
+            if shard is not None and not shard.owns(source.id):
+                report.other_shards += 1
                 continue
             if source.id in seen:
                 report.duplicates += 1
@@ -166,6 +229,23 @@ class Indexer:
             return _BatchResult([], failures)
         try:
             mapped = self.mapper.map_many([d.keywords for _, d in ok])
+            # A model answer none of whose words fit the vocabulary is no tagging at all:
+            # record it (and retry next run) rather than store a record without keywords.
+            unusable = {
+                i
+                for i, (m, (_, d)) in enumerate(zip(mapped, ok, strict=True))
+                if m.dropped and not any(m.keywords.values())
+            }
+            for i in sorted(unusable):
+                image, _ = ok[i]
+                words = ", ".join(mapped[i].dropped)
+                failures.append(
+                    Failure(image.id, str(image.path), f"no keyword fits the vocabulary: {words}")
+                )
+            ok = [pair for i, pair in enumerate(ok) if i not in unusable]
+            mapped = [m for i, m in enumerate(mapped) if i not in unusable]
+            if not ok:
+                return _BatchResult([], failures)
             texts = [
                 document_text(m.keywords, d.caption) for m, (_, d) in zip(mapped, ok, strict=True)
             ]
@@ -209,6 +289,28 @@ class Indexer:
             log.warning("failed: %s: %s", failure.path, failure.reason)
         self.store.record_failures(failures)
         report.failures.extend(failures)
+
+
+def count_pending(store: ImageStore, roots: Sequence[Path], failed_paths: set[str]) -> int:
+    """Images under `roots` that are neither indexed nor recorded as failed.
+
+    Paths are looked up first, a chunk at a time; only files at an unknown path are read
+    and hashed, so that a copy or a moved file of an indexed image does not count.
+    """
+    pending = 0
+    for chunk in _batched(discover(roots), 500):
+        by_text = {display_path(path): path for path in chunk}
+        settled = store.indexed_paths(list(by_text)) | (failed_paths & by_text.keys())
+        ids: set[str] = set()
+        for text, path in by_text.items():
+            if text in settled:
+                continue
+            try:
+                ids.add(read_source(path).id)
+            except ImageError:
+                pending += 1  # unreadable and not yet recorded: the next run records it
+        pending += len(ids - store.known_paths(list(ids)).keys())
+    return pending
 
 
 def keyword_mapper(settings: Settings, provider: Provider, vocabulary: Vocabulary) -> KeywordMapper:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import tenacity
+
 from indexer.errors import EmbeddingMismatchError, StoreError
 from indexer.providers.base import EmbeddingSpec
 from indexer.vocabulary import Keywords
@@ -81,13 +83,37 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _transient(exc: BaseException) -> bool:
+    """A network failure talking to a Chroma server: worth waiting out (e.g. a restart)."""
+    import httpx
+
+    return isinstance(exc, httpx.TransportError | ConnectionError)
+
+
 def _store_errors(method: Callable[P, R]) -> Callable[P, R]:
-    """Report Chroma and connection failures as StoreError, our typed error."""
+    """Retry a server that is away for a while; report Chroma failures as StoreError.
+
+    Every store call is idempotent (upserts and deletes by content id, reads), so repeating
+    one after a dropped connection is safe.
+    """
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        store = args[0]
+        assert isinstance(store, ImageStore)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_transient),
+            stop=tenacity.stop_after_delay(store.retry_seconds),
+            wait=tenacity.wait_exponential(multiplier=0.25, max=5.0),
+            before_sleep=lambda state: log.warning(
+                "Chroma at %s unreachable (%s); retrying",
+                store.location,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+            reraise=True,
+        )
         try:
-            return method(*args, **kwargs)
+            return retrying(method, *args, **kwargs)
         except StoreError:
             raise
         except Exception as exc:
@@ -124,10 +150,13 @@ def where_clause(filters: Mapping[str, Sequence[str]]) -> dict[str, Any] | None:
 
 
 class ImageStore:
-    def __init__(self, client: ClientAPI, name: str, location: str) -> None:
+    def __init__(
+        self, client: ClientAPI, name: str, location: str, retry_seconds: float = 0.0
+    ) -> None:
         self._client = client
         self.name = name
         self.location = location
+        self.retry_seconds = retry_seconds  # how long to wait out an unreachable server
         self._records: Collection | None = None
         self._visual: Collection | None = None  # "<name>-images": one image vector per record
         self._failures: Collection | None = None
@@ -158,7 +187,8 @@ class ImageStore:
             raise StoreError(
                 f"cannot open Chroma at {settings.chroma_host or settings.store_path}: {exc}"
             ) from exc
-        return cls(client, settings.collection, location)
+        retry = settings.store_retry_seconds if settings.uses_server else 0.0
+        return cls(client, settings.collection, location, retry)
 
     # --- collections ---
 
@@ -271,6 +301,29 @@ class ImageStore:
             for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
                 found[rid] = str((meta or {}).get("path", ""))
         return found
+
+    @_store_errors
+    def indexed_paths(self, paths: Sequence[str]) -> set[str]:
+        """Those of `paths` that some record points at."""
+        found: set[str] = set()
+        for chunk in _chunks(list(paths)):
+            got = self._collection.get(where={"path": {"$in": list(chunk)}}, include=["metadatas"])
+            found.update(str((m or {}).get("path", "")) for m in got["metadatas"] or [])
+        return found
+
+    @_store_errors
+    def remember_roots(self, roots: Sequence[str]) -> None:
+        """Note the folders a run was given, so that `status` can count what is pending."""
+        # Read afresh: another worker may have added its roots since this one opened it.
+        meta = dict(self._client.get_collection(self.name, embedding_function=None).metadata or {})
+        known = json.loads(str(meta.get("roots_json", "[]")))
+        merged = sorted(set(known) | set(roots))
+        if merged != known:
+            # modify() replaces the whole metadata, so the recorded spec is written back too.
+            self._collection.modify(metadata={**meta, "roots_json": json.dumps(merged)})
+
+    def roots(self) -> list[str]:
+        return list(json.loads(str((self._collection.metadata or {}).get("roots_json", "[]"))))
 
     @_store_errors
     def update_paths(self, paths: Mapping[str, str]) -> None:

@@ -221,7 +221,7 @@ def test_bad_answers_and_bad_files_are_recorded_and_the_run_goes_on(
 
     status = runner.invoke(indexer_app, ["status"])
     assert status.exit_code == 0
-    assert "5 indexed, 6 failed" in status.output
+    assert "5 indexed, 0 pending, 6 failed" in status.output
     assert "notes.jpg: not a recognised image format" in status.output
 
     # The next run retries exactly the failed images; fixed ones leave the failure log.
@@ -232,7 +232,34 @@ def test_bad_answers_and_bad_files_are_recorded_and_the_run_goes_on(
     assert fake.count("generateContent") == calls + 3
     assert "indexed 1" in rerun.output and "failed 5" in rerun.output
     status = runner.invoke(indexer_app, ["status"])
-    assert "6 indexed, 5 failed" in status.output and "blocked.png" not in status.output
+    assert "6 indexed, 0 pending, 5 failed" in status.output and "blocked.png" not in status.output
+
+
+def test_status_counts_pending_images_in_the_indexed_folders(catalog: Path) -> None:
+    assert index(str(catalog)).exit_code == 0
+    garment_image(catalog / "new" / "orange.png", "orange")  # not indexed yet
+    garment_image(catalog / "new" / "white.png", "white")
+    # A copy of an indexed photo is not pending: its bytes are indexed.
+    shutil.copy(catalog / "nested" / "red.jpg", catalog / "new" / "red-copy.jpg")
+    (catalog / "new" / "broken.jpg").write_bytes(b"junk")  # pending until a run records it
+
+    status = runner.invoke(indexer_app, ["status", "--json"])
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.output)
+    assert (report["indexed"], report["pending"], report["failed"]) == (5, 3, 0)
+    assert report["roots"] == [str(catalog.absolute())]
+
+    assert index(str(catalog)).exit_code == 1
+    report = json.loads(runner.invoke(indexer_app, ["status", "--json"]).output)
+    assert (report["indexed"], report["pending"], report["failed"]) == (7, 0, 1)
+    assert report["failures"][0]["path"].endswith("broken.jpg")
+    # Pending is relative to the folders asked about.
+    other = catalog.parent / "elsewhere"
+    garment_image(other / "x.png", "cyan")
+    assert (
+        json.loads(runner.invoke(indexer_app, ["status", str(other), "--json"]).output)["pending"]
+        == 1
+    )
 
 
 def test_exhausted_retries_fail_the_image_not_the_run(
