@@ -105,7 +105,11 @@ def open_image(data: bytes, max_side: int) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise ImageError("not a recognised image format") from exc
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"decompression bomb refused: {exc}") from exc
+        # Pillow refuses before decoding anything; its message names the pixel count.
+        pixels = str(exc).split("(", 1)[-1].split(")", 1)[0]
+        raise ImageError(
+            f"image too large to decode safely ({pixels}; decompression bomb)"
+        ) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         if "truncated" in str(exc).lower():
             raise ImageError("image data is truncated or corrupt") from exc

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -51,6 +51,19 @@ class ImageRecord:
     vocabulary: str
     corrections: Mapping[str, str] = field(default_factory=dict)
     image_embedding: list[float] | None = None  # the picture's own vector, where a model gives one
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as read back: what `ImageRecord` wrote, vectors only when asked for."""
+
+    id: str
+    path: str
+    caption: str
+    keywords: Keywords
+    metadata: Mapping[str, Any]
+    embedding: list[float] | None = None
+    image_embedding: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -371,6 +384,44 @@ class ImageStore:
             if words:  # Chroma refuses empty lists; a missing key filters the same way
                 meta[f"{FACET_PREFIX}{facet}"] = list(words)
         return meta
+
+    def records(self, vectors: bool = False, page: int = 500) -> Iterator[StoredRecord]:
+        """Every record, a page at a time, so that memory stays flat on any catalog size."""
+        offset = 0
+        while True:
+            rows = self._page(offset, page, vectors)
+            yield from rows
+            if len(rows) < page:
+                return
+            offset += page
+
+    @_store_errors
+    def _page(self, offset: int, limit: int, vectors: bool) -> list[StoredRecord]:
+        include = ["metadatas", "documents", *(["embeddings"] if vectors else [])]
+        got = self._collection.get(limit=limit, offset=offset, include=include)  # type: ignore[arg-type]
+        ids = list(got["ids"])
+        pictures: dict[str, list[float]] = {}
+        if vectors and self._visual is not None and ids:
+            visual = self._visual.get(ids=ids, include=["embeddings"])
+            pictures = {
+                rid: [float(x) for x in vec]
+                for rid, vec in zip(visual["ids"], visual["embeddings"], strict=True)  # type: ignore[arg-type]
+            }
+        embeddings = got["embeddings"] if vectors else None
+        return [
+            StoredRecord(
+                id=rid,
+                path=str((meta or {}).get("path", "")),
+                caption=doc or "",
+                keywords=_keywords(meta or {}),
+                metadata=dict(meta or {}),
+                embedding=[float(x) for x in embeddings[i]] if embeddings is not None else None,
+                image_embedding=pictures.get(rid),
+            )
+            for i, (rid, meta, doc) in enumerate(
+                zip(ids, got["metadatas"] or [], got["documents"] or [], strict=True)
+            )
+        ]
 
     @_store_errors
     def count(self) -> int:

@@ -97,47 +97,66 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def chroma_server(tmp_path: Path) -> Iterator[tuple[str, int]]:
-    """A real `chroma run` server on 127.0.0.1, stopped after the test."""
-    exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    if not Path(exe).exists():
-        pytest.skip("the chroma server command is not installed")
-    port = _free_port()
-    log = (tmp_path / "chroma-server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            exe,
-            "run",
-            "--path",
-            str(tmp_path / "server-data"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
-    )
-    try:
+class ChromaServer:
+    """A real `chroma run` process on 127.0.0.1 that a test can stop and start again."""
+
+    def __init__(self, data: Path, log: Path) -> None:
+        exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
+        if not Path(exe).exists():
+            pytest.skip("the chroma server command is not installed")
+        self.exe, self.data, self.log = exe, data, log
+        self.host, self.port = "127.0.0.1", _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    self.exe,
+                    "run",
+                    "--path",
+                    str(self.data),
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+            )
         deadline = time.monotonic() + 60
         while True:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1)
-                break
+                urllib.request.urlopen(
+                    f"http://{self.host}:{self.port}/api/v2/heartbeat", timeout=1
+                )
+                return
             except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
-                        "chroma server did not start: "
-                        + (tmp_path / "chroma-server.log").read_text()[-2000:]
+                        "chroma server did not start: " + self.log.read_text()[-2000:]
                     ) from None
                 time.sleep(0.2)
-        yield "127.0.0.1", port
-    finally:
-        proc.terminate()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            proc.wait(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
+    """A real `chroma run` server on 127.0.0.1, stopped after the test."""
+    server = ChromaServer(tmp_path / "server-data", tmp_path / "chroma-server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from indexer.cli import app as indexer_app
 from query.cli import app as query_app
-from tests.conftest import garment_image
+from tests.conftest import ChromaServer, garment_image
 from tests.fake_gemini import FakeGemini
 
 runner = CliRunner()
@@ -349,9 +349,9 @@ def test_gemini_api_key_is_accepted_too(catalog: Path, monkeypatch: pytest.Monke
 
 
 def test_chroma_server_mode(
-    catalog: Path, chroma_server: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+    catalog: Path, chroma_server: ChromaServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host, port = chroma_server
+    host, port = chroma_server.host, chroma_server.port
     monkeypatch.setenv("CHROMA_HOST", host)
     monkeypatch.setenv("CHROMA_PORT", str(port))
     result = index(str(catalog))
