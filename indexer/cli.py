@@ -19,7 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from indexer.errors import IndexerError
+from indexer.errors import ConfigError, IndexerError
 
 app = typer.Typer(
     help="Tag, caption and embed clothing photos into a Chroma collection.",
@@ -93,6 +93,11 @@ def run(
     with reported_errors():
         share = Shard.parse(shard) if shard else None
         settings = load_settings()
+        if share and not settings.uses_server:
+            err.print(
+                "note: --shard with the embedded store: run the workers one after another, "
+                "or share a Chroma server (CHROMA_HOST) to run them at once"
+            )
         vocabulary = Vocabulary.load(settings.vocabulary_file)
         total = sum(1 for _ in discover(paths))
         if provider is None:
@@ -194,6 +199,66 @@ def status(
             err.print(f"folder {root} no longer exists; not counted", highlight=False)
     for failure in failures:
         out.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
+
+
+@app.command()
+def export(
+    fmt: str | None = typer.Option(
+        None, "--format", "-f", help="jsonl, csv or parquet: every record as one row."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="File to write (jsonl and csv default to standard output)."
+    ),
+    vectors: bool = typer.Option(False, "--vectors", help="Include the embedding vectors."),
+    xmp: bool = typer.Option(
+        False, "--xmp", help="Write an XMP sidecar (IMAGE.jpg.xmp) per image: keywords, caption."
+    ),
+    xmp_dir: Path | None = typer.Option(
+        None, "--xmp-dir", help="Put the sidecars under this folder instead of beside the images."
+    ),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Export the collection's records for other tools, or as XMP sidecars for photo managers.
+
+    Images are never modified; a sidecar written by another program is left alone.
+    """
+    setup_logging(verbose)
+    import sys
+
+    from indexer import export as exports
+    from indexer.config import load_settings
+    from indexer.store import ImageStore
+    from indexer.vocabulary import Vocabulary
+
+    with reported_errors():
+        if fmt is None and not xmp and xmp_dir is None:
+            raise ConfigError("say what to export: --format jsonl|csv|parquet and/or --xmp")
+        if fmt is not None and fmt not in exports.FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(exports.FORMATS)}; got {fmt!r}")
+        if fmt == "parquet" and output is None:
+            raise ConfigError("--format parquet needs --output FILE")
+        settings = load_settings()
+        facets = list(Vocabulary.load(settings.vocabulary_file).facets)
+        store = ImageStore.open(settings)
+        store.prepare_for_reading(None)
+        if fmt == "parquet":
+            assert output is not None
+            count = exports.write_parquet(store.records(vectors), output, facets, vectors)
+            err.print(f"exported {count} records to {output}", highlight=False)
+        elif fmt is not None:
+            writer = exports.write_jsonl if fmt == "jsonl" else exports.write_csv
+            if output is None:
+                count = writer(store.records(vectors), sys.stdout, facets, vectors)
+            else:
+                with output.open("w", encoding="utf-8", newline="") as fh:
+                    count = writer(store.records(vectors), fh, facets, vectors)
+            err.print(f"exported {count} records to {output or 'standard output'}", highlight=False)
+        if xmp or xmp_dir is not None:
+            roots = [Path(r) for r in store.roots()]
+            report = exports.write_sidecars(store.records(), xmp_dir, roots)
+            err.print(f"wrote {len(report.written)} XMP sidecars", highlight=False)
+            for sidecar, reason in report.skipped:
+                err.print(f"  skipped {sidecar}: {reason}", highlight=False, markup=False)
 
 
 @app.command("train-tagger")

@@ -1,0 +1,221 @@
+"""Exports of the collection for other tools: JSON lines, CSV, Parquet and XMP sidecars.
+
+Records are read a page at a time and written as they come, so an export of any size runs
+in flat memory (Parquet is written one row group per page).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
+
+from indexer.errors import ConfigError
+from indexer.store import StoredRecord
+
+FORMATS = ("jsonl", "csv", "parquet")
+CREATOR_TOOL = "clothing-indexer"
+_PAGE = 500
+
+NS = {
+    "x": "adobe:ns:meta/",
+    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
+    "dc": "http://purl.org/dc/elements/1.1/",
+    "xmp": "http://ns.adobe.com/xap/1.0/",
+    "lr": "http://ns.adobe.com/lightroom/1.0/",
+}
+for _prefix, _uri in NS.items():
+    ET.register_namespace(_prefix, _uri)
+
+
+def row(record: StoredRecord, facets: Sequence[str], vectors: bool) -> dict[str, Any]:
+    """One record as plain data: id, path, keywords per facet, caption (and vectors)."""
+    out: dict[str, Any] = {
+        "id": record.id,
+        "path": record.path,
+        "keywords": {f: list(record.keywords.get(f, [])) for f in facets},
+        "caption": record.caption,
+    }
+    if vectors:
+        out["embedding"] = record.embedding
+        out["image_embedding"] = record.image_embedding
+    return out
+
+
+def write_jsonl(
+    records: Iterable[StoredRecord], out: IO[str], facets: Sequence[str], vectors: bool
+) -> int:
+    count = 0
+    for record in records:
+        out.write(json.dumps(row(record, facets, vectors), ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def write_csv(
+    records: Iterable[StoredRecord], out: IO[str], facets: Sequence[str], vectors: bool
+) -> int:
+    """One column per facet, its keywords joined by "; "; vectors as JSON arrays."""
+    columns = ["id", "path", *facets, "caption", *(["embedding", "image_embedding"] * vectors)]
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    count = 0
+    for record in records:
+        data = row(record, facets, vectors)
+        keywords = data.pop("keywords")
+        for facet in facets:
+            data[facet] = "; ".join(keywords[facet])
+        for key in ("embedding", "image_embedding"):
+            if key in data:
+                data[key] = json.dumps(data[key]) if data[key] is not None else ""
+        writer.writerow(data)
+        count += 1
+    return count
+
+
+def write_parquet(
+    records: Iterable[StoredRecord], path: Path, facets: Sequence[str], vectors: bool
+) -> int:
+    """Keywords as one list<string> column per facet, so that tools can filter on them."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
+        raise ConfigError("Parquet export needs pyarrow: pip install pyarrow") from exc
+
+    fields = [
+        pa.field("id", pa.string()),
+        pa.field("path", pa.string()),
+        *(pa.field(f"keywords_{f}", pa.list_(pa.string())) for f in facets),
+        pa.field("caption", pa.string()),
+    ]
+    if vectors:
+        fields += [
+            pa.field("embedding", pa.list_(pa.float32())),
+            pa.field("image_embedding", pa.list_(pa.float32())),
+        ]
+    schema = pa.schema(fields)
+    count = 0
+    pages = iter(records)
+    with _atomic(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        while page := list(islice(pages, _PAGE)):
+            columns: dict[str, list[Any]] = {
+                "id": [r.id for r in page],
+                "path": [r.path for r in page],
+                **{f"keywords_{f}": [list(r.keywords.get(f, [])) for r in page] for f in facets},
+                "caption": [r.caption for r in page],
+            }
+            if vectors:
+                columns["embedding"] = [r.embedding for r in page]
+                columns["image_embedding"] = [r.image_embedding for r in page]
+            writer.write_table(pa.Table.from_pydict(columns, schema=schema))
+            count += len(page)
+    return count
+
+
+class _atomic:
+    """Write to a temporary file beside `path` and rename it into place on success."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        os.close(fd)
+        return self.tmp
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            Path(self.tmp).unlink(missing_ok=True)
+
+
+# --- XMP sidecars ---
+
+
+@dataclass
+class SidecarReport:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (sidecar, reason)
+
+
+def sidecar_path(image: Path, target: Path | None, roots: Sequence[Path]) -> Path:
+    """`photo.jpg.xmp` (the darktable and digiKam convention) beside the image, or at the
+    image's place relative to its indexed folder under `target`."""
+    name = image.name + ".xmp"
+    if target is None:
+        return image.with_name(name)
+    for root in sorted(roots, key=lambda r: len(str(r)), reverse=True):
+        if image.is_relative_to(root):
+            return target / image.relative_to(root).with_name(name)
+    return target / name
+
+
+def xmp_document(record: StoredRecord) -> bytes:
+    """An XMP packet with the keywords as dc:subject (flat) and lr:hierarchicalSubject
+    (facet|keyword), and the caption as dc:description."""
+    rdf = NS["rdf"]
+    root = ET.Element(f"{{{NS['x']}}}xmpmeta")
+    doc = ET.SubElement(root, f"{{{rdf}}}RDF")
+    desc = ET.SubElement(
+        doc,
+        f"{{{rdf}}}Description",
+        {f"{{{rdf}}}about": "", f"{{{NS['xmp']}}}CreatorTool": CREATOR_TOOL},
+    )
+    words = [w for facet_words in record.keywords.values() for w in facet_words]
+    subject = ET.SubElement(ET.SubElement(desc, f"{{{NS['dc']}}}subject"), f"{{{rdf}}}Bag")
+    for word in dict.fromkeys(words):
+        ET.SubElement(subject, f"{{{rdf}}}li").text = word
+    hierarchy = ET.SubElement(
+        ET.SubElement(desc, f"{{{NS['lr']}}}hierarchicalSubject"), f"{{{rdf}}}Bag"
+    )
+    for facet, facet_words in record.keywords.items():
+        for word in facet_words:
+            ET.SubElement(hierarchy, f"{{{rdf}}}li").text = f"{facet}|{word}"
+    alt = ET.SubElement(ET.SubElement(desc, f"{{{NS['dc']}}}description"), f"{{{rdf}}}Alt")
+    ET.SubElement(
+        alt, f"{{{rdf}}}li", {"{http://www.w3.org/XML/1998/namespace}lang": "x-default"}
+    ).text = record.caption
+    body = ET.tostring(root, encoding="unicode")
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        + body
+        + '\n<?xpacket end="w"?>\n'
+    ).encode("utf-8")
+
+
+def _ours(sidecar: Path) -> bool:
+    try:
+        return CREATOR_TOOL.encode() in sidecar.read_bytes()
+    except OSError:
+        return False
+
+
+def write_sidecars(
+    records: Iterable[StoredRecord], target: Path | None, roots: Sequence[Path]
+) -> SidecarReport:
+    """Write one sidecar per record. Images are never touched, and a sidecar that another
+    program wrote (darktable's edit history, say) is left alone rather than overwritten."""
+    report = SidecarReport()
+    for record in records:
+        sidecar = sidecar_path(Path(record.path), target, roots)
+        if sidecar.exists() and not _ours(sidecar):
+            report.skipped.append((sidecar, "a sidecar from another program is already there"))
+            continue
+        try:
+            with _atomic(sidecar) as tmp:
+                Path(tmp).write_bytes(xmp_document(record))
+        except OSError as exc:
+            report.skipped.append((sidecar, exc.strerror or str(exc)))
+            continue
+        report.written.append(sidecar)
+    return report
