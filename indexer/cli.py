@@ -202,6 +202,74 @@ def status(
 
 
 @app.command()
+def watch(
+    folders: list[Path] = typer.Argument(..., help="Folders to keep indexed."),
+    provider: str | None = typer.Option(
+        None, "--provider", help="Model provider: gemini or local (default as for `run`)."
+    ),
+    settle: float = typer.Option(
+        1.0, "--settle", min=0.0, help="Seconds a file must be quiet before it is read."
+    ),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Index new and changed images as they appear and forget deleted ones, until stopped.
+
+    Starts by bringing the collection in step with the folders. SIGINT or SIGTERM finishes
+    the images in hand, writes them, and exits cleanly.
+    """
+    setup_logging(verbose)
+    import signal
+    import threading
+
+    from indexer import providers
+    from indexer.config import load_settings
+    from indexer.pipeline import Indexer
+    from indexer.store import ImageStore
+    from indexer.vocabulary import Vocabulary
+    from indexer.watcher import Watcher, WatchReport
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        err.print(f"{signal.Signals(signum).name}: finishing the images in hand, then stopping")
+        stop.set()
+
+    with reported_errors():
+        for folder in folders:
+            if not folder.is_dir():
+                raise ConfigError(f"{folder} is not a folder")
+        settings = load_settings()
+        vocabulary = Vocabulary.load(settings.vocabulary_file)
+        if provider is None:
+            provider = providers.default_name(settings)
+            if provider != "gemini":
+                err.print(f"no GOOGLE_API_KEY set: using the offline {provider!r} provider")
+        model = providers.create(provider, settings)
+        store = ImageStore.open(settings)
+
+        def show(what: str, r: WatchReport) -> None:
+            if what == "ready":
+                err.print(f"watching {', '.join(map(str, folders))} (Ctrl-C to stop)")
+            err.print(
+                f"indexed {r.indexed}, removed {r.removed}, failed {r.failed}", highlight=False
+            )
+
+        indexer = Indexer(settings, model, store, vocabulary)
+        watcher = Watcher(indexer, folders, settle, on_change=show)
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            report = watcher.run(stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            model.close()
+    out.print(
+        f"stopped: indexed {report.indexed}, removed {report.removed}, failed {report.failed}",
+        highlight=False,
+    )
+
+
+@app.command()
 def export(
     fmt: str | None = typer.Option(
         None, "--format", "-f", help="jsonl, csv or parquet: every record as one row."

@@ -10,6 +10,7 @@ batches and one content id per image seen, never the catalog.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -144,7 +145,12 @@ class Indexer:
         paths: Sequence[Path],
         on_progress: ProgressFn | None = None,
         shard: Shard | None = None,
+        stop: threading.Event | None = None,
+        remember: bool = True,
     ) -> RunReport:
+        """Index everything under `paths`. When `stop` is set, the batches in flight are
+        finished and written and the run returns early; what is left stays pending.
+        `remember` records `paths` as catalog folders for `indexer status`."""
         started = time.monotonic()
         report = RunReport()
         notify = on_progress or (lambda _report: None)
@@ -153,12 +159,15 @@ class Indexer:
         self.store.prepare_for_writing(
             self.provider.embedding_spec, self.pictures[0] if self.pictures else None
         )
-        self.store.remember_roots([display_path(r) for r in roots])
+        if remember:
+            self.store.remember_roots([display_path(r) for r in roots])
         seen: set[str] = set()
         in_flight: deque[Future[_BatchResult]] = deque()
         pool = ThreadPoolExecutor(BATCHES_IN_FLIGHT, thread_name_prefix="batch")
         try:
             for chunk in _batched(discover(roots), self.settings.batch_size):
+                if stop is not None and stop.is_set():
+                    break
                 pending = self._triage(chunk, seen, report, shard)
                 notify(report)
                 if pending:

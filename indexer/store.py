@@ -364,6 +364,29 @@ class ImageStore:
             documents=[r.caption for r in records],
             metadatas=[self._metadata(r) for r in records],  # type: ignore[misc]
         )
+        # A path shows one image: a record of what the file held before it was edited goes.
+        written = {r.id for r in records}
+        self._delete([i for i in self._ids_at([r.path for r in records]) if i not in written])
+
+    def _ids_at(self, paths: Sequence[str]) -> list[str]:
+        ids: list[str] = []
+        for chunk in _chunks(list(paths)):
+            ids += self._collection.get(where={"path": {"$in": list(chunk)}}, include=[])["ids"]
+        return ids
+
+    def _delete(self, ids: Sequence[str]) -> None:
+        for chunk in _chunks(list(ids)):
+            self._collection.delete(ids=list(chunk))
+            if self._visual is not None:
+                self._visual.delete(ids=list(chunk))
+
+    @_store_errors
+    def remove_paths(self, paths: Sequence[str]) -> int:
+        """Forget the images at these paths (their files are gone); return how many."""
+        ids = self._ids_at(paths)
+        self._delete(ids)
+        self.clear_failures((), paths)
+        return len(ids)
 
     @staticmethod
     def _metadata(record: ImageRecord) -> dict[str, Any]:
