@@ -447,6 +447,20 @@ class ImageStore:
         ]
 
     @_store_errors
+    def record(self, image_id: str) -> StoredRecord | None:
+        got = self._collection.get(ids=[image_id], include=["metadatas", "documents"])
+        if not got["ids"]:
+            return None
+        meta = (got["metadatas"] or [{}])[0] or {}
+        return StoredRecord(
+            id=image_id,
+            path=str(meta.get("path", "")),
+            caption=(got["documents"] or [""])[0] or "",
+            keywords=_keywords(meta),
+            metadata=dict(meta),
+        )
+
+    @_store_errors
     def count(self) -> int:
         return self._collection.count()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from indexer.cli import VerboseOpt, out, reported_errors, setup_logging
+from indexer.cli import VerboseOpt, err, out, reported_errors, setup_logging
 from indexer.store import Hit
 from query.client import QueryClient, parse_where
 
@@ -70,6 +70,37 @@ def image(
 ) -> None:
     """Find images similar to an example image."""
     _search(as_json, verbose, lambda c: c.image(path, where=parse_where(where), limit=limit))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="QUERY_SERVE_TOKEN",
+        help="Access token; required when --host is not a loopback address.",
+    ),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Serve a web gallery: search box, facet filters, search by uploaded image.
+
+    The JSON API under it is described at /openapi.json (browsable at /docs). Open
+    http://HOST:PORT/?token=TOKEN once when a token is set; the page remembers it.
+    """
+    setup_logging(verbose)
+    import uvicorn
+
+    from query.server import check_exposure, create_app
+
+    with reported_errors():
+        check_exposure(host, token)
+        client = QueryClient.from_env()
+        client.record("0" * 32)  # fail now, with a clear message, if there is no collection
+        app_ = create_app(client, client.settings.home / "thumbnails", token)
+    err.print(f"serving {client.settings.collection!r} at http://{host}:{port}/ (Ctrl-C to stop)")
+    uvicorn.run(app_, host=host, port=port, log_level="info" if verbose else "warning")
 
 
 def main() -> None:

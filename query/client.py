@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from indexer.config import Settings, load_settings
 from indexer.errors import ImageError, QueryError
-from indexer.store import Hit
+from indexer.store import Hit, StoredRecord
 from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -107,16 +107,17 @@ class QueryClient:
         return store.query(vector, filters, limit)
 
     def image(
-        self, path: str | Path, where: Where | None = None, limit: int = 10
+        self, path: str | Path | bytes, where: Where | None = None, limit: int = 10
     ) -> list[QueryResult]:
-        """Images most like the one at `path`. The query image is not added to the collection.
+        """Images most like the one at `path` (or these image bytes, e.g. an upload).
+        The query image is not added to the collection.
 
         As in the notebook, the image is described (keywords and caption) and that text is
         embedded like a document, so the comparison is document-to-document. Where the
         collection also holds image vectors from the same image model, the score is the mean
         of the visual and the caption cosine similarity.
         """
-        from indexer.images import prepare, read_source
+        from indexer.images import SourceImage, prepare, read_source
         from indexer.pipeline import document_text, keyword_mapper
         from indexer.providers.base import Description
         from indexer.vision import image_embedder
@@ -124,13 +125,19 @@ class QueryClient:
         filters = self.check_where(where)
         _check_limit(limit)
         store, provider = self._ready()
+        name = "uploaded image" if isinstance(path, bytes) else str(path)
         try:
-            image = prepare(read_source(Path(path)), self.settings.image_max_side)
+            source = (
+                SourceImage(Path("upload"), path)
+                if isinstance(path, bytes)
+                else read_source(Path(path))
+            )
+            image = prepare(source, self.settings.image_max_side)
         except ImageError as exc:
-            raise QueryError(f"{path}: {exc}") from exc
+            raise QueryError(f"{name}: {exc}") from exc
         answer = provider.describe([image], self.vocabulary)[0]
         if not isinstance(answer, Description):
-            raise QueryError(f"cannot describe {path}: {answer}")
+            raise QueryError(f"cannot describe {name}: {answer}")
         with self._lock:
             if self._mapper is None:
                 self._mapper = keyword_mapper(self.settings, provider, self.vocabulary)
@@ -140,6 +147,11 @@ class QueryClient:
         if pictures is not None and store.image_spec == pictures[0]:
             return store.query_fused(pictures[1]([image])[0], vector, filters, limit)
         return store.query(vector, filters, limit)
+
+    def record(self, image_id: str) -> StoredRecord | None:
+        """The stored record with this id, or None."""
+        store, _ = self._ready()
+        return store.record(image_id)
 
     def check_where(self, where: Where | None) -> dict[str, list[str]]:
         """Validate filters against the vocabulary and return them in canonical spelling."""

@@ -1,0 +1,154 @@
+"""`query serve`'s JSON API on a real indexed collection (fake Gemini, embedded Chroma)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from indexer.cli import app as indexer_app
+from indexer.errors import ConfigError
+from query.client import QueryClient
+from query.server import MAX_UPLOAD_BYTES, check_exposure, create_app
+from tests.conftest import garment_image
+from tests.fake_gemini import FakeGemini
+
+ANSWERS = {
+    "red": {
+        "keywords": {"garment": ["dress"], "season": ["summer"], "color": ["red"]},
+        "caption": "A red summer dress.",
+    },
+    "blue": {
+        "keywords": {"garment": ["jeans"], "season": ["fall"], "color": ["blue"]},
+        "caption": "Blue denim jeans.",
+    },
+    "green": {
+        "keywords": {"garment": ["shorts"], "season": ["summer"], "color": ["green"]},
+        "caption": "Green summer shorts.",
+    },
+}
+
+
+@pytest.fixture
+def photos(fake: FakeGemini, env: dict[str, str], tmp_path: Path) -> Path:
+    fake.by_color.update(ANSWERS)
+    folder = tmp_path / "photos"
+    for color in ANSWERS:
+        garment_image(folder / f"{color}.jpg", color)
+    assert CliRunner().invoke(indexer_app, ["run", str(folder)]).exit_code == 0
+    return folder
+
+
+@pytest.fixture
+def api(photos: Path, tmp_path: Path) -> TestClient:
+    return TestClient(create_app(QueryClient.from_env(), tmp_path / "thumbs"))
+
+
+def test_text_search_with_filters_matches_the_client(api: TestClient) -> None:
+    hits = api.get("/api/search", params={"q": "summer dress", "limit": 5}).json()
+    assert Path(hits[0]["path"]).name == "red.jpg"
+    assert hits[0]["thumbnail"] == f"/api/images/{hits[0]['id']}/thumbnail"
+    same = QueryClient.from_env().text("summer dress", limit=5)
+    assert [h["id"] for h in hits] == [h.id for h in same]
+    summer = api.get("/api/search", params=[("q", "clothes"), ("where", "season=summer")]).json()
+    assert {Path(h["path"]).name for h in summer} == {"red.jpg", "green.jpg"}
+    both = api.get(
+        "/api/search", params=[("q", "x"), ("where", "season=summer"), ("where", "color=green")]
+    ).json()
+    assert [Path(h["path"]).name for h in both] == ["green.jpg"]
+
+
+def test_bad_requests_get_the_clients_error_messages(api: TestClient) -> None:
+    bad = api.get("/api/search", params=[("q", "x"), ("where", "season=monsoon")])
+    assert bad.status_code == 400 and "summer" in bad.json()["detail"]  # lists allowed values
+    assert api.get("/api/search", params={"q": "  "}).status_code == 400
+    assert api.get("/api/search", params={"q": "x", "limit": 0}).status_code == 422
+
+
+def test_upload_search_finds_the_similar_image_and_stores_nothing(
+    api: TestClient, tmp_path: Path
+) -> None:
+    query_photo = garment_image(tmp_path / "q.png", "blue", size=(300, 300))
+    before = QueryClient.from_env()._ready()[0].count()
+    response = api.post(
+        "/api/search/image", files={"file": ("q.png", query_photo.read_bytes(), "image/png")}
+    )
+    assert response.status_code == 200, response.text
+    assert Path(response.json()[0]["path"]).name == "blue.jpg"
+    assert QueryClient.from_env()._ready()[0].count() == before
+    junk = api.post("/api/search/image", files={"file": ("x.jpg", b"not an image", "image/jpeg")})
+    assert junk.status_code == 400 and "not a recognised image format" in junk.json()["detail"]
+    big = io.BytesIO(b"\0" * (MAX_UPLOAD_BYTES + 1))
+    assert api.post("/api/search/image", files={"file": ("big.jpg", big)}).status_code == 413
+
+
+def test_images_are_served_by_id_only(api: TestClient, photos: Path) -> None:
+    hit = api.get("/api/search", params={"q": "jeans", "limit": 1}).json()[0]
+    original = api.get(hit["image"])
+    assert original.status_code == 200
+    assert original.content == (photos / "blue.jpg").read_bytes()
+    record = api.get(f"/api/images/{hit['id']}").json()
+    assert record["keywords"]["garment"] == ["jeans"] and record["caption"] == "Blue denim jeans."
+    secret = photos.parent / "secret.txt"
+    secret.write_text("not for the web")
+    for attempt in (
+        "/api/images/../../../../etc/passwd",
+        "/api/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd/file",
+        f"/api/images/{secret}/file",
+        "/api/images/..%2Fsecret.txt/file",
+        "/api/images/" + "0" * 32 + "/file",  # well-formed, not in the collection
+        "/api/images/" + hit["id"] + "%2F..%2F..%2Fsecret.txt/file",
+        "/static/../../secret.txt",
+    ):
+        response = api.get(attempt)
+        assert response.status_code == 404, attempt
+        assert b"not for the web" not in response.content
+
+
+def test_thumbnails_are_made_once_and_cached(api: TestClient, tmp_path: Path) -> None:
+    hit = api.get("/api/search", params={"q": "dress", "limit": 1}).json()[0]
+    first = api.get(hit["thumbnail"])
+    assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
+    cached = tmp_path / "thumbs" / f"{hit['id']}.jpg"
+    made = cached.stat().st_mtime_ns
+    assert api.get(hit["thumbnail"]).content == first.content
+    assert cached.stat().st_mtime_ns == made
+    from PIL import Image
+
+    with Image.open(cached) as img:
+        assert max(img.size) <= 320
+
+
+def test_openapi_describes_the_api(api: TestClient) -> None:
+    spec = api.get("/openapi.json").json()
+    assert {"/api/search", "/api/search/image", "/api/facets", "/api/images/{image_id}"} <= set(
+        spec["paths"]
+    )
+    params = {p["name"] for p in spec["paths"]["/api/search"]["get"]["parameters"]}
+    assert params == {"q", "where", "limit"}
+    assert api.get("/").status_code == 200 and "<title>Clothing search" in api.get("/").text
+
+
+def test_a_token_guards_everything_when_set(photos: Path, tmp_path: Path) -> None:
+    api = TestClient(create_app(QueryClient.from_env(), tmp_path / "thumbs", token="s3cret"))
+    assert api.get("/api/facets").status_code == 401
+    assert api.get("/").status_code == 401
+    assert api.get("/api/facets", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert api.get("/api/facets", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    # The page is opened once with ?token=; its cookie then carries the API calls.
+    assert api.get("/", params={"token": "s3cret"}).status_code == 200
+    assert api.get("/api/facets").status_code == 200
+
+
+def test_listening_beyond_loopback_requires_a_token() -> None:
+    check_exposure("127.0.0.1", None)
+    check_exposure("localhost", None)
+    check_exposure("::1", None)
+    check_exposure("0.0.0.0", "token")
+    with pytest.raises(ConfigError, match="token"):
+        check_exposure("0.0.0.0", None)
+    with pytest.raises(ConfigError, match="token"):
+        check_exposure("192.168.1.5", None)
