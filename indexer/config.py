@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         120.0, ge=0, validation_alias=_env("INDEXER_STORE_RETRY_SECONDS")
     )
 
+    # --- query serve ---
+    serve_token: str | None = Field(None, validation_alias=_env("QUERY_SERVE_TOKEN"))
+
     # --- Indexer ---
     home: Path = Field(default_factory=_default_home, validation_alias=_env("INDEXER_HOME"))
     vocabulary_file: Path | None = Field(None, validation_alias=_env("INDEXER_VOCABULARY"))

@@ -79,8 +79,7 @@ def serve(
     token: str | None = typer.Option(
         None,
         "--token",
-        envvar="QUERY_SERVE_TOKEN",
-        help="Access token; required when --host is not a loopback address.",
+        help="Access token (default: QUERY_SERVE_TOKEN); required off loopback addresses.",
     ),
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -95,8 +94,9 @@ def serve(
     from query.server import check_exposure, create_app
 
     with reported_errors():
-        check_exposure(host, token)
         client = QueryClient.from_env()
+        token = token or client.settings.serve_token
+        check_exposure(host, token)
         client.record("0" * 32)  # fail now, with a clear message, if there is no collection
         app_ = create_app(client, client.settings.home / "thumbnails", token)
     err.print(f"serving {client.settings.collection!r} at http://{host}:{port}/ (Ctrl-C to stop)")

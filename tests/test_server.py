@@ -152,3 +152,10 @@ def test_listening_beyond_loopback_requires_a_token() -> None:
         check_exposure("0.0.0.0", None)
     with pytest.raises(ConfigError, match="token"):
         check_exposure("192.168.1.5", None)
+
+
+def test_serve_refuses_a_public_address_without_a_token(photos: Path) -> None:
+    from query.cli import app as query_app
+
+    result = CliRunner().invoke(query_app, ["serve", "--host", "0.0.0.0", "--port", "1"])
+    assert result.exit_code == 2 and "access token" in result.output
