@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -20,6 +21,10 @@ from rich.progress import (
 )
 
 from indexer.errors import ConfigError, IndexerError
+
+if TYPE_CHECKING:
+    from indexer.config import Settings
+    from indexer.providers.base import Provider
 
 app = typer.Typer(
     help="Tag, caption and embed clothing photos into a Chroma collection.",
@@ -56,6 +61,17 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def chosen_provider(name: str | None, settings: Settings) -> Provider:
+    """The named provider, or Gemini when a key is set and else the offline one (said so)."""
+    from indexer import providers
+
+    if name is None:
+        name = providers.default_name(settings)
+        if name != "gemini":
+            err.print(f"no GOOGLE_API_KEY set: using the offline {name!r} provider")
+    return providers.create(name, settings)
+
+
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each failure.")
 
 
@@ -83,7 +99,6 @@ def run(
     nothing: run the same command again to finish.
     """
     setup_logging(verbose)
-    from indexer import providers
     from indexer.config import load_settings
     from indexer.images import discover
     from indexer.pipeline import Indexer, RunReport, Shard
@@ -100,11 +115,7 @@ def run(
             )
         vocabulary = Vocabulary.load(settings.vocabulary_file)
         total = sum(1 for _ in discover(paths))
-        if provider is None:
-            provider = providers.default_name(settings)
-            if provider != "gemini":
-                err.print(f"no GOOGLE_API_KEY set: using the offline {provider!r} provider")
-        model = providers.create(provider, settings)
+        model = chosen_provider(provider, settings)
         store = ImageStore.open(settings)
         indexer = Indexer(settings, model, store, vocabulary)
         progress = Progress(
@@ -221,7 +232,6 @@ def watch(
     import signal
     import threading
 
-    from indexer import providers
     from indexer.config import load_settings
     from indexer.pipeline import Indexer
     from indexer.store import ImageStore
@@ -240,11 +250,7 @@ def watch(
                 raise ConfigError(f"{folder} is not a folder")
         settings = load_settings()
         vocabulary = Vocabulary.load(settings.vocabulary_file)
-        if provider is None:
-            provider = providers.default_name(settings)
-            if provider != "gemini":
-                err.print(f"no GOOGLE_API_KEY set: using the offline {provider!r} provider")
-        model = providers.create(provider, settings)
+        model = chosen_provider(provider, settings)
         store = ImageStore.open(settings)
 
         def show(what: str, r: WatchReport) -> None:

@@ -163,3 +163,15 @@ def chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def server_env(
+    env: dict[str, str], chroma_server: ChromaServer, monkeypatch: pytest.MonkeyPatch
+) -> ChromaServer:
+    """The hermetic environment, pointed at a real Chroma server; image vectors off, since
+    tests that use it start several indexer processes and each would load the image model."""
+    monkeypatch.setenv("CHROMA_HOST", chroma_server.host)
+    monkeypatch.setenv("CHROMA_PORT", str(chroma_server.port))
+    monkeypatch.setenv("INDEXER_IMAGE_VECTORS", "false")
+    return chroma_server

@@ -111,15 +111,8 @@ def test_bad_shard_specs_are_refused(text: str) -> None:
 
 
 def test_sharded_workers_index_everything_exactly_once(
-    fake: FakeGemini,
-    env: dict[str, str],
-    chroma_server: ChromaServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeGemini, server_env: ChromaServer, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("CHROMA_HOST", chroma_server.host)
-    monkeypatch.setenv("CHROMA_PORT", str(chroma_server.port))
-    monkeypatch.setenv("INDEXER_IMAGE_VECTORS", "false")  # three torch loads would only be slow
     folder = tmp_path / "photos"
     images = photos(folder, 18)
     (folder / "copy.png").write_bytes(images[0].read_bytes())
@@ -196,14 +189,9 @@ def test_sigkill_at_any_moment_then_rerun_finishes_the_job(
 
 
 def test_a_chroma_server_restart_mid_run_is_waited_out(
-    fake: FakeGemini,
-    env: dict[str, str],
-    chroma_server: ChromaServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeGemini, server_env: ChromaServer, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("CHROMA_HOST", chroma_server.host)
-    monkeypatch.setenv("CHROMA_PORT", str(chroma_server.port))
+    chroma_server = server_env
     fake.latency = {"generateContent": 0.1}
     folder = tmp_path / "photos"
     images = photos(folder, 24)

@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ChromaServer, garment_image
 from tests.fake_gemini import FakeGemini
 
@@ -42,15 +40,8 @@ def eventually(check: Callable[[], bool], proc: subprocess.Popen[str], timeout: 
 
 
 def test_watch_follows_new_changed_moved_and_deleted_images(
-    fake: FakeGemini,
-    env: dict[str, str],
-    chroma_server: ChromaServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeGemini, server_env: ChromaServer, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("CHROMA_HOST", chroma_server.host)
-    monkeypatch.setenv("CHROMA_PORT", str(chroma_server.port))
-    monkeypatch.setenv("INDEXER_IMAGE_VECTORS", "false")
     folder = tmp_path / "photos"
     garment_image(folder / "first.png", "red")
     proc = subprocess.Popen(
