@@ -318,25 +318,21 @@ class ImageStore:
     @_store_errors
     def indexed_paths(self, paths: Sequence[str]) -> set[str]:
         """Those of `paths` that some record points at."""
-        found: set[str] = set()
-        for chunk in _chunks(list(paths)):
-            got = self._collection.get(where={"path": {"$in": list(chunk)}}, include=["metadatas"])
-            found.update(str((m or {}).get("path", "")) for m in got["metadatas"] or [])
-        return found
+        return set(self._records_at(paths).values())
 
     @_store_errors
     def remember_roots(self, roots: Sequence[str]) -> None:
         """Note the folders a run was given, so that `status` can count what is pending."""
         # Read afresh: another worker may have added its roots since this one opened it.
         meta = dict(self._client.get_collection(self.name, embedding_function=None).metadata or {})
-        known = json.loads(str(meta.get("roots_json", "[]")))
+        known = _roots_of(meta)
         merged = sorted(set(known) | set(roots))
         if merged != known:
             # modify() replaces the whole metadata, so the recorded spec is written back too.
             self._collection.modify(metadata={**meta, "roots_json": json.dumps(merged)})
 
     def roots(self) -> list[str]:
-        return list(json.loads(str((self._collection.metadata or {}).get("roots_json", "[]"))))
+        return _roots_of(self._collection.metadata or {})
 
     @_store_errors
     def update_paths(self, paths: Mapping[str, str]) -> None:
@@ -366,13 +362,16 @@ class ImageStore:
         )
         # A path shows one image: a record of what the file held before it was edited goes.
         written = {r.id for r in records}
-        self._delete([i for i in self._ids_at([r.path for r in records]) if i not in written])
+        self._delete([i for i in self._records_at([r.path for r in records]) if i not in written])
 
-    def _ids_at(self, paths: Sequence[str]) -> list[str]:
-        ids: list[str] = []
+    def _records_at(self, paths: Sequence[str]) -> dict[str, str]:
+        """id -> path of the records at any of `paths`."""
+        found: dict[str, str] = {}
         for chunk in _chunks(list(paths)):
-            ids += self._collection.get(where={"path": {"$in": list(chunk)}}, include=[])["ids"]
-        return ids
+            got = self._collection.get(where={"path": {"$in": list(chunk)}}, include=["metadatas"])
+            for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+                found[rid] = str((meta or {}).get("path", ""))
+        return found
 
     def _delete(self, ids: Sequence[str]) -> None:
         for chunk in _chunks(list(ids)):
@@ -383,7 +382,7 @@ class ImageStore:
     @_store_errors
     def remove_paths(self, paths: Sequence[str]) -> int:
         """Forget the images at these paths (their files are gone); return how many."""
-        ids = self._ids_at(paths)
+        ids = list(self._records_at(paths))
         self._delete(ids)
         self.clear_failures((), paths)
         return len(ids)
@@ -432,14 +431,12 @@ class ImageStore:
             }
         embeddings = got["embeddings"] if vectors else None
         return [
-            StoredRecord(
-                id=rid,
-                path=str((meta or {}).get("path", "")),
-                caption=doc or "",
-                keywords=_keywords(meta or {}),
-                metadata=dict(meta or {}),
-                embedding=[float(x) for x in embeddings[i]] if embeddings is not None else None,
-                image_embedding=pictures.get(rid),
+            _stored(
+                rid,
+                meta,
+                doc,
+                embeddings[i] if embeddings is not None else None,
+                pictures.get(rid),
             )
             for i, (rid, meta, doc) in enumerate(
                 zip(ids, got["metadatas"] or [], got["documents"] or [], strict=True)
@@ -451,14 +448,7 @@ class ImageStore:
         got = self._collection.get(ids=[image_id], include=["metadatas", "documents"])
         if not got["ids"]:
             return None
-        meta = (got["metadatas"] or [{}])[0] or {}
-        return StoredRecord(
-            id=image_id,
-            path=str(meta.get("path", "")),
-            caption=(got["documents"] or [""])[0] or "",
-            keywords=_keywords(meta),
-            metadata=dict(meta),
-        )
+        return _stored(image_id, (got["metadatas"] or [{}])[0], (got["documents"] or [""])[0])
 
     @_store_errors
     def count(self) -> int:
@@ -566,6 +556,29 @@ class ImageStore:
             )
         ]
         return sorted(out, key=lambda f: f.path)
+
+
+def _roots_of(meta: Mapping[str, Any]) -> list[str]:
+    return list(json.loads(str(meta.get("roots_json", "[]"))))
+
+
+def _stored(
+    rid: str,
+    meta: Mapping[str, Any] | None,
+    document: str | None,
+    embedding: Sequence[float] | None = None,
+    image_embedding: list[float] | None = None,
+) -> StoredRecord:
+    meta = meta or {}
+    return StoredRecord(
+        id=rid,
+        path=str(meta.get("path", "")),
+        caption=document or "",
+        keywords=_keywords(meta),
+        metadata=dict(meta),
+        embedding=[float(x) for x in embedding] if embedding is not None else None,
+        image_embedding=image_embedding,
+    )
 
 
 def _hit(rid: str, meta: Mapping[str, Any], document: str | None, score: float) -> Hit:

@@ -48,8 +48,9 @@ def image_embedder(provider: Provider) -> tuple[EmbeddingSpec, ImageEmbedFn] | N
         return provider.image_spec, provider.embed_images
     if not installed():
         return None
-    # One thread: beside a remote provider the image model is off the critical path, and
-    # two busy cores would starve the request threads that the API quota is paced by.
+    # One thread: beside a remote provider the image model is off the critical path (one
+    # core encodes several images a second, more than an API quota describes), and the other
+    # core stays free for the request threads.
     encoder = ImageEncoder(threads=1)
     encoder.preload()
 

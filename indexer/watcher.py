@@ -47,6 +47,10 @@ class _Collector(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
+        if event.is_directory and event.event_type == "modified":
+            # A folder is "modified" whenever a file in it changes; that file has its own
+            # event, and re-reading the whole folder each time would hash it again and again.
+            return
         self._touch(event.src_path)
         if event.dest_path:
             self._touch(event.dest_path)

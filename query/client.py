@@ -22,8 +22,9 @@ from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
     from indexer.keywords import KeywordMapper
-    from indexer.providers.base import Provider
+    from indexer.providers.base import EmbeddingSpec, Provider
     from indexer.store import ImageStore
+    from indexer.vision import ImageEmbedFn
 
 QueryResult = Hit
 Where = Mapping[str, str | Sequence[str]]
@@ -56,6 +57,7 @@ class QueryClient:
         self._provider = provider
         self._vocabulary = vocabulary
         self._mapper: KeywordMapper | None = None
+        self._pictures: tuple[EmbeddingSpec, ImageEmbedFn] | None = None
         self._checked = False
         self._lock = threading.RLock()
 
@@ -139,11 +141,15 @@ class QueryClient:
         if not isinstance(answer, Description):
             raise QueryError(f"cannot describe {name}: {answer}")
         with self._lock:
+            # Built once per client: the mapper embeds the vocabulary, the image embedder
+            # loads an image model.
             if self._mapper is None:
                 self._mapper = keyword_mapper(self.settings, provider, self.vocabulary)
+            if self._pictures is None:
+                self._pictures = image_embedder(provider)
+            pictures = self._pictures
         mapped = self._mapper.map_many([answer.keywords])[0]
         vector = provider.embed_documents([document_text(mapped.keywords, answer.caption)])[0]
-        pictures = image_embedder(provider)
         if pictures is not None and store.image_spec == pictures[0]:
             return store.query_fused(pictures[1]([image])[0], vector, filters, limit)
         return store.query(vector, filters, limit)

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from indexer.errors import ConfigError, ImageError, IndexerError, QueryError
 from indexer.images import open_image
+from indexer.store import StoredRecord
 from query.client import QueryClient, parse_where
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -146,22 +147,22 @@ def create_app(client: QueryClient, thumbnails: Path, token: str | None = None) 
             raise HTTPException(400, "empty upload")
         return hits_out(ask(lambda: client.image(data, where=parse_where(where), limit=limit)))
 
-    def stored_file(image_id: str) -> tuple[str, Path]:
+    def stored_file(image_id: str) -> tuple[StoredRecord, Path]:
+        """The record with this id and its file: the only way a path reaches the disk."""
         if not _ID.fullmatch(image_id):
             raise HTTPException(404, "no such image")
-        record = ask(lambda: client.record(image_id))
-        if record is None:
+        found = ask(lambda: client.record(image_id))
+        if found is None:
             raise HTTPException(404, "no such image")
-        path = Path(record.path)
+        path = Path(found.path)
         if not path.is_file():
             raise HTTPException(410, "the image file is no longer there")
-        return image_id, path
+        return found, path
 
     @app.get("/api/images/{image_id}", dependencies=guarded)
     def record(image_id: str) -> RecordOut:
         """An image's full record."""
-        stored_file(image_id)
-        found = ask(lambda: client.record(image_id))
+        found, _ = stored_file(image_id)
         return RecordOut(
             id=found.id,
             path=found.path,
@@ -180,7 +181,7 @@ def create_app(client: QueryClient, thumbnails: Path, token: str | None = None) 
     @app.get("/api/images/{image_id}/thumbnail", dependencies=guarded)
     def thumbnail(image_id: str) -> FileResponse:
         """A JPEG of at most 320 px a side, made on first request and cached."""
-        image_id, path = stored_file(image_id)
+        _, path = stored_file(image_id)
         cached = thumbnails / f"{image_id}.jpg"
         if not cached.exists():
             try:

@@ -182,30 +182,32 @@ def description_from_json(data: Any) -> Description:
     return Description({k: list(v) for k, v in keywords.items()}, " ".join(caption.split()))
 
 
-class _Turnstile:
-    """Lets threads through one at a time, in the order they arrived.
+class _FairLimiter:
+    """A rate limiter that hands out its slots in the order threads asked for them.
 
-    The rate limiter hands a free slot to whichever waiting thread polls first; with two
+    pyrate-limiter gives a free slot to whichever waiting thread polls first; with two
     batches in flight that interleaves them, so both finish late and the pipeline stalls
-    between them. Queuing for the limiter in arrival order keeps requests in submission
-    order: the older batch finishes first while the next one is still being described.
+    between them. Queuing by ticket keeps requests in submission order: the older batch
+    finishes first while the next one is still being described.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, per_minute: int) -> None:
+        self._limiter = _limiter(per_minute)
         self._turn = threading.Condition()
         self._next_ticket = 0
         self._serving = 0
 
-    def __enter__(self) -> None:
+    def acquire(self) -> None:
         with self._turn:
             ticket = self._next_ticket
             self._next_ticket += 1
             self._turn.wait_for(lambda: self._serving == ticket)
-
-    def __exit__(self, *exc: object) -> None:
-        with self._turn:
-            self._serving += 1
-            self._turn.notify_all()
+        try:
+            self._limiter.try_acquire("request")
+        finally:
+            with self._turn:
+                self._serving += 1
+                self._turn.notify_all()
 
 
 class GeminiProvider(Provider):
@@ -223,12 +225,8 @@ class GeminiProvider(Provider):
         self._client = client
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._generation_limiter = _limiter(settings.generation_rpm)
-        self._embedding_limiter = _limiter(settings.embedding_rpm)
-        self._queues = {
-            id(self._generation_limiter): _Turnstile(),
-            id(self._embedding_limiter): _Turnstile(),
-        }
+        self._generation_limiter = _FairLimiter(settings.generation_rpm)
+        self._embedding_limiter = _FairLimiter(settings.embedding_rpm)
         self._submit = threading.Lock()
         self._retrying = Retrying(
             stop=stop_after_attempt(settings.max_attempts),
@@ -276,10 +274,9 @@ class GeminiProvider(Provider):
         )
         return genai.Client(api_key=self._settings.google_api_key, http_options=options)
 
-    def _call(self, limiter: Limiter, fn: Callable[[], T]) -> T:
+    def _call(self, limiter: _FairLimiter, fn: Callable[[], T]) -> T:
         def attempt() -> T:
-            with self._queues[id(limiter)]:
-                limiter.try_acquire("request")
+            limiter.acquire()
             try:
                 return fn()
             except Exception as exc:
