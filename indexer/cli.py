@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,7 +15,15 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from indexer.errors import ConfigError, IndexerError
+from indexer.console import (
+    EXIT_FAILED_IMAGES,
+    err,
+    line,
+    out,
+    reported_errors,
+    setup_logging,
+)
+from indexer.errors import ConfigError
 
 if TYPE_CHECKING:
     from indexer.config import Settings
@@ -31,34 +34,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
-
-EXIT_FAILED_IMAGES = 1
-EXIT_ERROR = 2
-
-
-@contextmanager
-def reported_errors() -> Iterator[None]:
-    """Turn the library's typed errors into a one-line message and an exit code."""
-    try:
-        yield
-    except IndexerError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(EXIT_ERROR) from exc
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
-        force=True,
-    )
-    # Failures are reported in the summary; retries only with --verbose.
-    logging.getLogger("indexer.pipeline").setLevel(logging.INFO if verbose else logging.ERROR)
-    for noisy in ("httpx", "httpx2", "chromadb", "google_genai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def chosen_provider(name: str | None, settings: Settings) -> Provider:
@@ -68,8 +43,17 @@ def chosen_provider(name: str | None, settings: Settings) -> Provider:
     if name is None:
         name = providers.default_name(settings)
         if name != "gemini":
-            err.print(f"no GOOGLE_API_KEY set: using the offline {name!r} provider")
+            err.print(line(f"no GOOGLE_API_KEY set: using the offline {name!r} provider"))
+    if name == "gemini":
+        announce_endpoint(settings)
     return providers.create(name, settings)
+
+
+def announce_endpoint(settings: Settings) -> None:
+    """Say once, on stderr, when the key and photos go somewhere other than Google's API."""
+    notice = settings.endpoint_notice()
+    if notice:
+        err.print(line(("note:", "yellow"), " ", notice))
 
 
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each failure.")
@@ -110,8 +94,10 @@ def run(
         settings = load_settings()
         if share and not settings.uses_server:
             err.print(
-                "note: --shard with the embedded store: run the workers one after another, "
-                "or share a Chroma server (CHROMA_HOST) to run them at once"
+                line(
+                    "note: --shard with the embedded store: run the workers one after another, "
+                    "or share a Chroma server (CHROMA_HOST) to run them at once"
+                )
             )
         vocabulary = Vocabulary.load(settings.vocabulary_file)
         total = sum(1 for _ in discover(paths))
@@ -145,22 +131,24 @@ def run(
                 report = indexer.run(paths, on_progress=show, shard=share)
         except KeyboardInterrupt:
             # Finished batches are written; the rest is simply not indexed yet.
-            err.print("interrupted; run the same command again to continue")
+            err.print(line("interrupted; run the same command again to continue"))
             raise typer.Exit(130) from None
         finally:
             model.close()
+            store.close()
 
     out.print(
-        f"indexed {report.indexed}, already indexed {report.skipped}, moved {report.moved}, "
-        f"duplicates {report.duplicates}, failed {report.failed}"
-        + (f", left to other shards {report.other_shards} (shard {share})" if share else "")
-        + f" in {report.seconds:.1f}s into collection {store.name!r} at {store.location}",
-        highlight=False,
+        line(
+            f"indexed {report.indexed}, already indexed {report.skipped}, moved {report.moved}, "
+            f"duplicates {report.duplicates}, failed {report.failed}"
+            + (f", left to other shards {report.other_shards} (shard {share})" if share else "")
+            + f" in {report.seconds:.1f}s into collection {store.name!r} at {store.location}"
+        )
     )
     if report.failures:
-        err.print(f"[red]{report.failed} image(s) failed[/red] (retried on the next run):")
+        err.print(line((f"{report.failed} image(s) failed", "red"), " (retried on the next run):"))
         for failure in report.failures:
-            err.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
+            err.print(line(f"  {failure.path}: {failure.reason}"))
         raise typer.Exit(EXIT_FAILED_IMAGES)
 
 
@@ -185,7 +173,7 @@ def status(
         failures = store.failures()
         roots = [p.absolute() for p in paths] if paths else [Path(r) for r in store.roots()]
         present = [r for r in roots if r.exists()]
-        pending = count_pending(store, present, {f.path for f in failures})
+        pending = count_pending(store, present, {f.path for f in failures}, settings.max_file_bytes)
         indexed = store.count()
     if as_json:
         out.print_json(
@@ -201,15 +189,16 @@ def status(
         )
         return
     out.print(
-        f"collection {store.name!r} at {store.location}: {indexed} indexed, {pending} pending, "
-        f"{len(failures)} failed; built with {store.recorded_spec()}",
-        highlight=False,
+        line(
+            f"collection {store.name!r} at {store.location}: {indexed} indexed, "
+            f"{pending} pending, {len(failures)} failed; built with {store.recorded_spec()}"
+        )
     )
     for root in roots:
         if root not in present:
-            err.print(f"folder {root} no longer exists; not counted", highlight=False)
+            err.print(line(f"folder {root} no longer exists; not counted"))
     for failure in failures:
-        out.print(f"  {failure.path}: {failure.reason}", highlight=False, markup=False)
+        out.print(line(f"  {failure.path}: {failure.reason}"))
 
 
 @app.command()
@@ -241,7 +230,8 @@ def watch(
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
-        err.print(f"{signal.Signals(signum).name}: finishing the images in hand, then stopping")
+        name = signal.Signals(signum).name
+        err.print(line(f"{name}: finishing the images in hand, then stopping"))
         stop.set()
 
     with reported_errors():
@@ -255,10 +245,8 @@ def watch(
 
         def show(what: str, r: WatchReport) -> None:
             if what == "ready":
-                err.print(f"watching {', '.join(map(str, folders))} (Ctrl-C to stop)")
-            err.print(
-                f"indexed {r.indexed}, removed {r.removed}, failed {r.failed}", highlight=False
-            )
+                err.print(line(f"watching {', '.join(map(str, folders))} (Ctrl-C to stop)"))
+            err.print(line(f"indexed {r.indexed}, removed {r.removed}, failed {r.failed}"))
 
         indexer = Indexer(settings, model, store, vocabulary)
         watcher = Watcher(indexer, folders, settle, on_change=show)
@@ -269,9 +257,9 @@ def watch(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             model.close()
+            store.close()
     out.print(
-        f"stopped: indexed {report.indexed}, removed {report.removed}, failed {report.failed}",
-        highlight=False,
+        line(f"stopped: indexed {report.indexed}, removed {report.removed}, failed {report.failed}")
     )
 
 
@@ -318,7 +306,7 @@ def export(
         if fmt == "parquet":
             assert output is not None
             count = exports.write_parquet(store.records(vectors), output, facets, vectors)
-            err.print(f"exported {count} records to {output}", highlight=False)
+            err.print(line(f"exported {count} records to {output}"))
         elif fmt is not None:
             writer = exports.write_jsonl if fmt == "jsonl" else exports.write_csv
             if output is None:
@@ -326,13 +314,13 @@ def export(
             else:
                 with output.open("w", encoding="utf-8", newline="") as fh:
                     count = writer(store.records(vectors), fh, facets, vectors)
-            err.print(f"exported {count} records to {output or 'standard output'}", highlight=False)
+            err.print(line(f"exported {count} records to {output or 'standard output'}"))
         if xmp or xmp_dir is not None:
             roots = [Path(r) for r in store.roots()]
             report = exports.write_sidecars(store.records(), xmp_dir, roots)
-            err.print(f"wrote {len(report.written)} XMP sidecars", highlight=False)
+            err.print(line(f"wrote {len(report.written)} XMP sidecars"))
             for sidecar, reason in report.skipped:
-                err.print(f"  skipped {sidecar}: {reason}", highlight=False, markup=False)
+                err.print(line(f"  skipped {sidecar}: {reason}"))
 
 
 @app.command("train-tagger")
@@ -362,9 +350,7 @@ def train_tagger(
             if r.holdout_accuracy is None
             else (f"{r.holdout_accuracy:.3f}")
         )
-        out.print(
-            f"{r.facet}: {counts}; holdout accuracy {accuracy}; saved {r.path}", highlight=False
-        )
+        out.print(line(f"{r.facet}: {counts}; holdout accuracy {accuracy}; saved {r.path}"))
 
 
 def main() -> None:

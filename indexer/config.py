@@ -6,10 +6,12 @@ Every variable is documented in `.env.example`. `INDEXER_HOME` redirects all use
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.errors import ConfigError
@@ -24,6 +26,22 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+GOOGLE_API_HOST = "generativelanguage.googleapis.com"
+# What the embedding models accept as output_dimensionality.
+MAX_EMBEDDING_DIM = 3072
+
+
+def is_loopback_host(host: str) -> bool:
+    """localhost or a loopback address (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -36,7 +54,9 @@ class Settings(BaseSettings):
     embedding_model: str = Field(
         "gemini-embedding-001", validation_alias=_env("GEMINI_EMBEDDING_MODEL")
     )
-    embedding_dim: int = Field(768, gt=0, validation_alias=_env("GEMINI_EMBEDDING_DIM"))
+    embedding_dim: int = Field(
+        768, ge=128, le=MAX_EMBEDDING_DIM, validation_alias=_env("GEMINI_EMBEDDING_DIM")
+    )
 
     # --- Chroma ---
     chroma_path: Path | None = Field(None, validation_alias=_env("CHROMA_PATH"))
@@ -57,6 +77,9 @@ class Settings(BaseSettings):
         0.7, ge=0.0, le=1.0, validation_alias=_env("INDEXER_KEYWORD_THRESHOLD")
     )
     image_vectors: bool = Field(True, validation_alias=_env("INDEXER_IMAGE_VECTORS"))
+    max_file_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, validation_alias=_env("INDEXER_MAX_FILE_BYTES")
+    )
     image_max_side: int = Field(768, ge=64, validation_alias=_env("INDEXER_IMAGE_MAX_SIDE"))
     batch_size: int = Field(16, ge=1, le=100, validation_alias=_env("INDEXER_BATCH_SIZE"))
     concurrency: int = Field(8, ge=1, le=256, validation_alias=_env("INDEXER_CONCURRENCY"))
@@ -68,6 +91,35 @@ class Settings(BaseSettings):
         1.0, ge=0, validation_alias=_env("INDEXER_RETRY_INITIAL_WAIT")
     )
     retry_max_wait: float = Field(60.0, ge=0, validation_alias=_env("INDEXER_RETRY_MAX_WAIT"))
+
+    @field_validator("gemini_base_url")
+    @classmethod
+    def _safe_endpoint(cls, value: str | None) -> str | None:
+        """The key and every photo go to this URL: plain HTTP only to this machine."""
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            raise ValueError(
+                f"{value!r} would send the API key unencrypted; use https, or http only to "
+                "a loopback address"
+            )
+        return value
+
+    def endpoint_notice(self) -> str | None:
+        """A sentence naming a non-Google endpoint and where its setting came from, or None."""
+        if not self.gemini_base_url or urlsplit(self.gemini_base_url).hostname == GOOGLE_API_HOST:
+            return None
+        if os.environ.get("GEMINI_BASE_URL"):
+            source = "the GEMINI_BASE_URL environment variable"
+        else:
+            source = f"GEMINI_BASE_URL in {Path('.env').absolute()}"
+        return (
+            f"sending the API key and images to {self.gemini_base_url}, not Google's API "
+            f"(set by {source})"
+        )
 
     @property
     def store_path(self) -> Path:

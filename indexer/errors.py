@@ -37,6 +37,10 @@ class StoreError(IndexerError):
     """The vector store could not be reached or refused an operation."""
 
 
+class StoreBusyError(StoreError):
+    """Another process holds the embedded store's writer lock."""
+
+
 class EmbeddingMismatchError(StoreError):
     """The collection was built with another embedding model or dimension."""
 

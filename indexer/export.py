@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from indexer.errors import ConfigError
+from indexer.files import atomic_write
 from indexer.store import StoredRecord
 
 FORMATS = ("jsonl", "csv", "parquet")
@@ -33,6 +33,23 @@ NS = {
 }
 for _prefix, _uri in NS.items():
     ET.register_namespace(_prefix, _uri)
+
+
+# Characters XML 1.0 cannot carry at all, even escaped.
+_NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# A cell starting with one of these is run as a formula by spreadsheet programs.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: str) -> str:
+    """A CSV cell that no spreadsheet will evaluate: formula-like text gets a leading quote,
+    as OWASP recommends for CSV injection."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def xml_safe(value: str) -> str:
+    """`value` without the characters XML 1.0 forbids (control characters, say)."""
+    return _NOT_XML.sub("", value)
 
 
 def row(record: StoredRecord, facets: Sequence[str], vectors: bool) -> dict[str, Any]:
@@ -75,7 +92,9 @@ def write_csv(
         for key in ("embedding", "image_embedding"):
             if key in data:
                 data[key] = json.dumps(data[key]) if data[key] is not None else ""
-        writer.writerow(data)
+        writer.writerow(
+            {k: spreadsheet_safe(v) if isinstance(v, str) else v for k, v in data.items()}
+        )
         count += 1
     return count
 
@@ -104,7 +123,7 @@ def write_parquet(
     schema = pa.schema(fields)
     count = 0
     pages = iter(records)
-    with _atomic(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with atomic_write(path) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
         while page := list(islice(pages, _PAGE)):
             columns: dict[str, list[Any]] = {
                 "id": [r.id for r in page],
@@ -118,25 +137,6 @@ def write_parquet(
             writer.write_table(pa.Table.from_pydict(columns, schema=schema))
             count += len(page)
     return count
-
-
-class _atomic:
-    """Write to a temporary file beside `path` and rename it into place on success."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)
 
 
 # --- XMP sidecars ---
@@ -174,17 +174,17 @@ def xmp_document(record: StoredRecord) -> bytes:
     words = [w for facet_words in record.keywords.values() for w in facet_words]
     subject = ET.SubElement(ET.SubElement(desc, f"{{{NS['dc']}}}subject"), f"{{{rdf}}}Bag")
     for word in dict.fromkeys(words):
-        ET.SubElement(subject, f"{{{rdf}}}li").text = word
+        ET.SubElement(subject, f"{{{rdf}}}li").text = xml_safe(word)
     hierarchy = ET.SubElement(
         ET.SubElement(desc, f"{{{NS['lr']}}}hierarchicalSubject"), f"{{{rdf}}}Bag"
     )
     for facet, facet_words in record.keywords.items():
         for word in facet_words:
-            ET.SubElement(hierarchy, f"{{{rdf}}}li").text = f"{facet}|{word}"
+            ET.SubElement(hierarchy, f"{{{rdf}}}li").text = xml_safe(f"{facet}|{word}")
     alt = ET.SubElement(ET.SubElement(desc, f"{{{NS['dc']}}}description"), f"{{{rdf}}}Alt")
     ET.SubElement(
         alt, f"{{{rdf}}}li", {"{http://www.w3.org/XML/1998/namespace}lang": "x-default"}
-    ).text = record.caption
+    ).text = xml_safe(record.caption)
     body = ET.tostring(root, encoding="unicode")
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
@@ -200,22 +200,40 @@ def _ours(sidecar: Path) -> bool:
         return False
 
 
+def _refusal(sidecar: Path, allowed: Sequence[Path]) -> str | None:
+    """Why a sidecar must not be written at `sidecar`, or None when it may."""
+    if sidecar.is_symlink():
+        return "the sidecar path is a symbolic link; not writing through it"
+    if sidecar.exists() and not _ours(sidecar):
+        return "a sidecar from another program is already there"
+    parent = sidecar.parent.resolve()
+    if allowed and not any(parent.is_relative_to(root) for root in allowed):
+        return "its folder now leads outside the indexed folders (a symbolic link)"
+    return None
+
+
 def write_sidecars(
     records: Iterable[StoredRecord], target: Path | None, roots: Sequence[Path]
 ) -> SidecarReport:
-    """Write one sidecar per record. Images are never touched, and a sidecar that another
-    program wrote (darktable's edit history, say) is left alone rather than overwritten."""
+    """Write one sidecar per record. Images are never touched, a sidecar that another
+    program wrote (darktable's edit history, say) is left alone rather than overwritten, and
+    nothing is written through a symbolic link or outside the indexed folders (or `target`).
+    A sidecar that cannot be written is reported and the export goes on."""
     report = SidecarReport()
+    allowed = [target.resolve()] if target is not None else [r.resolve() for r in roots]
     for record in records:
         sidecar = sidecar_path(Path(record.path), target, roots)
-        if sidecar.exists() and not _ours(sidecar):
-            report.skipped.append((sidecar, "a sidecar from another program is already there"))
-            continue
         try:
-            with _atomic(sidecar) as tmp:
-                Path(tmp).write_bytes(xmp_document(record))
+            if target is not None:
+                target.mkdir(parents=True, exist_ok=True)
+            refusal = _refusal(sidecar, allowed)
+            if refusal is None:
+                with atomic_write(sidecar) as tmp:
+                    tmp.write_bytes(xmp_document(record))
         except OSError as exc:
-            report.skipped.append((sidecar, exc.strerror or str(exc)))
-            continue
-        report.written.append(sidecar)
+            refusal = exc.strerror or str(exc)
+        if refusal is None:
+            report.written.append(sidecar)
+        else:
+            report.skipped.append((sidecar, refusal))
     return report

@@ -7,11 +7,13 @@ import io
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from indexer.errors import ImageError
+from indexer.files import MAX_FILE_BYTES, read_regular
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # Far above any garment photo, far below what would exhaust memory when decoded.
@@ -25,8 +27,9 @@ class SourceImage:
     path: Path
     data: bytes
 
-    @property
+    @cached_property
     def id(self) -> str:
+        # Hashed once per file: the pipeline asks for the id many times.
         return content_id(self.data)
 
 
@@ -49,11 +52,13 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
     """Yield image files under `paths`, recursively, in a stable order, one at a time."""
     for root in paths:
         root = Path(root)
-        if root.is_file():
+        if not root.is_dir():
+            if not root.exists() and not root.is_symlink():
+                raise ImageError(f"{root}: no such file or directory")
+            # A file named on the command line is read as given; read_regular refuses
+            # FIFOs, devices and dangling links with a reason of their own.
             yield root
             continue
-        if not root.is_dir():
-            raise ImageError(f"{root}: no such file or directory")
         # os.walk does not follow directory symlinks, so a symlink loop cannot trap it.
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
@@ -72,27 +77,24 @@ def display_path(path: Path) -> str:
     return text
 
 
-def read_source(path: Path) -> SourceImage:
+def read_source(path: Path, max_bytes: int = MAX_FILE_BYTES) -> SourceImage:
     if display_path(path) != str(path):
         # Records store paths as UTF-8 text; a name that is not would point nowhere.
         raise ImageError("file name is not valid UTF-8; rename the file to index it")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ImageError("file vanished before it could be read") from exc
-    except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+    data = read_regular(path, max_bytes)
     if not data:
         raise ImageError("empty file (0 bytes)")
     return SourceImage(path, data)
 
 
-def open_image(data: bytes, max_side: int) -> Image.Image:
-    """Decode to an upright RGB image no larger than `max_side`; raise ImageError if unusable."""
+def open_image(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode to an upright RGB image no larger than `max_side`; raise ImageError if unusable.
+
+    The pixel count is checked from the header, before anything is decoded."""
     try:
         img = Image.open(io.BytesIO(data))
         width, height = img.size
-        if width * height > MAX_PIXELS:
+        if width * height > max_pixels:
             raise ImageError(f"image too large to decode safely ({width}x{height} pixels)")
         img.seek(0)  # first frame of an animation
         # JPEG can decode at a fraction of full size, which saves most of the work.

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.files import atomic_write
 from indexer.vocabulary import Keywords, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -60,11 +59,8 @@ class EmbeddingCache:
     def _write(self) -> None:
         if self._path is None:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self._vectors, fh)
-        os.replace(tmp, self._path)
+        with atomic_write(self._path) as tmp:
+            tmp.write_text(json.dumps(self._vectors))
 
 
 @dataclass

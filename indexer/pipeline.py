@@ -22,6 +22,7 @@ from pathlib import Path
 from indexer.config import Settings
 from indexer.errors import ConfigError, ImageError, ProviderError
 from indexer.images import (
+    MAX_FILE_BYTES,
     PreparedImage,
     SourceImage,
     content_id,
@@ -193,7 +194,7 @@ class Indexer:
         failures: list[Failure] = []
         for path in chunk:
             try:
-                source = read_source(path)
+                source = read_source(path, self.settings.max_file_bytes)
             except ImageError as exc:
                 failure = Failure(path_failure_id(path), display_path(path), _one_line(exc))
                 # An unread file has no content id; its path's hash picks its worker.
@@ -300,7 +301,12 @@ class Indexer:
         report.failures.extend(failures)
 
 
-def count_pending(store: ImageStore, roots: Sequence[Path], failed_paths: set[str]) -> int:
+def count_pending(
+    store: ImageStore,
+    roots: Sequence[Path],
+    failed_paths: set[str],
+    max_bytes: int = MAX_FILE_BYTES,
+) -> int:
     """Images under `roots` that are neither indexed nor recorded as failed.
 
     Paths are looked up first, a chunk at a time; only files at an unknown path are read
@@ -315,7 +321,7 @@ def count_pending(store: ImageStore, roots: Sequence[Path], failed_paths: set[st
             if text in settled:
                 continue
             try:
-                ids.add(read_source(path).id)
+                ids.add(read_source(path, max_bytes).id)
             except ImageError:
                 pending += 1  # unreadable and not yet recorded: the next run records it
         pending += len(ids - store.known_paths(list(ids)).keys())

@@ -17,11 +17,12 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import tenacity
 
-from indexer.errors import EmbeddingMismatchError, StoreError
+from indexer.errors import EmbeddingMismatchError, StoreBusyError, StoreError
 from indexer.providers.base import EmbeddingSpec
 from indexer.vocabulary import Keywords
 
@@ -173,6 +174,7 @@ class ImageStore:
         self._records: Collection | None = None
         self._visual: Collection | None = None  # "<name>-images": one image vector per record
         self._failures: Collection | None = None
+        self._writer_lock: Any = None  # filelock.FileLock held while writing an embedded store
 
     @classmethod
     def open(cls, settings: Settings) -> ImageStore:
@@ -201,7 +203,43 @@ class ImageStore:
                 f"cannot open Chroma at {settings.chroma_host or settings.store_path}: {exc}"
             ) from exc
         retry = settings.store_retry_seconds if settings.uses_server else 0.0
-        return cls(client, settings.collection, location, retry)
+        store = cls(client, settings.collection, location, retry)
+        if not settings.uses_server:
+            store._lock_path = settings.store_path / "writer.lock"
+        return store
+
+    _lock_path: Path | None = None
+
+    def _lock_for_writing(self) -> None:
+        """One writer per embedded store: two processes would each index everything.
+
+        A Chroma server serialises writers itself, so shard workers share one instead."""
+        if self._lock_path is None or self._writer_lock is not None:
+            return
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(self._lock_path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StoreBusyError(
+                f"the store at {self.location} is busy: another indexer process is writing "
+                "to it; wait for it to finish, or run several workers against a Chroma "
+                "server (chroma run --path DIR, then CHROMA_HOST=... indexer run --shard K/N)"
+            ) from None
+        self._writer_lock = lock
+
+    def close(self) -> None:
+        """Release the writer lock; reading still works."""
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+
+    def __enter__(self) -> ImageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- collections ---
 
@@ -233,6 +271,7 @@ class ImageStore:
         self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None = None
     ) -> None:
         """Create the collections if needed; refuse a collection of another vector space."""
+        self._lock_for_writing()
         try:
             self._records = self._client.get_or_create_collection(
                 self.name,

@@ -59,6 +59,11 @@ class Vocabulary:
                 text = Path(path).read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"cannot read vocabulary {path}: {exc.strerror}") from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"vocabulary {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                    f"at offset {exc.start}); save it as UTF-8"
+                ) from exc
             source = str(path)
         try:
             data = tomllib.loads(text)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from indexer.cli import VerboseOpt, err, out, reported_errors, setup_logging
+from indexer.console import err, line, out, reported_errors, setup_logging, shown
 from indexer.store import Hit
 from query.client import QueryClient, parse_where
 
@@ -24,16 +24,25 @@ WhereOpt = typer.Option(
 )
 LimitOpt = typer.Option(10, "--limit", "-n", min=1, help="Number of results.")
 JsonOpt = typer.Option(False, "--json", help="Print a JSON array instead of a table.")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each failure.")
+
+
+def _open_client() -> QueryClient:
+    client = QueryClient.from_env()
+    notice = client.settings.endpoint_notice() if client.settings.google_api_key else None
+    if notice:
+        err.print(line(("note:", "yellow"), " ", notice))
+    return client
 
 
 def _search(as_json: bool, verbose: bool, ask: Callable[[QueryClient], list[Hit]]) -> None:
     setup_logging(verbose)
-    with reported_errors(), QueryClient.from_env() as client:
+    with reported_errors(), _open_client() as client:
         hits = ask(client)
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
     elif not hits:
-        out.print("no matching images")
+        out.print(line("no matching images"))
     else:
         out.print(_table(hits))
 
@@ -44,7 +53,9 @@ def _table(hits: list[Hit]) -> Table:
         table.add_column(column, overflow="fold")
     for rank, hit in enumerate(hits, 1):
         keywords = "; ".join(f"{f}: {', '.join(ws)}" for f, ws in hit.keywords.items() if ws)
-        table.add_row(str(rank), f"{hit.score:.3f}", hit.path, keywords, hit.caption)
+        table.add_row(
+            str(rank), f"{hit.score:.3f}", shown(hit.path), shown(keywords), shown(hit.caption)
+        )
     return table
 
 
@@ -91,16 +102,24 @@ def serve(
     setup_logging(verbose)
     import uvicorn
 
-    from query.server import check_exposure, create_app
+    from query.server import access_log_config, check_exposure, create_app
 
     with reported_errors():
-        client = QueryClient.from_env()
+        client = _open_client()
         token = token or client.settings.serve_token
         check_exposure(host, token)
         client.record("0" * 32)  # fail now, with a clear message, if there is no collection
-        app_ = create_app(client, client.settings.home / "thumbnails", token)
-    err.print(f"serving {client.settings.collection!r} at http://{host}:{port}/ (Ctrl-C to stop)")
-    uvicorn.run(app_, host=host, port=port, log_level="info" if verbose else "warning")
+        app_ = create_app(client, client.settings.home / "thumbnails", token, host=host)
+    err.print(
+        line(f"serving {client.settings.collection!r} at http://{host}:{port}/ (Ctrl-C to stop)")
+    )
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level="info" if verbose else "warning",
+        log_config=access_log_config(),
+    )
 
 
 def main() -> None:

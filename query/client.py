@@ -132,7 +132,7 @@ class QueryClient:
             source = (
                 SourceImage(Path("upload"), path)
                 if isinstance(path, bytes)
-                else read_source(Path(path))
+                else read_source(Path(path), self.settings.max_file_bytes)
             )
             image = prepare(source, self.settings.image_max_side)
         except ImageError as exc:

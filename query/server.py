@@ -1,35 +1,72 @@
 """`query serve`: a local web gallery over the collection, and the JSON API it uses.
 
 The API has the CLI's and the Python client's semantics (same filters, limits, errors) and
-describes itself at /openapi.json (browsable at /docs). Images are served by record id only:
-the path comes from the collection, never from a request. Thumbnails are made once and
-cached under $INDEXER_HOME/thumbnails. Uploads are size-limited and never stored.
+describes itself at /openapi.json (browsable at /docs). What it refuses, and why:
+
+- Files: an image is served by record id only, and only when the bytes at the recorded
+  path still hash to that id: a photo swapped for a symbolic link to another file, a FIFO
+  or a device after indexing answers 410, never that other file's bytes.
+- Hosts: a Host header other than the listening address or a loopback name answers 400,
+  so a DNS-rebinding page cannot reach the gallery under its own name.
+- Cross-site requests: an API request whose Origin (or Referer) is another site answers
+  403, so a web page cannot make the browser search or upload on its behalf.
+- Cost: uploads stop being read at the size limit (413); their pixel count is checked
+  from the header before decoding; image searches run off the event loop, a few at a
+  time, and a burst beyond the queue gets 503 with Retry-After.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import copy
+import hashlib
 import hmac
-import ipaddress
+import io
+import logging
+import mimetypes
 import os
 import re
-import tempfile
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from indexer.config import is_loopback_host
 from indexer.errors import ConfigError, ImageError, IndexerError, QueryError
-from indexer.images import open_image
+from indexer.files import atomic_write, read_regular
+from indexer.images import content_id, open_image
 from indexer.store import StoredRecord
 from query.client import QueryClient, parse_where
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# The multipart envelope around the file: part headers, boundary, nothing more.
+_ENVELOPE_BYTES = 64 * 1024
+# An upload is decoded in full; 40 megapixels (say 8000x5000) is far above any phone photo
+# and keeps one decode near 120 MB.
+MAX_UPLOAD_PIXELS = 40_000_000
+IMAGE_SEARCH_WORKERS = 2
+IMAGE_SEARCH_QUEUE = 8
+RETRY_AFTER_SECONDS = 5
 THUMBNAIL_SIDE = 320
 _ID = re.compile(r"[0-9a-f]{32}")
 _PAGE = Path(__file__).with_name("static") / "index.html"
+_LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"]
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+log = logging.getLogger(__name__)
 
 
 class HitOut(BaseModel):
@@ -52,12 +89,7 @@ class RecordOut(BaseModel):
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(host)
 
 
 def check_exposure(host: str, token: str | None) -> None:
@@ -69,23 +101,234 @@ def check_exposure(host: str, token: str | None) -> None:
         )
 
 
-def create_app(client: QueryClient, thumbnails: Path, token: str | None = None) -> FastAPI:
+def allowed_hosts(host: str) -> list[str]:
+    """Host headers the server answers: its own address and the loopback names.
+
+    On a wildcard address the machine's names are not known here; a token is required
+    there (check_exposure), which a DNS-rebinding page cannot present."""
+    if host in _WILDCARD_HOSTS:
+        return ["*"]
+    own = f"[{host}]" if ":" in host else host
+    return [own.lower(), *_LOOPBACK_NAMES]
+
+
+def _inline_hashes(html: str, tag: str) -> str:
+    blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+    return " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() + "'"
+        for b in blocks
+    )
+
+
+def page_policy(html: str) -> str:
+    """A Content-Security-Policy that lets the page run its own inline script and style
+    (by hash) and talk to its own origin, and nothing else."""
+    return (
+        f"default-src 'none'; script-src {_inline_hashes(html, 'script')}; "
+        f"style-src {_inline_hashes(html, 'style')}; img-src 'self' blob: data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+
+
+# /docs and /redoc load their viewers from a CDN and start them with an inline script.
+_DOCS_POLICY = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; frame-ancestors 'none'"
+)
+_API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+class _TooLarge(StarletteHTTPException):
+    """Raised from the body stream mid-read; FastAPI passes HTTP exceptions through body
+    parsing, so the client gets 413 and the rest of the body is never read."""
+
+    def __init__(self) -> None:
+        super().__init__(413, _too_large_message())
+
+
+class Guard:
+    """Pure ASGI middleware: security headers on every response, cross-site API requests
+    refused, and request bodies cut off at the size limit while they are being read."""
+
+    def __init__(self, app: ASGIApp, page_csp: str, max_body: int) -> None:
+        self.app = app
+        self.page_csp = page_csp
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        path: str = scope["path"]
+        if path.startswith(("/api/", "/openapi.json", "/docs", "/redoc")) and _cross_site(
+            headers, scope
+        ):
+            await self._plain(send, 403, "cross-site request refused")
+            return
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await self._plain(send, 413, _too_large_message())
+            return
+        csp = self.page_csp if path == "/" else _API_POLICY
+        if path.startswith(("/docs", "/redoc")):
+            csp = _DOCS_POLICY
+        received = 0
+        started = over = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    over = True
+                    raise _TooLarge
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"content-security-policy", csp.encode()),
+                    # The rest of an oversized body is never read: the connection goes.
+                    *([(b"connection", b"close")] if over else []),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, send_with_headers)
+        except _TooLarge:
+            if not started:
+                await self._plain(send, 413, _too_large_message())
+
+    @staticmethod
+    async def _plain(send: Send, status: int, text: str) -> None:
+        body = text.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                    (b"x-content-type-options", b"nosniff"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _too_large_message() -> str:
+    return f"upload larger than {MAX_UPLOAD_BYTES // 2**20} MiB"
+
+
+def _cross_site(headers: dict[str, str], scope: Scope) -> bool:
+    """True when the request says it comes from a page of another origin.
+
+    Browsers send Origin on cross-origin fetches and form posts, and a Referer (its origin at
+    least) on most of the rest; API clients such as curl send neither and are let through."""
+    own_host = headers.get("host", "").lower()
+    claimed = headers.get("origin") or headers.get("referer")
+    if not claimed:
+        return False
+    if claimed == "null":  # sandboxed frames, file:// pages
+        return True
+    parts = urlsplit(claimed)
+    return parts.netloc.lower() != own_host or parts.scheme != scope.get("scheme", "http")
+
+
+def access_log_config() -> dict[str, Any]:
+    """uvicorn's logging, with access tokens redacted from logged request lines."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_token"] = {"()": RedactToken}
+    config["handlers"]["access"]["filters"] = ["redact_token"]
+    return config
+
+
+class RedactToken(logging.Filter):
+    _TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+class _Verified:
+    """Remembers which file states were checked to hold a record's bytes, so a cached
+    thumbnail is served without reading the original again, but never after it changed."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: OrderedDict[tuple[str, int, int, int, int], str] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(path: Path) -> tuple[str, int, int, int, int] | None:
+        try:
+            st = os.stat(path)  # follows a link: a swapped target has another identity
+        except OSError:
+            return None
+        return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def holds(self, key: tuple[str, int, int, int, int] | None, image_id: str) -> bool:
+        with self._lock:
+            return key is not None and self._seen.get(key) == image_id
+
+    def add(self, key: tuple[str, int, int, int, int] | None, image_id: str) -> None:
+        if key is None:
+            return
+        with self._lock:
+            self._seen[key] = image_id
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+
+
+def create_app(
+    client: QueryClient,
+    thumbnails: Path,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+) -> FastAPI:
     app = FastAPI(
         title="clothing-indexer search",
         description="Search the clothing image collection by text, by example image and by "
         "keyword. Results are ordered by cosine similarity (`score`, higher is better).",
         version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     lock = threading.Lock()  # one query at a time through the shared client and model
+    image_slots = asyncio.Semaphore(IMAGE_SEARCH_WORKERS)
+    admitted = 0  # image searches running or waiting for a slot
+    verified = _Verified()
+    max_file_bytes = client.settings.max_file_bytes
 
     def authorised(request: Request) -> None:
         if token is None:
             return
-        offered = (
-            request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            or request.cookies.get("token", "")
-            or request.query_params.get("token", "")
-        )
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme:
+            offered = credentials.strip() if scheme.lower() == "bearer" else ""
+        else:
+            offered = request.cookies.get("token", "")
+            if not offered and request.url.path == "/":
+                offered = request.query_params.get("token", "")
         if not hmac.compare_digest(offered.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong access token")
 
@@ -110,12 +353,26 @@ def create_app(client: QueryClient, thumbnails: Path, token: str | None = None) 
         except IndexerError as exc:
             raise HTTPException(503, str(exc)) from exc
 
+    page_html = _PAGE.read_text(encoding="utf-8")
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False, dependencies=guarded)
     def page(request: Request) -> Response:
-        response = HTMLResponse(_PAGE.read_text(encoding="utf-8"))
+        response = HTMLResponse(page_html)
         if token is not None and request.query_params.get("token"):
             response.set_cookie("token", token, httponly=True, samesite="strict")
         return response
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=guarded)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guarded)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=app.title)
 
     @app.get("/api/facets", dependencies=guarded)
     def facets() -> dict[str, list[str]]:
@@ -139,30 +396,62 @@ def create_app(client: QueryClient, thumbnails: Path, token: str | None = None) 
         where: Annotated[list[str], Query()] = [],  # noqa: B006
         limit: Annotated[int, Query(ge=1, le=500)] = 24,
     ) -> list[HitOut]:
-        """Images most like the uploaded one (as `query image`)."""
-        data = await file.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, f"upload larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
-        if not data:
-            raise HTTPException(400, "empty upload")
-        return hits_out(ask(lambda: client.image(data, where=parse_where(where), limit=limit)))
+        """Images most like the uploaded one (as `query image`). At most 20 MiB and 40
+        megapixels; a few run at once, and a burst beyond the queue gets 503."""
+        nonlocal admitted
+        if admitted >= IMAGE_SEARCH_WORKERS + IMAGE_SEARCH_QUEUE:
+            raise HTTPException(
+                503,
+                "too many image searches at once; try again shortly",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        admitted += 1
+        try:
+            async with image_slots:
+                data = await file.read(MAX_UPLOAD_BYTES + 1)
+                if len(data) > MAX_UPLOAD_BYTES:
+                    raise HTTPException(413, _too_large_message())
+                if not data:
+                    raise HTTPException(400, "empty upload")
+                hits = await run_in_threadpool(
+                    lambda: ask(
+                        lambda: client.image(
+                            _checked_upload(data), where=parse_where(where), limit=limit
+                        )
+                    )
+                )
+        finally:
+            admitted -= 1
+        return hits_out(hits)
 
-    def stored_file(image_id: str) -> tuple[StoredRecord, Path]:
-        """The record with this id and its file: the only way a path reaches the disk."""
+    def stored(image_id: str) -> StoredRecord:
+        """The record with this id: the only way a path reaches the disk."""
         if not _ID.fullmatch(image_id):
             raise HTTPException(404, "no such image")
         found = ask(lambda: client.record(image_id))
         if found is None:
             raise HTTPException(404, "no such image")
+        return found
+
+    def indexed_bytes(found: StoredRecord) -> bytes:
+        """The file's bytes, if they are still the ones indexed under this id (else 410)."""
         path = Path(found.path)
-        if not path.is_file():
-            raise HTTPException(410, "the image file is no longer there")
-        return found, path
+        key = _Verified.key(path)
+        try:
+            data = read_regular(path, max_file_bytes)
+        except ImageError as exc:
+            raise HTTPException(410, f"the image file is no longer readable: {exc}") from exc
+        if content_id(data) != found.id:
+            raise HTTPException(410, "the file at this path changed after it was indexed")
+        verified.add(key, found.id)
+        return data
 
     @app.get("/api/images/{image_id}", dependencies=guarded)
     def record(image_id: str) -> RecordOut:
         """An image's full record."""
-        found, _ = stored_file(image_id)
+        found = stored(image_id)
+        if not os.path.isfile(found.path):
+            raise HTTPException(410, "the image file is no longer there")
         return RecordOut(
             id=found.id,
             path=found.path,
@@ -173,26 +462,48 @@ def create_app(client: QueryClient, thumbnails: Path, token: str | None = None) 
         )
 
     @app.get("/api/images/{image_id}/file", dependencies=guarded)
-    def original(image_id: str) -> FileResponse:
-        """The image file itself."""
-        _, path = stored_file(image_id)
-        return FileResponse(path)
+    def original(image_id: str) -> Response:
+        """The image file itself, exactly the bytes that were indexed."""
+        found = stored(image_id)
+        data = indexed_bytes(found)
+        kind = mimetypes.guess_type(found.path)[0] or ""
+        return Response(data, media_type=kind if kind.startswith("image/") else "image/jpeg")
 
     @app.get("/api/images/{image_id}/thumbnail", dependencies=guarded)
-    def thumbnail(image_id: str) -> FileResponse:
+    def thumbnail(image_id: str) -> Response:
         """A JPEG of at most 320 px a side, made on first request and cached."""
-        _, path = stored_file(image_id)
+        found = stored(image_id)
         cached = thumbnails / f"{image_id}.jpg"
-        if not cached.exists():
+        if cached.is_file() and verified.holds(_Verified.key(Path(found.path)), image_id):
+            return Response(cached.read_bytes(), media_type="image/jpeg")
+        data = indexed_bytes(found)
+        if not cached.is_file():
             try:
-                img = open_image(path.read_bytes(), THUMBNAIL_SIDE)
-            except (OSError, ImageError) as exc:
+                img = open_image(data, THUMBNAIL_SIDE)
+            except ImageError as exc:
                 raise HTTPException(422, f"cannot make a thumbnail: {exc}") from exc
-            thumbnails.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=thumbnails, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                img.save(fh, format="JPEG", quality=85)
-            os.replace(tmp, cached)
-        return FileResponse(cached, media_type="image/jpeg")
+            with atomic_write(cached) as tmp:
+                img.save(tmp, format="JPEG", quality=85)
+        return Response(cached.read_bytes(), media_type="image/jpeg")
 
+    app.add_middleware(Guard, page_csp=page_policy(page_html), max_body=_max_body())
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
     return app
+
+
+def _max_body() -> int:
+    return MAX_UPLOAD_BYTES + _ENVELOPE_BYTES
+
+
+def _checked_upload(data: bytes) -> bytes:
+    """Refuse an upload whose header declares more pixels than an upload may decode to."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return data  # the client's decoder reports what is wrong with it
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise HTTPException(
+            413, f"image too large: {width}x{height} pixels (at most {MAX_UPLOAD_PIXELS:,})"
+        )
+    return data

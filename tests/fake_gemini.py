@@ -130,6 +130,8 @@ class FakeGemini:
 
     timeout_sleep: float = 3.0
     latency: dict[str, float] = field(default_factory=dict)
+    # A request to an endpoint listed here waits until its event is set (at most 60 s).
+    gates: dict[str, threading.Event] = field(default_factory=dict)
     by_color: dict[str, Any] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     _faults: dict[str, deque[Fault]] = field(default_factory=dict)
@@ -267,6 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, _error_body(404, "NOT_FOUND", f"unknown method {endpoint}"))
             return
         fault = self.fake._next_fault(endpoint)
+        gate = self.fake.gates.get(endpoint)
+        if gate is not None:
+            gate.wait(60)
         time.sleep(self.fake.latency.get(endpoint, 0.0))
         if fault is not None and self._transport_fault(fault):
             return

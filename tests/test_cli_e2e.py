@@ -86,7 +86,7 @@ def test_index_then_query_text(catalog: Path, fake: FakeGemini) -> None:
 
     result = query("text", "red summer dress", "--json", "--limit", "3")
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.output)
+    hits = json.loads(result.stdout)
     assert len(hits) == 3
     assert set(hits[0]) == {"id", "path", "score", "keywords", "caption"}
     assert hits[0]["path"].endswith("red.jpg")
@@ -115,19 +115,19 @@ def test_generation_request_uses_structured_output_with_vocabulary_enum(
 def test_where_filters_and_limit(catalog: Path) -> None:
     assert index(str(catalog)).exit_code == 0
 
-    hits = json.loads(query("text", "dress", "--where", "season=summer", "--json").output)
+    hits = json.loads(query("text", "dress", "--where", "season=summer", "--json").stdout)
     assert {Path(h["path"]).name for h in hits} == {"red.jpg", "green.jpg"}
 
     both = query("text", "dress", "-w", "season=summer", "-w", "garment=dress", "--json")
-    assert [Path(h["path"]).name for h in json.loads(both.output)] == ["red.jpg"]
+    assert [Path(h["path"]).name for h in json.loads(both.stdout)] == ["red.jpg"]
 
     # Case-insensitive keywords; a limit above the number of matches returns them all.
     hits = json.loads(
-        query("text", "dress", "-w", "garment=DRESS", "--limit", "50", "--json").output
+        query("text", "dress", "-w", "garment=DRESS", "--limit", "50", "--json").stdout
     )
     assert {Path(h["path"]).name for h in hits} == {"red.jpg", "yellow.jpg"}
 
-    everything = json.loads(query("text", "clothes", "--limit", "50", "--json").output)
+    everything = json.loads(query("text", "clothes", "--limit", "50", "--json").stdout)
     assert len(everything) == len(CATALOG)
 
 
@@ -168,7 +168,7 @@ def test_rerun_makes_no_generation_calls_and_follows_moves(
     result = index(str(catalog), str(moved.parent))
     assert result.exit_code == 0 and "moved 1" in result.output
     assert fake.count("generateContent") == calls
-    hits = json.loads(query("text", "red dress", "--limit", "1", "--json").output)
+    hits = json.loads(query("text", "red dress", "--limit", "1", "--json").stdout)
     assert hits[0]["path"] == str(moved)
 
 
@@ -245,19 +245,19 @@ def test_status_counts_pending_images_in_the_indexed_folders(catalog: Path) -> N
 
     status = runner.invoke(indexer_app, ["status", "--json"])
     assert status.exit_code == 0, status.output
-    report = json.loads(status.output)
+    report = json.loads(status.stdout)
     assert (report["indexed"], report["pending"], report["failed"]) == (5, 3, 0)
     assert report["roots"] == [str(catalog.absolute())]
 
     assert index(str(catalog)).exit_code == 1
-    report = json.loads(runner.invoke(indexer_app, ["status", "--json"]).output)
+    report = json.loads(runner.invoke(indexer_app, ["status", "--json"]).stdout)
     assert (report["indexed"], report["pending"], report["failed"]) == (7, 0, 1)
     assert report["failures"][0]["path"].endswith("broken.jpg")
     # Pending is relative to the folders asked about.
     other = catalog.parent / "elsewhere"
     garment_image(other / "x.png", "cyan")
     assert (
-        json.loads(runner.invoke(indexer_app, ["status", str(other), "--json"]).output)["pending"]
+        json.loads(runner.invoke(indexer_app, ["status", str(other), "--json"]).stdout)["pending"]
         == 1
     )
 
@@ -285,12 +285,12 @@ def test_keyword_correction_end_to_end(
     }
     photo = garment_image(tmp_path / "top.png", "violet")
     assert index(str(photo)).exit_code == 0
-    hit = json.loads(query("text", "violet top", "--json", "--limit", "1").output)[0]
+    hit = json.loads(query("text", "violet top", "--json", "--limit", "1").stdout)[0]
     assert hit["keywords"]["garment"] == ["T-shirt"]
     assert hit["keywords"]["color"] == ["violet"]
     assert hit["keywords"]["style"] == []
     # Found by the corrected keyword, not only by the model's word.
-    assert len(json.loads(query("text", "x", "-w", "color=violet", "--json").output)) == 1
+    assert len(json.loads(query("text", "x", "-w", "color=violet", "--json").stdout)) == 1
 
 
 def test_query_image_finds_similar_and_is_not_added(catalog: Path, tmp_path: Path) -> None:
@@ -298,7 +298,7 @@ def test_query_image_finds_similar_and_is_not_added(catalog: Path, tmp_path: Pat
     probe = garment_image(tmp_path / "probe" / "another-red.png", "red", size=(500, 300))
     result = query("image", str(probe), "--json", "--limit", "2")
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.output)
+    hits = json.loads(result.stdout)
     assert Path(hits[0]["path"]).name == "red.jpg"
     # Same description, so the same document vector; with the local image model installed
     # the (near-identical) picture's vector is averaged in.
@@ -357,7 +357,7 @@ def test_chroma_server_mode(
     result = index(str(catalog))
     assert result.exit_code == 0, result.output
     assert f"http://{host}:{port}" in result.output
-    hits = json.loads(query("text", "dress", "-w", "season=summer", "--json").output)
+    hits = json.loads(query("text", "dress", "-w", "season=summer", "--json").stdout)
     assert {Path(h["path"]).name for h in hits} == {"red.jpg", "green.jpg"}
     again = index(str(catalog))
     assert "indexed 0, already indexed 5" in again.output
@@ -377,7 +377,7 @@ def test_real_photos_from_the_dataset(
     sizes = [r.image_size for r in fake.requests if r.endpoint == "generateContent"]
     assert len(sizes) == 12 and all(s is not None and max(s) <= 768 for s in sizes)
     any_photo = next(photos.rglob("*.jpg"))
-    hits = json.loads(query("image", str(any_photo), "--json", "--limit", "12").output)
+    hits = json.loads(query("image", str(any_photo), "--json", "--limit", "12").stdout)
     assert len(hits) == 12
     assert str(any_photo) in {h["path"] for h in hits}
 

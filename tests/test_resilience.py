@@ -269,7 +269,7 @@ def test_every_kind_of_bad_file_gets_a_one_line_reason_and_the_run_goes_on(
         "bomb.png": "too large to decode safely (900000000 pixels",
         "loop-a.jpg": "Too many levels of symbolic links",
         "loop-b.jpg": "Too many levels of symbolic links",
-        "vanished.jpg": "vanished before it could be read",
+        "vanished.jpg": "broken symbolic link",
         "caf\\xe9.jpg": "file name is not valid UTF-8",
         **({} if root else {"unreadable.jpg": "Permission denied"}),
     }

@@ -44,7 +44,9 @@ def photos(fake: FakeGemini, env: dict[str, str], tmp_path: Path) -> Path:
 
 @pytest.fixture
 def api(photos: Path, tmp_path: Path) -> TestClient:
-    return TestClient(create_app(QueryClient.from_env(), tmp_path / "thumbs"))
+    return TestClient(
+        create_app(QueryClient.from_env(), tmp_path / "thumbs"), base_url="http://127.0.0.1"
+    )
 
 
 def test_text_search_with_filters_matches_the_client(api: TestClient) -> None:
@@ -133,7 +135,10 @@ def test_openapi_describes_the_api(api: TestClient) -> None:
 
 
 def test_a_token_guards_everything_when_set(photos: Path, tmp_path: Path) -> None:
-    api = TestClient(create_app(QueryClient.from_env(), tmp_path / "thumbs", token="s3cret"))
+    api = TestClient(
+        create_app(QueryClient.from_env(), tmp_path / "thumbs", token="s3cret"),
+        base_url="http://127.0.0.1",
+    )
     assert api.get("/api/facets").status_code == 401
     assert api.get("/").status_code == 401
     assert api.get("/api/facets", headers={"Authorization": "Bearer s3cret"}).status_code == 200

@@ -80,6 +80,7 @@ def test_failures_round_trip_and_clear_by_id_or_path(store: ImageStore) -> None:
 
 
 def test_another_embedding_model_is_refused(tmp_path: Path, store: ImageStore) -> None:
+    store.close()  # its writer lock; this test opens the same store again
     other = ImageStore.open(load_settings(chroma_path=tmp_path / "db", collection="test-items"))
     with pytest.raises(EmbeddingMismatchError, match=r"built with fake:model-a \(3-d\)"):
         other.prepare_for_writing(EmbeddingSpec("fake", "model-b", 3))
