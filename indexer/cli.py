@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +29,7 @@ from indexer.errors import ConfigError
 
 if TYPE_CHECKING:
     from indexer.config import Settings
+    from indexer.pipeline import Indexer
     from indexer.providers.base import Provider
 
 app = typer.Typer(
@@ -54,6 +57,27 @@ def announce_endpoint(settings: Settings) -> None:
     notice = settings.endpoint_notice()
     if notice:
         err.print(line(("note:", "yellow"), " ", notice))
+
+
+@contextmanager
+def indexing(settings: Settings, provider: str | None) -> Iterator[Indexer]:
+    """The ingestion worker, wired: provider, enricher, and the store opened for writing in
+    the enricher's vector spaces. Closes the provider and releases the store afterwards."""
+    from indexer.enrich import Enricher
+    from indexer.pipeline import Indexer
+    from indexer.store import ImageStore
+    from indexer.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary.load(settings.vocabulary_file)
+    model = chosen_provider(provider, settings)
+    try:
+        enricher = Enricher.create(settings, model, vocabulary)
+        with ImageStore.open(
+            settings, write=True, spec=enricher.spec, image_spec=enricher.image_spec
+        ) as store:
+            yield Indexer(settings, enricher, store)
+    finally:
+        model.close()
 
 
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each failure.")
@@ -85,11 +109,9 @@ def run(
     setup_logging(verbose)
     from indexer.config import load_settings
     from indexer.images import discover
-    from indexer.pipeline import Indexer, RunReport, Shard
-    from indexer.store import ImageStore
-    from indexer.vocabulary import Vocabulary
+    from indexer.pipeline import RunReport, Shard
 
-    with reported_errors():
+    with reported_errors(), ExitStack() as resources:
         share = Shard.parse(shard) if shard else None
         settings = load_settings()
         if share and not settings.uses_server:
@@ -99,11 +121,9 @@ def run(
                     "or share a Chroma server (CHROMA_HOST) to run them at once"
                 )
             )
-        vocabulary = Vocabulary.load(settings.vocabulary_file)
         total = sum(1 for _ in discover(paths))
-        model = chosen_provider(provider, settings)
-        store = ImageStore.open(settings)
-        indexer = Indexer(settings, model, store, vocabulary)
+        indexer = resources.enter_context(indexing(settings, provider))
+        store = indexer.store
         progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]indexing"),
@@ -133,9 +153,6 @@ def run(
             # Finished batches are written; the rest is simply not indexed yet.
             err.print(line("interrupted; run the same command again to continue"))
             raise typer.Exit(130) from None
-        finally:
-            model.close()
-            store.close()
 
     out.print(
         line(
@@ -169,9 +186,8 @@ def status(
     with reported_errors():
         settings = load_settings()
         store = ImageStore.open(settings)
-        store.prepare_for_reading(None)
-        failures = store.failures()
-        roots = [p.absolute() for p in paths] if paths else [Path(r) for r in store.roots()]
+        failures = store.failures.all()
+        roots = [p.absolute() for p in paths] if paths else [Path(r) for r in store.roots.all()]
         present = [r for r in roots if r.exists()]
         pending = count_pending(store, present, {f.path for f in failures}, settings.max_file_bytes)
         indexed = store.count()
@@ -191,7 +207,7 @@ def status(
     out.print(
         line(
             f"collection {store.name!r} at {store.location}: {indexed} indexed, "
-            f"{pending} pending, {len(failures)} failed; built with {store.recorded_spec()}"
+            f"{pending} pending, {len(failures)} failed; built with {store.spec}"
         )
     )
     for root in roots:
@@ -222,9 +238,6 @@ def watch(
     import threading
 
     from indexer.config import load_settings
-    from indexer.pipeline import Indexer
-    from indexer.store import ImageStore
-    from indexer.vocabulary import Vocabulary
     from indexer.watcher import Watcher, WatchReport
 
     stop = threading.Event()
@@ -239,25 +252,20 @@ def watch(
             if not folder.is_dir():
                 raise ConfigError(f"{folder} is not a folder")
         settings = load_settings()
-        vocabulary = Vocabulary.load(settings.vocabulary_file)
-        model = chosen_provider(provider, settings)
-        store = ImageStore.open(settings)
 
         def show(what: str, r: WatchReport) -> None:
             if what == "ready":
                 err.print(line(f"watching {', '.join(map(str, folders))} (Ctrl-C to stop)"))
             err.print(line(f"indexed {r.indexed}, removed {r.removed}, failed {r.failed}"))
 
-        indexer = Indexer(settings, model, store, vocabulary)
-        watcher = Watcher(indexer, folders, settle, on_change=show)
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            report = watcher.run(stop)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            model.close()
-            store.close()
+        with indexing(settings, provider) as indexer:
+            watcher = Watcher(indexer, folders, settle, on_change=show)
+            previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                report = watcher.run(stop)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
     out.print(
         line(f"stopped: indexed {report.indexed}, removed {report.removed}, failed {report.failed}")
     )
@@ -302,7 +310,6 @@ def export(
         settings = load_settings()
         facets = list(Vocabulary.load(settings.vocabulary_file).facets)
         store = ImageStore.open(settings)
-        store.prepare_for_reading(None)
         if fmt == "parquet":
             assert output is not None
             count = exports.write_parquet(store.records(vectors), output, facets, vectors)
@@ -316,7 +323,7 @@ def export(
                     count = writer(store.records(vectors), fh, facets, vectors)
             err.print(line(f"exported {count} records to {output or 'standard output'}"))
         if xmp or xmp_dir is not None:
-            roots = [Path(r) for r in store.roots()]
+            roots = [Path(r) for r in store.roots.all()]
             report = exports.write_sidecars(store.records(), xmp_dir, roots)
             err.print(line(f"wrote {len(report.written)} XMP sidecars"))
             for sidecar, reason in report.skipped:

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from indexer.errors import ConfigError
 from indexer.files import atomic_write
-from indexer.store import StoredRecord
+from indexer.records import StoredRecord
 
 FORMATS = ("jsonl", "csv", "parquet")
 CREATOR_TOOL = "clothing-indexer"

@@ -20,10 +20,10 @@ from itertools import islice
 from pathlib import Path
 
 from indexer.config import Settings
-from indexer.errors import ConfigError, ImageError, ProviderError
+from indexer.enrich import Enricher, one_line
+from indexer.errors import ConfigError, ImageError
 from indexer.images import (
     MAX_FILE_BYTES,
-    PreparedImage,
     SourceImage,
     content_id,
     discover,
@@ -31,11 +31,8 @@ from indexer.images import (
     prepare,
     read_source,
 )
-from indexer.keywords import EmbeddingCache, KeywordMapper
-from indexer.providers.base import Description, Provider
-from indexer.store import Failure, ImageRecord, ImageStore
-from indexer.vision import image_embedder
-from indexer.vocabulary import Keywords, Vocabulary
+from indexer.records import Failure, ImageRecord
+from indexer.store import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +102,9 @@ class _BatchResult:
     failures: list[Failure]
 
 
-def document_text(keywords: Keywords, caption: str) -> str:
-    """The text that is embedded for an image: "keywords. caption", as in the notebook."""
-    words = [w for facet_words in keywords.values() for w in facet_words]
-    return f"{', '.join(words)}. {caption}" if words else caption
-
-
 def path_failure_id(path: Path) -> str:
     """Failure id for a file whose bytes could not be read, so it has no content id."""
     return "path-" + content_id(str(path).encode("utf-8", "surrogateescape"))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _batched(items: Iterable[Path], size: int) -> Iterator[list[Path]]:
@@ -127,19 +114,13 @@ def _batched(items: Iterable[Path], size: int) -> Iterator[list[Path]]:
 
 
 class Indexer:
-    def __init__(
-        self,
-        settings: Settings,
-        provider: Provider,
-        store: ImageStore,
-        vocabulary: Vocabulary,
-    ) -> None:
+    """Walks folders and feeds new images through the enricher into a store opened for
+    writing (ImageStore.open(..., write=True) with the enricher's specs)."""
+
+    def __init__(self, settings: Settings, enricher: Enricher, store: ImageStore) -> None:
         self.settings = settings
-        self.provider = provider
+        self.enricher = enricher
         self.store = store
-        self.vocabulary = vocabulary
-        self.mapper = keyword_mapper(settings, provider, vocabulary)
-        self.pictures = image_embedder(provider) if settings.image_vectors else None
 
     def run(
         self,
@@ -157,11 +138,8 @@ class Indexer:
         notify = on_progress or (lambda _report: None)
         # Absolute paths: records must make sense to tools run from anywhere else.
         roots = [Path(p).absolute() for p in paths]
-        self.store.prepare_for_writing(
-            self.provider.embedding_spec, self.pictures[0] if self.pictures else None
-        )
         if remember:
-            self.store.remember_roots([display_path(r) for r in roots])
+            self.store.roots.remember([display_path(r) for r in roots])
         seen: set[str] = set()
         in_flight: deque[Future[_BatchResult]] = deque()
         pool = ThreadPoolExecutor(BATCHES_IN_FLIGHT, thread_name_prefix="batch")
@@ -196,7 +174,7 @@ class Indexer:
             try:
                 source = read_source(path, self.settings.max_file_bytes)
             except ImageError as exc:
-                failure = Failure(path_failure_id(path), display_path(path), _one_line(exc))
+                failure = Failure(path_failure_id(path), display_path(path), one_line(exc))
                 # An unread file has no content id; its path's hash picks its worker.
                 if shard is None or shard.owns(failure.id.removeprefix("path-")):
                     failures.append(failure)
@@ -220,84 +198,31 @@ class Indexer:
         return [s for s in sources if s.id not in known]
 
     def _process(self, batch: list[SourceImage]) -> _BatchResult:
-        """Decode, describe, correct keywords and embed one batch (runs on a worker thread)."""
-        failures: list[Failure] = []
+        """Decode, then enrich, one batch (runs on a worker thread)."""
+        result = _BatchResult([], [])
         prepared = []
         for source in batch:
             try:
                 prepared.append(prepare(source, self.settings.image_max_side))
             except ImageError as exc:
-                failures.append(Failure(source.id, str(source.path), _one_line(exc)))
-        answers = self.provider.describe(prepared, self.vocabulary) if prepared else []
-        ok: list[tuple[PreparedImage, Description]] = []
-        for image, answer in zip(prepared, answers, strict=True):
-            if isinstance(answer, Description):
-                ok.append((image, answer))
+                result.failures.append(Failure(source.id, str(source.path), one_line(exc)))
+        for outcome in self.enricher.enrich(prepared):
+            if isinstance(outcome, ImageRecord):
+                result.records.append(outcome)
             else:
-                failures.append(Failure(image.id, str(image.path), _one_line(answer)))
-        if not ok:
-            return _BatchResult([], failures)
-        try:
-            mapped = self.mapper.map_many([d.keywords for _, d in ok])
-            # A model answer none of whose words fit the vocabulary is no tagging at all:
-            # record it (and retry next run) rather than store a record without keywords.
-            unusable = {
-                i
-                for i, (m, (_, d)) in enumerate(zip(mapped, ok, strict=True))
-                if m.dropped and not any(m.keywords.values())
-            }
-            for i in sorted(unusable):
-                image, _ = ok[i]
-                words = ", ".join(mapped[i].dropped)
-                failures.append(
-                    Failure(image.id, str(image.path), f"no keyword fits the vocabulary: {words}")
-                )
-            ok = [pair for i, pair in enumerate(ok) if i not in unusable]
-            mapped = [m for i, m in enumerate(mapped) if i not in unusable]
-            if not ok:
-                return _BatchResult([], failures)
-            texts = [
-                document_text(m.keywords, d.caption) for m, (_, d) in zip(mapped, ok, strict=True)
-            ]
-            vectors = self.provider.embed_documents(texts)
-            pictures: list[list[float] | None] = (
-                list(self.pictures[1]([img for img, _ in ok]))
-                if self.pictures
-                else [None] * len(ok)
-            )
-        except ProviderError as exc:
-            reason = f"embedding failed: {_one_line(exc)}"
-            failures += [Failure(img.id, str(img.path), reason) for img, _ in ok]
-            return _BatchResult([], failures)
-        records = [
-            ImageRecord(
-                id=image.id,
-                path=str(image.path),
-                caption=answer.caption,
-                keywords=m.keywords,
-                raw_keywords=answer.keywords,
-                corrections=m.corrections,
-                embedding=vector,
-                model_ids={"provider": self.provider.name, **self.provider.model_ids},
-                vocabulary=self.vocabulary.fingerprint,
-                image_embedding=picture,
-            )
-            for (image, answer), m, vector, picture in zip(
-                ok, mapped, vectors, pictures, strict=True
-            )
-        ]
-        return _BatchResult(records, failures)
+                result.failures.append(outcome)
+        return result
 
     def _write(self, result: _BatchResult, report: RunReport) -> None:
         self.store.upsert(result.records)
-        self.store.clear_failures([r.id for r in result.records], [r.path for r in result.records])
+        self.store.failures.clear([r.id for r in result.records], [r.path for r in result.records])
         report.indexed += len(result.records)
         self._fail(result.failures, report)
 
     def _fail(self, failures: list[Failure], report: RunReport) -> None:
         for failure in failures:
             log.warning("failed: %s: %s", failure.path, failure.reason)
-        self.store.record_failures(failures)
+        self.store.failures.record(failures)
         report.failures.extend(failures)
 
 
@@ -326,9 +251,3 @@ def count_pending(
                 pending += 1  # unreadable and not yet recorded: the next run records it
         pending += len(ids - store.known_paths(list(ids)).keys())
     return pending
-
-
-def keyword_mapper(settings: Settings, provider: Provider, vocabulary: Vocabulary) -> KeywordMapper:
-    spec = provider.embedding_spec
-    cache = EmbeddingCache(settings.cache_dir, f"{spec.provider}-{spec.model}-{spec.dim}-words")
-    return KeywordMapper(vocabulary, provider.embed_words, settings.keyword_threshold, cache)

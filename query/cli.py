@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from indexer.console import err, line, out, reported_errors, setup_logging, shown
-from indexer.store import Hit
+from indexer.records import Hit
 from query.client import QueryClient, parse_where
 
 app = typer.Typer(
@@ -102,7 +102,8 @@ def serve(
     setup_logging(verbose)
     import uvicorn
 
-    from query.server import access_log_config, check_exposure, create_app
+    from query.security import access_log_config
+    from query.server import check_exposure, create_app
 
     with reported_errors():
         client = _open_client()

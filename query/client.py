@@ -16,20 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexer.config import Settings, load_settings
-from indexer.errors import ImageError, QueryError
-from indexer.store import Hit, StoredRecord
+from indexer.errors import ConfigError, ImageError, QueryError
+from indexer.records import Failure, Hit, StoredRecord
 from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
-    from indexer.keywords import KeywordMapper
-    from indexer.providers.base import EmbeddingSpec, Provider
+    from indexer.enrich import Enricher
+    from indexer.providers.base import Provider
     from indexer.store import ImageStore
-    from indexer.vision import ImageEmbedFn
 
 QueryResult = Hit
 Where = Mapping[str, str | Sequence[str]]
-
-DEFAULT_PROVIDER = "gemini"
+# Candidates per route for fused ranking: enough that the best of either route is seen.
+_FUSION_DEPTH = 4
 
 
 def parse_where(terms: Sequence[str]) -> dict[str, list[str]]:
@@ -56,8 +55,7 @@ class QueryClient:
         self._store = store
         self._provider = provider
         self._vocabulary = vocabulary
-        self._mapper: KeywordMapper | None = None
-        self._pictures: tuple[EmbeddingSpec, ImageEmbedFn] | None = None
+        self._enricher: Enricher | None = None
         self._checked = False
         self._lock = threading.RLock()
 
@@ -83,18 +81,34 @@ class QueryClient:
 
                 self._store = ImageStore.open(self.settings)
             if not self._checked:
-                self._store.prepare_for_reading(None)
                 if self._provider is None:
-                    from indexer import providers
-
-                    recorded = self._store.recorded_spec().provider
-                    name = recorded if recorded in providers.available() else DEFAULT_PROVIDER
-                    self._provider = providers.create(name, self.settings)
+                    self._provider = self._recorded_provider(self._store)
                 # Once per client: the collection's vector space does not change under it.
                 self._store.check(self._provider.embedding_spec)
                 self._checked = True
             assert self._provider is not None
             return self._store, self._provider
+
+    def _recorded_provider(self, store: ImageStore) -> Provider:
+        """The provider that built the collection: only its vectors are comparable."""
+        from indexer import providers
+
+        recorded = store.spec.provider
+        if recorded not in providers.available():
+            raise ConfigError(
+                f"collection {store.name!r} was built by provider {recorded!r}, which is not "
+                f"installed here; installed: {', '.join(sorted(providers.available()))}"
+            )
+        return providers.create(recorded, self.settings)
+
+    def _enricher_for(self, provider: Provider) -> Enricher:
+        """Built once per client: it embeds the vocabulary and may load an image model."""
+        from indexer.enrich import Enricher
+
+        with self._lock:
+            if self._enricher is None:
+                self._enricher = Enricher.create(self.settings, provider, self.vocabulary)
+            return self._enricher
 
     # --- queries ---
 
@@ -114,15 +128,13 @@ class QueryClient:
         """Images most like the one at `path` (or these image bytes, e.g. an upload).
         The query image is not added to the collection.
 
-        As in the notebook, the image is described (keywords and caption) and that text is
-        embedded like a document, so the comparison is document-to-document. Where the
-        collection also holds image vectors from the same image model, the score is the mean
-        of the visual and the caption cosine similarity.
+        The image goes through the same recipe as an indexed one (described, keywords
+        corrected, "keywords. caption" embedded), and an answer ingestion would refuse is
+        refused here too. Where the collection also holds image vectors of the same image
+        model, the score is the mean of the visual and the caption cosine similarity.
         """
+        from indexer import ranking
         from indexer.images import SourceImage, prepare, read_source
-        from indexer.pipeline import document_text, keyword_mapper
-        from indexer.providers.base import Description
-        from indexer.vision import image_embedder
 
         filters = self.check_where(where)
         _check_limit(limit)
@@ -137,22 +149,18 @@ class QueryClient:
             image = prepare(source, self.settings.image_max_side)
         except ImageError as exc:
             raise QueryError(f"{name}: {exc}") from exc
-        answer = provider.describe([image], self.vocabulary)[0]
-        if not isinstance(answer, Description):
-            raise QueryError(f"cannot describe {name}: {answer}")
-        with self._lock:
-            # Built once per client: the mapper embeds the vocabulary, the image embedder
-            # loads an image model.
-            if self._mapper is None:
-                self._mapper = keyword_mapper(self.settings, provider, self.vocabulary)
-            if self._pictures is None:
-                self._pictures = image_embedder(provider)
-            pictures = self._pictures
-        mapped = self._mapper.map_many([answer.keywords])[0]
-        vector = provider.embed_documents([document_text(mapped.keywords, answer.caption)])[0]
-        if pictures is not None and store.image_spec == pictures[0]:
-            return store.query_fused(pictures[1]([image])[0], vector, filters, limit)
-        return store.query(vector, filters, limit)
+        enricher = self._enricher_for(provider)
+        outcome = enricher.enrich([image])[0]
+        if isinstance(outcome, Failure):
+            raise QueryError(f"cannot search by {name}: {outcome.reason}")
+        pictured = outcome.image_embedding is not None and store.image_spec == enricher.image_spec
+        if not pictured:
+            return store.query(outcome.embedding, filters, limit)
+        assert outcome.image_embedding is not None
+        candidates = store.candidates(
+            outcome.embedding, outcome.image_embedding, filters, max(_FUSION_DEPTH * limit, 40)
+        )
+        return ranking.fused(candidates, outcome.embedding, outcome.image_embedding, limit)
 
     def record(self, image_id: str) -> StoredRecord | None:
         """The stored record with this id, or None."""

@@ -1,29 +1,22 @@
 """`query serve`: a local web gallery over the collection, and the JSON API it uses.
 
 The API has the CLI's and the Python client's semantics (same filters, limits, errors) and
-describes itself at /openapi.json (browsable at /docs). What it refuses, and why:
+describes itself at /openapi.json (browsable at /docs). Requests pass the guards in
+`query.security` first (host, origin, body size, headers). Here:
 
-- Files: an image is served by record id only, and only when the bytes at the recorded
-  path still hash to that id: a photo swapped for a symbolic link to another file, a FIFO
-  or a device after indexing answers 410, never that other file's bytes.
-- Hosts: a Host header other than the listening address or a loopback name answers 400,
-  so a DNS-rebinding page cannot reach the gallery under its own name.
-- Cross-site requests: an API request whose Origin (or Referer) is another site answers
-  403, so a web page cannot make the browser search or upload on its behalf.
-- Cost: uploads stop being read at the size limit (413); their pixel count is checked
-  from the header before decoding; image searches run off the event loop, a few at a
-  time, and a burst beyond the queue gets 503 with Retry-After.
+- Files: an image is served by record id only, and only when the bytes at the recorded path
+  still hash to that id: a photo swapped for a symbolic link to another file, a FIFO or a
+  device after indexing answers 410, never that other file's bytes.
+- Cost: uploads are read up to the size limit; their pixel count is checked from the header
+  before decoding; image searches run off the event loop, a few at a time, and a burst
+  beyond the queue gets 503 with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import copy
-import hashlib
 import hmac
 import io
-import logging
 import mimetypes
 import os
 import re
@@ -31,7 +24,6 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -39,20 +31,25 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from indexer.config import is_loopback_host
 from indexer.errors import ConfigError, ImageError, IndexerError, QueryError
 from indexer.files import atomic_write, read_regular
 from indexer.images import content_id, open_image
-from indexer.store import StoredRecord
+from indexer.records import StoredRecord
 from query.client import QueryClient, parse_where
+from query.security import (
+    ENVELOPE_BYTES,
+    MAX_UPLOAD_BYTES,
+    Guard,
+    allowed_hosts,
+    page_policy,
+    too_large_message,
+)
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-# The multipart envelope around the file: part headers, boundary, nothing more.
-_ENVELOPE_BYTES = 64 * 1024
+__all__ = ["MAX_UPLOAD_BYTES", "check_exposure", "create_app"]
+
 # An upload is decoded in full; 40 megapixels (say 8000x5000) is far above any phone photo
 # and keeps one decode near 120 MB.
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -62,11 +59,6 @@ RETRY_AFTER_SECONDS = 5
 THUMBNAIL_SIDE = 320
 _ID = re.compile(r"[0-9a-f]{32}")
 _PAGE = Path(__file__).with_name("static") / "index.html"
-_LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"]
-_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
-_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-
-log = logging.getLogger(__name__)
 
 
 class HitOut(BaseModel):
@@ -99,173 +91,6 @@ def check_exposure(host: str, token: str | None) -> None:
             f"--host {host} is reachable from other machines; set an access token "
             "with --token or QUERY_SERVE_TOKEN"
         )
-
-
-def allowed_hosts(host: str) -> list[str]:
-    """Host headers the server answers: its own address and the loopback names.
-
-    On a wildcard address the machine's names are not known here; a token is required
-    there (check_exposure), which a DNS-rebinding page cannot present."""
-    if host in _WILDCARD_HOSTS:
-        return ["*"]
-    own = f"[{host}]" if ":" in host else host
-    return [own.lower(), *_LOOPBACK_NAMES]
-
-
-def _inline_hashes(html: str, tag: str) -> str:
-    blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
-    return " ".join(
-        "'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() + "'"
-        for b in blocks
-    )
-
-
-def page_policy(html: str) -> str:
-    """A Content-Security-Policy that lets the page run its own inline script and style
-    (by hash) and talk to its own origin, and nothing else."""
-    return (
-        f"default-src 'none'; script-src {_inline_hashes(html, 'script')}; "
-        f"style-src {_inline_hashes(html, 'style')}; img-src 'self' blob: data:; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    )
-
-
-# /docs and /redoc load their viewers from a CDN and start them with an inline script.
-_DOCS_POLICY = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; frame-ancestors 'none'"
-)
-_API_POLICY = "default-src 'none'; frame-ancestors 'none'"
-
-
-class _TooLarge(StarletteHTTPException):
-    """Raised from the body stream mid-read; FastAPI passes HTTP exceptions through body
-    parsing, so the client gets 413 and the rest of the body is never read."""
-
-    def __init__(self) -> None:
-        super().__init__(413, _too_large_message())
-
-
-class Guard:
-    """Pure ASGI middleware: security headers on every response, cross-site API requests
-    refused, and request bodies cut off at the size limit while they are being read."""
-
-    def __init__(self, app: ASGIApp, page_csp: str, max_body: int) -> None:
-        self.app = app
-        self.page_csp = page_csp
-        self.max_body = max_body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        path: str = scope["path"]
-        if path.startswith(("/api/", "/openapi.json", "/docs", "/redoc")) and _cross_site(
-            headers, scope
-        ):
-            await self._plain(send, 403, "cross-site request refused")
-            return
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
-            await self._plain(send, 413, _too_large_message())
-            return
-        csp = self.page_csp if path == "/" else _API_POLICY
-        if path.startswith(("/docs", "/redoc")):
-            csp = _DOCS_POLICY
-        received = 0
-        started = over = False
-
-        async def counted_receive() -> Message:
-            nonlocal received, over
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    over = True
-                    raise _TooLarge
-            return message
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"same-origin"),
-                    (b"content-security-policy", csp.encode()),
-                    # The rest of an oversized body is never read: the connection goes.
-                    *([(b"connection", b"close")] if over else []),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, send_with_headers)
-        except _TooLarge:
-            if not started:
-                await self._plain(send, 413, _too_large_message())
-
-    @staticmethod
-    async def _plain(send: Send, status: int, text: str) -> None:
-        body = text.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                    (b"x-content-type-options", b"nosniff"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-def _too_large_message() -> str:
-    return f"upload larger than {MAX_UPLOAD_BYTES // 2**20} MiB"
-
-
-def _cross_site(headers: dict[str, str], scope: Scope) -> bool:
-    """True when the request says it comes from a page of another origin.
-
-    Browsers send Origin on cross-origin fetches and form posts, and a Referer (its origin at
-    least) on most of the rest; API clients such as curl send neither and are let through."""
-    own_host = headers.get("host", "").lower()
-    claimed = headers.get("origin") or headers.get("referer")
-    if not claimed:
-        return False
-    if claimed == "null":  # sandboxed frames, file:// pages
-        return True
-    parts = urlsplit(claimed)
-    return parts.netloc.lower() != own_host or parts.scheme != scope.get("scheme", "http")
-
-
-def access_log_config() -> dict[str, Any]:
-    """uvicorn's logging, with access tokens redacted from logged request lines."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact_token"] = {"()": RedactToken}
-    config["handlers"]["access"]["filters"] = ["redact_token"]
-    return config
-
-
-class RedactToken(logging.Filter):
-    _TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        return True
 
 
 class _Verified:
@@ -410,7 +235,7 @@ def create_app(
             async with image_slots:
                 data = await file.read(MAX_UPLOAD_BYTES + 1)
                 if len(data) > MAX_UPLOAD_BYTES:
-                    raise HTTPException(413, _too_large_message())
+                    raise HTTPException(413, too_large_message())
                 if not data:
                     raise HTTPException(400, "empty upload")
                 hits = await run_in_threadpool(
@@ -486,13 +311,11 @@ def create_app(
                 img.save(tmp, format="JPEG", quality=85)
         return Response(cached.read_bytes(), media_type="image/jpeg")
 
-    app.add_middleware(Guard, page_csp=page_policy(page_html), max_body=_max_body())
+    app.add_middleware(
+        Guard, page_csp=page_policy(page_html), max_body=MAX_UPLOAD_BYTES + ENVELOPE_BYTES
+    )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
     return app
-
-
-def _max_body() -> int:
-    return MAX_UPLOAD_BYTES + _ENVELOPE_BYTES
 
 
 def _checked_upload(data: bytes) -> bytes:

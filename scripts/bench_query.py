@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from indexer.config import Settings, load_settings  # noqa: E402
-from indexer.pipeline import document_text  # noqa: E402
+from indexer.enrich import document_text  # noqa: E402
 from indexer.providers.local import LocalProvider, compose_caption  # noqa: E402
-from indexer.store import ImageRecord, ImageStore  # noqa: E402
+from indexer.records import ImageRecord  # noqa: E402
+from indexer.store import ImageStore  # noqa: E402
 from indexer.vocabulary import Keywords, Vocabulary  # noqa: E402
 from query import QueryClient  # noqa: E402
 from tests.conftest import ChromaServer  # noqa: E402
@@ -90,8 +91,7 @@ def measure(mode: str, records: int, queries: int) -> None:
     vocab = Vocabulary.load()
     with tempfile.TemporaryDirectory() as tmp, store_settings(mode, Path(tmp)) as settings:
         provider = LocalProvider(settings)
-        store = ImageStore.open(settings)
-        store.prepare_for_writing(provider.embedding_spec)
+        store = ImageStore.open(settings, write=True, spec=provider.embedding_spec)
         started = time.monotonic()
         fill(store, provider, vocab, records)
         print(f"{mode}: filled {store.count()} records in {time.monotonic() - started:.0f}s")

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from indexer.config import load_settings  # noqa: E402
+from indexer.enrich import Enricher  # noqa: E402
 from indexer.pipeline import Indexer  # noqa: E402
 from indexer.providers.local import LocalProvider  # noqa: E402
 from indexer.store import ImageStore  # noqa: E402
@@ -46,9 +47,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(home=Path(tmp), google_api_key=None)
         provider = LocalProvider(settings)
-        store = ImageStore.open(settings)
+        enricher = Enricher.create(settings, provider, Vocabulary.load())
+        store = ImageStore.open(
+            settings, write=True, spec=enricher.spec, image_spec=enricher.image_spec
+        )
         started = time.monotonic()
-        report = Indexer(settings, provider, store, Vocabulary.load()).run([DATASET])
+        report = Indexer(settings, enricher, store).run([DATASET])
         seconds = time.monotonic() - started
         print(
             f"indexed {report.indexed} photos in {seconds:.1f}s "

@@ -120,9 +120,33 @@ def test_gemini_built_collections_get_image_vectors_too(
         garment_image(tmp_path / "photos" / f"{color}.png", color)
     assert runner.invoke(indexer_app, ["run", str(tmp_path / "photos")]).exit_code == 0
     store = ImageStore.open(load_settings())
-    store.prepare_for_reading(None)
-    assert store.recorded_spec().provider == "gemini"
+    assert store.spec.provider == "gemini"
     assert store.image_spec == IMAGE_SPEC
     probe = garment_image(tmp_path / "probe.png", "blue", size=(300, 300))
     hits = json.loads(runner.invoke(query_app, ["image", str(probe), "--json"]).stdout)
     assert Path(hits[0]["path"]).name == "blue.png"
+
+
+def test_a_head_trained_on_another_image_model_is_refused(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from indexer.tagger import LinearHead
+    from tests.conftest import garment_image
+
+    monkeypatch.delenv("GOOGLE_API_KEY")
+    heads = Path(env["INDEXER_HOME"]) / "heads"
+    heads.mkdir(parents=True)
+    LinearHead(
+        "season",
+        ("summer", "winter"),
+        np.zeros((512, 2), dtype=np.float32),
+        np.zeros(2, dtype=np.float32),
+        "resnet-18",
+    ).save(heads / "season.npz")
+    garment_image(tmp_path / "photos" / "red.jpg", "red")
+    result = runner.invoke(indexer_app, ["run", str(tmp_path / "photos")])
+    assert result.exit_code == 2
+    assert "season.npz was trained on 'resnet-18' features" in result.output
+    assert "retrain it with `indexer train-tagger`" in result.output

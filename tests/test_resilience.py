@@ -72,11 +72,10 @@ def assert_complete(expected_ids: set[str]) -> None:
     # written to it since, so read it afresh.
     SharedSystemClient.clear_system_cache()
     store = ImageStore.open(load_settings())
-    store.prepare_for_reading(None)
     records = list(store.records(vectors=True))
     SharedSystemClient.clear_system_cache()
     assert sorted(r.id for r in records) == sorted(expected_ids)
-    spec = store.recorded_spec()
+    spec = store.spec
     pictured = store.image_spec is not None
     for r in records:
         assert r.caption, r

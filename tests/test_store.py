@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from indexer.config import load_settings
+from indexer import ranking
+from indexer.config import Settings, load_settings
 from indexer.errors import EmbeddingMismatchError, StoreError
-from indexer.providers.base import EmbeddingSpec
-from indexer.store import Failure, ImageRecord, ImageStore, where_clause
+from indexer.records import EmbeddingSpec, Failure, ImageRecord
+from indexer.store import ImageStore, where_clause
 
 SPEC = EmbeddingSpec("fake", "model-a", 3)
 
 
+def settings(tmp_path: Path, collection: str = "test-items") -> Settings:
+    return load_settings(chroma_path=tmp_path / "db", collection=collection)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> ImageStore:
-    s = ImageStore.open(load_settings(chroma_path=tmp_path / "db", collection="test-items"))
-    s.prepare_for_writing(SPEC)
-    return s
+def store(tmp_path: Path) -> Iterator[ImageStore]:
+    with ImageStore.open(settings(tmp_path), write=True, spec=SPEC) as s:
+        yield s
 
 
 def record(rid: str, vec: list[float], **keywords: list[str]) -> ImageRecord:
@@ -70,43 +75,54 @@ def test_known_paths_and_moves(store: ImageStore) -> None:
 
 
 def test_failures_round_trip_and_clear_by_id_or_path(store: ImageStore) -> None:
-    store.record_failures([Failure("x", "/p/x.jpg", "broken"), Failure("y", "/p/y.jpg", "bad")])
-    assert [(f.path, f.reason) for f in store.failures()] == [
+    store.failures.record([Failure("x", "/p/x.jpg", "broken"), Failure("y", "/p/y.jpg", "bad")])
+    assert [(f.path, f.reason) for f in store.failures.all()] == [
         ("/p/x.jpg", "broken"),
         ("/p/y.jpg", "bad"),
     ]
-    store.clear_failures(["x"], ["/p/y.jpg"])
-    assert store.failures() == []
+    store.failures.clear(["x"], ["/p/y.jpg"])
+    assert store.failures.all() == []
+
+
+def test_records_under_a_folder_are_found_by_the_folder_index(store: ImageStore) -> None:
+    store.upsert([record("a", [1, 0, 0]), record("b", [0, 1, 0])])
+    store.update_paths({"b": "/elsewhere/deep/b.jpg"})
+    assert store.paths_under("/photos") == ["/photos/a.jpg"]
+    assert store.paths_under("/elsewhere/") == ["/elsewhere/deep/b.jpg"]
+    assert store.paths_under("/photo") == []  # a folder, not a string prefix
+    assert sorted(store.paths_under("/")) == ["/elsewhere/deep/b.jpg", "/photos/a.jpg"]
 
 
 def test_another_embedding_model_is_refused(tmp_path: Path, store: ImageStore) -> None:
     store.close()  # its writer lock; this test opens the same store again
-    other = ImageStore.open(load_settings(chroma_path=tmp_path / "db", collection="test-items"))
+    conf = settings(tmp_path)
     with pytest.raises(EmbeddingMismatchError, match=r"built with fake:model-a \(3-d\)"):
-        other.prepare_for_writing(EmbeddingSpec("fake", "model-b", 3))
+        ImageStore.open(conf, write=True, spec=EmbeddingSpec("fake", "model-b", 3))
     with pytest.raises(EmbeddingMismatchError):
-        other.prepare_for_reading(EmbeddingSpec("fake", "model-a", 4))
-    other.prepare_for_reading(SPEC)
-    assert other.recorded_spec() == SPEC
+        ImageStore.open(conf, spec=EmbeddingSpec("fake", "model-a", 4))
+    assert ImageStore.open(conf, spec=SPEC).spec == SPEC
+    # The refused writer let go of the lock: a right one can write.
+    ImageStore.open(conf, write=True, spec=SPEC).close()
 
 
 def test_collection_from_a_newer_version_is_refused(tmp_path: Path, store: ImageStore) -> None:
     store._collection.modify(metadata={**(store._collection.metadata or {}), "schema_version": 99})
-    again = ImageStore.open(load_settings(chroma_path=tmp_path / "db", collection="test-items"))
+    store.close()
     with pytest.raises(StoreError, match="newer version"):
-        again.prepare_for_reading(SPEC)
+        ImageStore.open(settings(tmp_path), spec=SPEC)
+    with pytest.raises(StoreError, match="newer version"):
+        ImageStore.open(settings(tmp_path), write=True, spec=SPEC)
 
 
 def test_missing_collection(tmp_path: Path) -> None:
-    s = ImageStore.open(load_settings(chroma_path=tmp_path / "db", collection="nothing-here"))
     with pytest.raises(StoreError, match="no collection 'nothing-here'"):
-        s.prepare_for_reading(None)
+        ImageStore.open(settings(tmp_path, "nothing-here"))
 
 
 def test_image_vectors_are_fused_with_the_caption_route(tmp_path: Path) -> None:
-    s = ImageStore.open(load_settings(chroma_path=tmp_path / "db", collection="fused-items"))
     image_spec = EmbeddingSpec("fake", "pixels", 2)
-    s.prepare_for_writing(SPEC, image_spec)
+    conf = settings(tmp_path, "fused-items")
+    s = ImageStore.open(conf, write=True, spec=SPEC, image_spec=image_spec)
     rec = record("a", [1, 0, 0], season=["summer"])
     s.upsert(
         [
@@ -120,13 +136,14 @@ def test_image_vectors_are_fused_with_the_caption_route(tmp_path: Path) -> None:
             record("c", [0.8, 0.6, 0]),  # no image vector: caption route only
         ]
     )
-    reader = ImageStore.open(load_settings(chroma_path=tmp_path / "db", collection="fused-items"))
-    reader.prepare_for_reading(SPEC)
+    s.close()
+    reader = ImageStore.open(conf, spec=SPEC)
     assert reader.image_spec == image_spec
-    hits = reader.query_fused([0.0, 1.0], [1, 0, 0], {}, 3)
+    hits = ranking.fused(reader.candidates([1, 0, 0], [0.0, 1.0], {}, 3), [1, 0, 0], [0.0, 1.0], 3)
     scores = {h.id: h.score for h in hits}
     assert scores["a"] == pytest.approx(0.5)  # caption 1.0, picture 0.0
     assert scores["b"] == pytest.approx(0.5)  # caption 0.0, picture 1.0
     assert scores["c"] == pytest.approx(0.8)  # caption only
-    filtered = reader.query_fused([0.0, 1.0], [1, 0, 0], {"season": ["summer"]}, 3)
+    candidates = reader.candidates([1, 0, 0], [0.0, 1.0], {"season": ["summer"]}, 3)
+    filtered = ranking.fused(candidates, [1, 0, 0], [0.0, 1.0], 3)
     assert {h.id for h in filtered} == {"a", "b"}

@@ -4,32 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
 from indexer.errors import ProviderError
 from indexer.images import PreparedImage
-from indexer.vocabulary import Keywords, Vocabulary
+from indexer.records import Description, EmbeddingSpec
+from indexer.vocabulary import Vocabulary
 
-
-@dataclass(frozen=True)
-class Description:
-    """What a model says about one image: its raw keywords per facet and a caption."""
-
-    keywords: Keywords
-    caption: str
-
-
-@dataclass(frozen=True)
-class EmbeddingSpec:
-    """Identifies a vector space; a collection records the one that built it."""
-
-    provider: str
-    model: str
-    dim: int
-
-    def __str__(self) -> str:
-        return f"{self.provider}:{self.model} ({self.dim}-d)"
+__all__ = ["Description", "EmbeddingSpec", "Provider"]
 
 
 class Provider(ABC):
@@ -41,7 +23,8 @@ class Provider(ABC):
     """
 
     name: ClassVar[str]
-    supports_captions: ClassVar[bool] = True
+    # Whether `embed_images` works; where it does not, records get image vectors from the
+    # local image model when that is installed (see enrich.image_vectors).
     supports_image_embeddings: ClassVar[bool] = False
 
     @property

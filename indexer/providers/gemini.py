@@ -37,7 +37,8 @@ from indexer.errors import (
     TransientProviderError,
 )
 from indexer.images import PreparedImage
-from indexer.providers.base import Description, EmbeddingSpec, Provider
+from indexer.providers.base import Provider
+from indexer.records import Description, EmbeddingSpec
 from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -212,7 +213,6 @@ class _FairLimiter:
 
 class GeminiProvider(Provider):
     name = "gemini"
-    supports_captions = True
     supports_image_embeddings = False
 
     def __init__(

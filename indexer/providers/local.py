@@ -24,7 +24,8 @@ from PIL import Image
 from indexer.colors import dominant_color
 from indexer.errors import ConfigError, ProviderError
 from indexer.images import PreparedImage
-from indexer.providers.base import Description, EmbeddingSpec, Provider
+from indexer.providers.base import Provider
+from indexer.records import Description, EmbeddingSpec
 from indexer.tagger import LinearHead
 from indexer.vision import IMAGE_SPEC, ImageEncoder, decode
 from indexer.vision import MODEL_ID as IMAGE_MODEL_ID
@@ -50,13 +51,23 @@ def load_heads(user_dir: Path | None) -> dict[str, LinearHead]:
     for entry in sorted(shipped.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".npz"):
             with resources.as_file(entry) as path:
-                head = LinearHead.load(path)
+                head = _checked(LinearHead.load(path), path)
                 heads[head.facet] = head
     if user_dir is not None and user_dir.is_dir():
         for path in sorted(user_dir.glob("*.npz")):
-            head = LinearHead.load(path)
+            head = _checked(LinearHead.load(path), path)
             heads[head.facet] = head
     return heads
+
+
+def _checked(head: LinearHead, path: Path) -> LinearHead:
+    """A head reads features of one image model; fed another's, it answers nonsense."""
+    if head.feature_model != IMAGE_MODEL_ID:
+        raise ConfigError(
+            f"tagger head {path} was trained on {head.feature_model!r} features, but the image "
+            f"model is {IMAGE_MODEL_ID!r}; retrain it with `indexer train-tagger` or remove it"
+        )
+    return head
 
 
 def compose_caption(keywords: Keywords) -> str:
@@ -82,7 +93,6 @@ def compose_caption(keywords: Keywords) -> str:
 
 class LocalProvider(Provider):
     name = "local"
-    supports_captions = True
     supports_image_embeddings = True
 
     def __init__(

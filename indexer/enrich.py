@@ -1,0 +1,179 @@
+"""The one recipe that turns prepared images into records: describe, correct keywords, embed.
+
+Ingestion and `query image` both go through `Enricher.enrich`, so a query image is held to
+exactly the rules an indexed image is: an answer none of whose words fit the vocabulary is a
+failure in both, never a vector built from nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from indexer.errors import ProviderError
+from indexer.keywords import EmbeddingCache, KeywordMapper, MappedKeywords
+from indexer.records import Description, EmbeddingSpec, Failure, ImageRecord
+from indexer.vocabulary import Keywords, Vocabulary
+
+if TYPE_CHECKING:
+    from indexer.config import Settings
+    from indexer.images import PreparedImage
+    from indexer.providers.base import Provider
+
+log = logging.getLogger(__name__)
+
+Outcome = ImageRecord | Failure
+
+
+@dataclass(frozen=True)
+class ImageVectors:
+    """Where records get their image vectors from, and the space those vectors live in."""
+
+    spec: EmbeddingSpec
+    embed: Callable[[Sequence[PreparedImage]], list[list[float]]]
+
+
+def image_vectors(provider: Provider, enabled: bool = True) -> ImageVectors | None:
+    """The provider's own image vectors if it has them, else the local image model when it is
+    installed (so that Gemini-built collections get them too), else none."""
+    if not enabled:
+        return None
+    if provider.supports_image_embeddings and provider.image_spec is not None:
+        return ImageVectors(provider.image_spec, provider.embed_images)
+    from indexer import vision
+
+    if not vision.installed():
+        return None
+    # One thread: beside a remote provider the image model is off the critical path (one
+    # core encodes several images a second, more than an API quota describes), and the other
+    # core stays free for the request threads.
+    encoder = vision.ImageEncoder(threads=1)
+    encoder.preload()
+    return ImageVectors(
+        vision.IMAGE_SPEC,
+        lambda images: encoder.encode([vision.decode(img) for img in images]).tolist(),
+    )
+
+
+def document_text(keywords: Keywords, caption: str) -> str:
+    """The text that is embedded for an image: "keywords. caption", as in the notebook."""
+    words = [w for facet_words in keywords.values() for w in facet_words]
+    return f"{', '.join(words)}. {caption}" if words else caption
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def keyword_mapper(settings: Settings, provider: Provider, vocabulary: Vocabulary) -> KeywordMapper:
+    spec = provider.embedding_spec
+    cache = EmbeddingCache(settings.cache_dir, f"{spec.provider}-{spec.model}-{spec.dim}-words")
+    return KeywordMapper(vocabulary, provider.embed_words, settings.keyword_threshold, cache)
+
+
+@dataclass(frozen=True)
+class _Tagged:
+    image: PreparedImage
+    answer: Description
+    mapped: MappedKeywords
+
+
+class Enricher:
+    """Owns the provider, the vocabulary, the keyword mapper and the source of image vectors."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        provider: Provider,
+        vocabulary: Vocabulary,
+        pictures: ImageVectors | None = None,
+    ) -> None:
+        self.provider = provider
+        self.vocabulary = vocabulary
+        self.mapper = keyword_mapper(settings, provider, vocabulary)
+        self.pictures = pictures
+
+    @classmethod
+    def create(cls, settings: Settings, provider: Provider, vocabulary: Vocabulary) -> Enricher:
+        """An enricher with image vectors as the settings ask (INDEXER_IMAGE_VECTORS)."""
+        return cls(settings, provider, vocabulary, image_vectors(provider, settings.image_vectors))
+
+    @property
+    def spec(self) -> EmbeddingSpec:
+        return self.provider.embedding_spec
+
+    @property
+    def image_spec(self) -> EmbeddingSpec | None:
+        return self.pictures.spec if self.pictures is not None else None
+
+    def enrich(self, images: Sequence[PreparedImage]) -> list[Outcome]:
+        """A record or a failure per image, in the order given. One bad image never sinks
+        the others; an embedding request that fails fails the images it carried."""
+        outcomes: dict[str, Outcome] = {}
+        answers = self.provider.describe(images, self.vocabulary) if images else []
+        described: list[tuple[PreparedImage, Description]] = []
+        for image, answer in zip(images, answers, strict=True):
+            if isinstance(answer, Description):
+                described.append((image, answer))
+            else:
+                outcomes[image.id] = _failure(image, one_line(answer))
+        try:
+            tagged = self._tag(described, outcomes)
+            for item, record in zip(tagged, self._records(tagged), strict=True):
+                outcomes[item.image.id] = record
+        except ProviderError as exc:
+            reason = f"embedding failed: {one_line(exc)}"
+            for image, _ in described:
+                outcomes.setdefault(image.id, _failure(image, reason))
+        return [outcomes[image.id] for image in images]
+
+    def _tag(
+        self, described: list[tuple[PreparedImage, Description]], outcomes: dict[str, Outcome]
+    ) -> list[_Tagged]:
+        """Map each answer's keywords into the vocabulary. An answer none of whose words fit
+        is no tagging at all: a failure (retried next run), not a record without keywords."""
+        if not described:
+            return []
+        tagged = []
+        mapped = self.mapper.map_many([answer.keywords for _, answer in described])
+        for (image, answer), keywords in zip(described, mapped, strict=True):
+            if keywords.dropped and not any(keywords.keywords.values()):
+                words = ", ".join(keywords.dropped)
+                outcomes[image.id] = _failure(image, f"no keyword fits the vocabulary: {words}")
+            else:
+                tagged.append(_Tagged(image, answer, keywords))
+        return tagged
+
+    def _records(self, tagged: list[_Tagged]) -> list[ImageRecord]:
+        if not tagged:
+            return []
+        vectors = self.provider.embed_documents(
+            [document_text(t.mapped.keywords, t.answer.caption) for t in tagged]
+        )
+        pictures: list[list[float] | None] = (
+            list(self.pictures.embed([t.image for t in tagged]))
+            if self.pictures is not None
+            else [None] * len(tagged)
+        )
+        model_ids = {"provider": self.provider.name, **self.provider.model_ids}
+        return [
+            ImageRecord(
+                id=t.image.id,
+                path=str(t.image.path),
+                caption=t.answer.caption,
+                keywords=t.mapped.keywords,
+                raw_keywords=t.answer.keywords,
+                corrections=t.mapped.corrections,
+                embedding=vector,
+                model_ids=model_ids,
+                vocabulary=self.vocabulary.fingerprint,
+                image_embedding=picture,
+            )
+            for t, vector, picture in zip(tagged, vectors, pictures, strict=True)
+        ]
+
+
+def _failure(image: PreparedImage, reason: str) -> Failure:
+    return Failure(image.id, str(image.path), reason)

@@ -1,0 +1,47 @@
+"""Ranking by more than one vector route: an image found by either route is scored by both.
+
+Chroma ranks each route on its own; fusing them needs both similarities for every candidate,
+so the store hands over the candidates of each route with both vectors and this module scores
+them exactly. Pure numpy: no store, no model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from indexer.records import Hit, StoredRecord
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    denominator = float(np.linalg.norm(x) * np.linalg.norm(y)) or 1.0
+    return float(x @ y) / denominator
+
+
+def fused(
+    candidates: Sequence[StoredRecord],
+    text_vector: Sequence[float],
+    image_vector: Sequence[float],
+    limit: int,
+    image_weight: float = 0.5,
+) -> list[Hit]:
+    """The `limit` best candidates by a weighted mean of image-vector and caption-vector
+    cosine similarity; a candidate without an image vector is scored by its caption alone."""
+    hits = []
+    for record in candidates:
+        assert record.embedding is not None, "candidates come with their caption vectors"
+        score = cosine(record.embedding, text_vector)
+        if record.image_embedding is not None:
+            score = (
+                image_weight * cosine(record.image_embedding, image_vector)
+                + (1 - image_weight) * score
+            )
+        hits.append(as_hit(record, score))
+    hits.sort(key=lambda h: h.score, reverse=True)
+    return hits[:limit]
+
+
+def as_hit(record: StoredRecord, score: float) -> Hit:
+    return Hit(record.id, record.path, round(score, 6), record.keywords, record.caption)

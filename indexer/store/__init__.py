@@ -1,0 +1,408 @@
+"""The vector store: the only package that talks to Chroma.
+
+One collection holds a record per image (id = content hash): the caption as the document,
+the "keywords. caption" embedding, and metadata (see `schema`). `<name>-images` holds each
+picture's own vector where an image model gives one; `<name>-failures` is the failure log
+(`failures`). The main collection records the embedding model that built it and its schema
+version; opening it with another model is refused, and an older schema is upgraded.
+
+`ImageStore.open` returns a store ready for what was asked: reading an existing collection,
+or writing (collections created, spec checked, and on the embedded store the writer lock held).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from indexer.errors import EmbeddingMismatchError, StoreBusyError, StoreError
+from indexer.ranking import as_hit
+from indexer.records import EmbeddingSpec, Hit, ImageRecord, StoredRecord
+from indexer.store import schema
+from indexer.store.connection import chunks, connect, now, store_errors
+from indexer.store.failures import FailureLog
+from indexer.store.roots import RootList
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+    from indexer.config import Settings
+
+__all__ = ["FailureLog", "ImageStore", "RootList", "where_clause"]
+
+FACET_PREFIX = schema.FACET_PREFIX
+_COSINE = {"hnsw": {"space": "cosine"}}
+
+
+def where_clause(filters: Mapping[str, Sequence[str]]) -> dict[str, Any] | None:
+    """Chroma filter for "each facet contains each of its keywords", ANDed."""
+    terms = [
+        {f"{FACET_PREFIX}{facet}": {"$contains": keyword}}
+        for facet, keywords in filters.items()
+        for keyword in keywords
+    ]
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else {"$and": terms}
+
+
+class ImageStore:
+    """Records and image vectors of one collection. Build it with `ImageStore.open`."""
+
+    def __init__(
+        self, client: ClientAPI, name: str, location: str, retry_seconds: float = 0.0
+    ) -> None:
+        self._client = client
+        self.name = name
+        self.location = location
+        self.retry_seconds = retry_seconds  # how long to wait out an unreachable server
+        self.failures = FailureLog(client, name, location, retry_seconds)
+        self.roots = RootList(client, name, location, retry_seconds)
+        self._records: Collection | None = None
+        self._visual: Collection | None = None  # "<name>-images": one image vector per record
+        self._lock_path: Path | None = None
+        self._writer_lock: Any = None  # filelock.FileLock while writing an embedded store
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        write: bool = False,
+        spec: EmbeddingSpec | None = None,
+        image_spec: EmbeddingSpec | None = None,
+    ) -> ImageStore:
+        """Open the configured collection, upgraded to the current schema.
+
+        Reading: the collection must exist; with `spec`, another vector space is refused.
+        Writing (`spec` required): collections are created as needed and checked against
+        `spec` and `image_spec`; on the embedded store a second writer is refused."""
+        client, location = connect(settings)
+        retry = settings.store_retry_seconds if settings.uses_server else 0.0
+        store = cls(client, settings.collection, location, retry)
+        if not settings.uses_server:
+            store._lock_path = settings.store_path / "writer.lock"
+        if write:
+            if spec is None:
+                raise ValueError("opening a store for writing needs the embedding spec")
+            store._open_for_writing(spec, image_spec)
+        else:
+            store._open_for_reading(spec)
+        return store
+
+    # --- opening ---
+
+    @store_errors
+    def _open_for_reading(self, spec: EmbeddingSpec | None) -> None:
+        from chromadb.errors import NotFoundError
+
+        try:
+            self._records = self._client.get_collection(self.name, embedding_function=None)
+        except NotFoundError as exc:
+            raise StoreError(
+                f"no collection {self.name!r} in {self.location}; index images first "
+                "with `indexer run PATH`"
+            ) from exc
+        stale = schema.version_of(self._records.metadata or {}) < schema.SCHEMA_VERSION
+        # A reader upgrades only when no writer holds the store; a writer upgrades on open.
+        if stale and self._try_lock():
+            try:
+                self._upgrade()
+            finally:
+                self.close()
+        schema.check_version(self.name, self._records.metadata or {})
+        self._visual = self._existing(f"{self.name}-images")
+        if spec is not None:
+            self.check(spec)
+
+    @store_errors
+    def _open_for_writing(self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None) -> None:
+        self._lock_for_writing()
+        try:
+            self._records = self._client.get_or_create_collection(
+                self.name,
+                configuration=_COSINE,  # type: ignore[arg-type]
+                metadata=schema.spec_metadata(spec, now()),
+                embedding_function=None,
+            )
+            self._upgrade()
+            self.check(spec)
+            if image_spec is None:
+                self._visual = self._existing(f"{self.name}-images")
+                return
+            self._visual = self._client.get_or_create_collection(
+                f"{self.name}-images",
+                configuration=_COSINE,  # type: ignore[arg-type]
+                metadata=schema.spec_metadata(image_spec, now()),
+                embedding_function=None,
+            )
+            self._refuse_other_space(self._visual, image_spec)
+        except BaseException:
+            self.close()
+            raise
+
+    def _upgrade(self) -> None:
+        if schema.upgrade(self._client, self.name, [f"{self.name}-images"]):
+            self._records = self._client.get_collection(self.name, embedding_function=None)
+
+    def _existing(self, name: str) -> Collection | None:
+        from chromadb.errors import NotFoundError
+
+        try:
+            return self._client.get_collection(name, embedding_function=None)
+        except NotFoundError:
+            return None
+
+    def _refuse_other_space(self, collection: Collection, spec: EmbeddingSpec) -> None:
+        recorded = schema.spec_of(collection.metadata or {})
+        if recorded != spec:
+            raise EmbeddingMismatchError(
+                f"collection {collection.name!r} was built with {recorded}, but {spec} is "
+                "configured; use the same embedding model or another collection "
+                "(CHROMA_COLLECTION)"
+            )
+
+    def check(self, spec: EmbeddingSpec) -> None:
+        """Refuse to use this collection with vectors of another space."""
+        self._refuse_other_space(self._collection, spec)
+
+    @property
+    def spec(self) -> EmbeddingSpec:
+        """The vector space the records were built in."""
+        return schema.spec_of(self._collection.metadata or {})
+
+    @property
+    def image_spec(self) -> EmbeddingSpec | None:
+        """The vector space of the image vectors, or None when there are none."""
+        return schema.spec_of(self._visual.metadata or {}) if self._visual is not None else None
+
+    @property
+    def _collection(self) -> Collection:
+        assert self._records is not None, "ImageStore.open() opens the collection"
+        return self._records
+
+    # --- the writer lock ---
+
+    def _try_lock(self) -> bool:
+        try:
+            self._lock_for_writing()
+        except StoreBusyError:
+            return False
+        return True
+
+    def _lock_for_writing(self) -> None:
+        """One writer per embedded store: two processes would each index everything.
+
+        A Chroma server serialises writers itself, so shard workers share one instead."""
+        if self._lock_path is None or self._writer_lock is not None:
+            return
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(self._lock_path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StoreBusyError(
+                f"the store at {self.location} is busy: another indexer process is writing "
+                "to it; wait for it to finish, or run several workers against a Chroma "
+                "server (chroma run --path DIR, then CHROMA_HOST=... indexer run --shard K/N)"
+            ) from None
+        self._writer_lock = lock
+
+    def close(self) -> None:
+        """Release the writer lock; reading still works."""
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+
+    def __enter__(self) -> ImageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- records ---
+
+    @store_errors
+    def known_paths(self, ids: Sequence[str]) -> dict[str, str]:
+        """Path of each id that is already indexed."""
+        found: dict[str, str] = {}
+        for chunk in chunks(list(ids)):
+            got = self._collection.get(ids=list(chunk), include=["metadatas"])
+            for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+                found[rid] = str((meta or {}).get("path", ""))
+        return found
+
+    @store_errors
+    def indexed_paths(self, paths: Sequence[str]) -> set[str]:
+        """Those of `paths` that some record points at."""
+        return set(self._records_at(paths).values())
+
+    @store_errors
+    def update_paths(self, paths: Mapping[str, str]) -> None:
+        """Point records (id -> new path) at where their files moved."""
+        if paths:
+            ids = list(paths)
+            self._collection.update(
+                ids=ids,
+                metadatas=[
+                    {"path": paths[i], schema.FOLDERS: schema.folders_of(paths[i])} for i in ids
+                ],
+            )
+
+    @store_errors
+    def upsert(self, records: Sequence[ImageRecord]) -> None:
+        """Write complete records, vectors and metadata together, in one call."""
+        if not records:
+            return
+        pictured = [r for r in records if r.image_embedding is not None]
+        if pictured and self._visual is not None:
+            # Image vectors first: the main record is what marks an image as indexed, so a
+            # crash in between leaves it pending (and redone), never half-indexed.
+            self._visual.upsert(
+                ids=[r.id for r in pictured],
+                embeddings=[r.image_embedding for r in pictured],  # type: ignore[misc]
+                metadatas=[schema.filter_metadata(r) for r in pictured],  # type: ignore[misc]
+            )
+        at = now()
+        self._collection.upsert(
+            ids=[r.id for r in records],
+            embeddings=[r.embedding for r in records],  # type: ignore[arg-type]
+            documents=[r.caption for r in records],
+            metadatas=[schema.record_metadata(r, at) for r in records],  # type: ignore[misc]
+        )
+        # A path shows one image: a record of what the file held before it was edited goes.
+        written = {r.id for r in records}
+        self._delete([i for i in self._records_at([r.path for r in records]) if i not in written])
+
+    def _records_at(self, paths: Sequence[str]) -> dict[str, str]:
+        """id -> path of the records at any of `paths`."""
+        found: dict[str, str] = {}
+        for chunk in chunks(list(paths)):
+            got = self._collection.get(where={"path": {"$in": list(chunk)}}, include=["metadatas"])
+            for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+                found[rid] = str((meta or {}).get("path", ""))
+        return found
+
+    def _delete(self, ids: Sequence[str]) -> None:
+        for chunk in chunks(list(ids)):
+            self._collection.delete(ids=list(chunk))
+            if self._visual is not None:
+                self._visual.delete(ids=list(chunk))
+
+    @store_errors
+    def remove_paths(self, paths: Sequence[str]) -> int:
+        """Forget the images at these paths (their files are gone); return how many."""
+        ids = list(self._records_at(paths))
+        self._delete(ids)
+        self.failures.clear((), paths)
+        return len(ids)
+
+    @store_errors
+    def paths_under(self, folder: str) -> list[str]:
+        """Paths of the records anywhere below `folder`, found through the folder index."""
+        got = self._collection.get(
+            where={schema.FOLDERS: {"$contains": folder.rstrip("/") or "/"}},
+            include=["metadatas"],
+        )
+        return [str((m or {}).get("path", "")) for m in got["metadatas"] or []]
+
+    def records(self, vectors: bool = False, page: int = 500) -> Iterator[StoredRecord]:
+        """Every record, a page at a time, so that memory stays flat on any catalog size."""
+        offset = 0
+        while True:
+            rows = self._page(offset, page, vectors)
+            yield from rows
+            if len(rows) < page:
+                return
+            offset += page
+
+    @store_errors
+    def _page(self, offset: int, limit: int, vectors: bool) -> list[StoredRecord]:
+        include = ["metadatas", "documents", *(["embeddings"] if vectors else [])]
+        got = self._collection.get(limit=limit, offset=offset, include=include)  # type: ignore[arg-type]
+        return self._with_pictures(got, vectors)
+
+    def _with_pictures(self, got: Any, vectors: bool) -> list[StoredRecord]:
+        """StoredRecords from a `get` result, with their image vectors when `vectors`."""
+        ids = list(got["ids"])
+        pictures: dict[str, Any] = {}
+        if vectors and self._visual is not None and ids:
+            visual = self._visual.get(ids=ids, include=["embeddings"])
+            pictures = dict(zip(visual["ids"], visual["embeddings"], strict=True))  # type: ignore[arg-type]
+        embeddings = got["embeddings"] if vectors else None
+        return [
+            schema.stored(
+                rid,
+                meta,
+                doc,
+                embeddings[i] if embeddings is not None else None,
+                pictures.get(rid),
+            )
+            for i, (rid, meta, doc) in enumerate(
+                zip(ids, got["metadatas"] or [], got["documents"] or [], strict=True)
+            )
+        ]
+
+    @store_errors
+    def record(self, image_id: str) -> StoredRecord | None:
+        got = self._collection.get(ids=[image_id], include=["metadatas", "documents"])
+        if not got["ids"]:
+            return None
+        return schema.stored(image_id, (got["metadatas"] or [{}])[0], (got["documents"] or [""])[0])
+
+    @store_errors
+    def count(self) -> int:
+        return self._collection.count()
+
+    # --- search ---
+
+    @store_errors
+    def query(
+        self, embedding: Sequence[float], where: Mapping[str, Sequence[str]], limit: int
+    ) -> list[Hit]:
+        """The `limit` records nearest to `embedding` by caption vector."""
+        result = self._collection.query(
+            query_embeddings=[list(embedding)],
+            n_results=max(1, limit),
+            where=where_clause(where),  # type: ignore[arg-type]
+            include=["metadatas", "documents", "distances"],
+        )
+        rows = zip(
+            result["ids"][0],
+            (result["metadatas"] or [[]])[0],
+            (result["documents"] or [[]])[0],
+            (result["distances"] or [[]])[0],
+            strict=True,
+        )
+        return [as_hit(schema.stored(rid, m, doc), 1.0 - float(d)) for rid, m, doc, d in rows]
+
+    @store_errors
+    def candidates(
+        self,
+        text_vector: Sequence[float],
+        image_vector: Sequence[float],
+        where: Mapping[str, Sequence[str]],
+        k: int,
+    ) -> list[StoredRecord]:
+        """The `k` nearest of each route (caption vector, image vector), with both vectors,
+        for `ranking.fused`. Without image vectors, the caption route's alone."""
+        clause = where_clause(where)
+        routes = [(self._collection, text_vector)]
+        if self._visual is not None:
+            routes.append((self._visual, image_vector))
+        ids: dict[str, None] = {}
+        for collection, vector in routes:
+            found = collection.query(
+                query_embeddings=[list(vector)],
+                n_results=k,
+                where=clause,  # type: ignore[arg-type]
+                include=[],  # type: ignore[arg-type]
+            )
+            ids.update(dict.fromkeys(found["ids"][0]))
+        if not ids:
+            return []
+        got = self._collection.get(ids=list(ids), include=["embeddings", "metadatas", "documents"])
+        return self._with_pictures(got, vectors=True)

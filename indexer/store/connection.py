@@ -1,0 +1,118 @@
+"""Opening Chroma, embedded on disk or as a server, and calling it safely.
+
+Every call into Chroma goes through `store_errors`: a server that is away for a while (a
+restart, a network blip) is waited out with backoff, and Chroma's own exceptions become
+StoreError, so callers handle one error type.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+import tenacity
+
+from indexer.errors import StoreError
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+
+    from indexer.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Chroma's `get` and `delete` take id lists; keep each request comfortably small.
+ID_CHUNK = 500
+
+
+class Reachable(Protocol):
+    location: str
+    retry_seconds: float  # how long to wait out an unreachable server; 0 when embedded
+
+
+S = TypeVar("S", bound=Reachable)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def connect(settings: Settings) -> tuple[ClientAPI, str]:
+    """A Chroma client (a server when CHROMA_HOST is set, else on disk) and where it is."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    # Telemetry off: nothing of a user's catalog leaves the machine unasked.
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    try:
+        if settings.uses_server:
+            client = chromadb.HttpClient(
+                host=settings.chroma_host or "",
+                port=settings.chroma_port,
+                settings=chroma_settings,
+            )
+            return client, f"http://{settings.chroma_host}:{settings.chroma_port}"
+        settings.store_path.mkdir(parents=True, exist_ok=True)
+        client = chromadb.PersistentClient(path=str(settings.store_path), settings=chroma_settings)
+        return client, str(settings.store_path)
+    except Exception as exc:  # chromadb raises bare ValueError/ConnectError alike
+        where = settings.chroma_host or settings.store_path
+        raise StoreError(f"cannot open Chroma at {where}: {exc}") from exc
+
+
+def _transient(exc: BaseException) -> bool:
+    """A network failure talking to a Chroma server: worth waiting out (e.g. a restart)."""
+    import httpx
+
+    return isinstance(exc, httpx.TransportError | ConnectionError)
+
+
+def store_errors(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
+    """Retry a server that is away for a while; report Chroma failures as StoreError.
+
+    Every store call is idempotent (upserts and deletes by content id, reads), so repeating
+    one after a dropped connection is safe.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_transient),
+            stop=tenacity.stop_after_delay(self.retry_seconds),
+            wait=tenacity.wait_exponential(multiplier=0.25, max=5.0),
+            before_sleep=lambda state: log.warning(
+                "Chroma at %s unreachable (%s); retrying",
+                self.location,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(method, self, *args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as exc:
+            from chromadb.errors import ChromaError
+
+            if isinstance(exc, ChromaError | ConnectionError | OSError) or type(
+                exc
+            ).__module__.startswith(("httpx", "chromadb")):
+                raise StoreError(f"Chroma {method.__name__} failed: {exc}") from exc
+            raise
+
+    return wrapper
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def chunks(items: Sequence[Any], size: int = ID_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def fresh_metadata(client: ClientAPI, name: str) -> dict[str, Any]:
+    """A collection's metadata as stored now (a Collection object caches what it was)."""
+    return dict(client.get_collection(name, embedding_function=None).metadata or {})

@@ -1,0 +1,63 @@
+"""The failure log: the sibling collection `<name>-failures`, one entry per image that could
+not be indexed, with its reason. Kept in Chroma so that every worker and every later run sees
+it, embedded or on a server; retried images leave it when they are indexed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from indexer.records import Failure
+from indexer.store.connection import chunks, now, store_errors
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+
+class FailureLog:
+    def __init__(self, client: ClientAPI, name: str, location: str, retry_seconds: float) -> None:
+        self._client = client
+        self.name = f"{name}-failures"
+        self.location = location
+        self.retry_seconds = retry_seconds
+        self._collection: Collection | None = None
+
+    @property
+    def _log(self) -> Collection:
+        if self._collection is None:
+            self._collection = self._client.get_or_create_collection(
+                self.name, embedding_function=None
+            )
+        return self._collection
+
+    @store_errors
+    def record(self, failures: Sequence[Failure]) -> None:
+        if not failures:
+            return
+        # The log needs no vectors; Chroma wants one, so each entry gets a constant.
+        self._log.upsert(
+            ids=[f.id for f in failures],
+            embeddings=[[1.0] for _ in failures],
+            documents=[f.reason for f in failures],
+            metadatas=[{"path": f.path, "at": f.at or now()} for f in failures],
+        )
+
+    @store_errors
+    def clear(self, ids: Sequence[str], paths: Sequence[str] = ()) -> None:
+        """Forget failures of these ids, and older failures at these paths."""
+        for chunk in chunks(list(ids)):
+            self._log.delete(ids=list(chunk))
+        for chunk in chunks(list(paths)):
+            self._log.delete(where={"path": {"$in": list(chunk)}})
+
+    @store_errors
+    def all(self) -> list[Failure]:
+        got = self._log.get(include=["metadatas", "documents"])
+        out = [
+            Failure(rid, str((m or {}).get("path", "")), doc or "", str((m or {}).get("at", "")))
+            for rid, m, doc in zip(
+                got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True
+            )
+        ]
+        return sorted(out, key=lambda f: f.path)

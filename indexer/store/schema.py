@@ -1,0 +1,179 @@
+"""What a record looks like in Chroma, and how older collections are brought up to date.
+
+A record's metadata: `path`; `folders`, every folder above the path (so that everything under
+a folder is found by one filter); `kw_<facet>` keyword lists (filtered with `$contains`); the
+keywords, the model's raw keywords and the corrections made as JSON (for audit); model ids,
+vocabulary fingerprint and time. The collection's own metadata records the embedding spec and
+the schema version.
+
+Migrations: `MIGRATIONS[i]` upgrades a collection from version i+1 to i+2. Each step is
+idempotent, and the version is written only after its step completed, so a crash mid-way
+leaves the old version recorded and the next open simply runs the step again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any
+
+from indexer.errors import StoreError
+from indexer.records import EmbeddingSpec, ImageRecord, StoredRecord
+from indexer.vocabulary import Keywords
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+log = logging.getLogger(__name__)
+
+FACET_PREFIX = "kw_"
+FOLDERS = "folders"
+_PAGE = 500
+
+
+def folders_of(path: str) -> list[str]:
+    """Every folder that contains `path`, nearest first: "/a/b/c.jpg" -> ["/a/b", "/a", "/"]."""
+    return [str(p) for p in PurePath(path).parents]
+
+
+def filter_metadata(record: ImageRecord) -> dict[str, Any]:
+    """What a query filters on: the vocabulary and the keywords per facet."""
+    meta: dict[str, Any] = {"vocabulary": record.vocabulary}
+    for facet, words in record.keywords.items():
+        if words:  # Chroma refuses empty lists; a missing key filters the same way
+            meta[f"{FACET_PREFIX}{facet}"] = list(words)
+    return meta
+
+
+def record_metadata(record: ImageRecord, indexed_at: str) -> dict[str, Any]:
+    return {
+        "path": record.path,
+        FOLDERS: folders_of(record.path),
+        "keywords_json": json.dumps(record.keywords),
+        "raw_keywords_json": json.dumps(record.raw_keywords),
+        "corrections_json": json.dumps(dict(record.corrections)),
+        "indexed_at": indexed_at,
+        **record.model_ids,
+        **filter_metadata(record),
+    }
+
+
+def stored(
+    rid: str,
+    meta: Mapping[str, Any] | None,
+    document: str | None,
+    embedding: Sequence[float] | None = None,
+    image_embedding: Sequence[float] | None = None,
+) -> StoredRecord:
+    meta = meta or {}
+    return StoredRecord(
+        id=rid,
+        path=str(meta.get("path", "")),
+        caption=document or "",
+        keywords=keywords_of(meta),
+        metadata=dict(meta),
+        embedding=[float(x) for x in embedding] if embedding is not None else None,
+        image_embedding=[float(x) for x in image_embedding]
+        if image_embedding is not None
+        else None,
+    )
+
+
+def keywords_of(meta: Mapping[str, Any]) -> Keywords:
+    raw = meta.get("keywords_json")
+    if isinstance(raw, str):
+        try:
+            data = json.loads(raw)
+            if isinstance(data, dict):
+                return {k: list(v) for k, v in data.items()}
+        except ValueError:
+            log.warning("record has unreadable keywords_json; using filter keys")
+    return {
+        k[len(FACET_PREFIX) :]: list(v)
+        for k, v in meta.items()
+        if k.startswith(FACET_PREFIX) and isinstance(v, list)
+    }
+
+
+def spec_metadata(spec: EmbeddingSpec, created_at: str) -> dict[str, Any]:
+    return {
+        "embedding_provider": spec.provider,
+        "embedding_model": spec.model,
+        "embedding_dim": spec.dim,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": created_at,
+    }
+
+
+def spec_of(meta: Mapping[str, Any]) -> EmbeddingSpec:
+    return EmbeddingSpec(
+        str(meta.get("embedding_provider", "?")),
+        str(meta.get("embedding_model", "?")),
+        int(meta.get("embedding_dim", 0)),
+    )
+
+
+def version_of(meta: Mapping[str, Any]) -> int:
+    return int(meta.get("schema_version", 1))
+
+
+# --- migrations ---
+
+
+def _add_folders(records: Collection) -> None:
+    """1 -> 2: give every record its `folders` list, so that the records under a folder are
+    found by a filter instead of a scan of the whole collection. Records that have it keep it,
+    so a re-run after a crash only finishes the rest."""
+    offset = 0
+    while True:
+        got = records.get(limit=_PAGE, offset=offset, include=["metadatas"])
+        ids, metas = list(got["ids"]), list(got["metadatas"] or [])
+        missing = [(i, m) for i, m in zip(ids, metas, strict=True) if m and FOLDERS not in m]
+        if missing:
+            records.update(
+                ids=[i for i, _ in missing],
+                metadatas=[{FOLDERS: folders_of(str(m.get("path", "")))} for _, m in missing],
+            )
+        if len(ids) < _PAGE:
+            return
+        offset += _PAGE
+
+
+MIGRATIONS: tuple[Callable[[Collection], None], ...] = (_add_folders,)
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+
+def check_version(name: str, meta: Mapping[str, Any]) -> int:
+    """The collection's schema version; a newer one than this code knows is refused."""
+    version = version_of(meta)
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"collection {name!r} was written by a newer version of this tool "
+            f"(schema {version}, this one reads up to {SCHEMA_VERSION}); upgrade the tool"
+        )
+    return version
+
+
+def upgrade(client: ClientAPI, name: str, siblings: Sequence[str] = ()) -> int:
+    """Run the migrations collection `name` needs, in order; return how many ran.
+
+    The sibling collections (image vectors) get their recorded version raised with it."""
+    from chromadb.errors import NotFoundError
+
+    records = client.get_collection(name, embedding_function=None)
+    version = check_version(name, records.metadata or {})
+    start = version
+    while version < SCHEMA_VERSION:
+        log.info("upgrading collection %r from schema %d to %d", name, version, version + 1)
+        MIGRATIONS[version - 1](records)
+        version += 1
+        for each in (*siblings, name):  # the main collection's version last
+            try:
+                collection = client.get_collection(each, embedding_function=None)
+            except NotFoundError:
+                continue
+            collection.modify(metadata={**(collection.metadata or {}), "schema_version": version})
+    return version - start

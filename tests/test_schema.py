@@ -1,0 +1,144 @@
+"""Schema migrations: a collection written in the layout of schema 1 (the code as it was
+before the folder index) is upgraded in place when opened, finishes an upgrade a crash
+interrupted, and answers queries through the real CLI afterwards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import chromadb
+import pytest
+from chromadb.api.client import SharedSystemClient
+from chromadb.config import Settings as ChromaSettings
+
+from indexer.config import load_settings
+from indexer.store import ImageStore
+from indexer.store.schema import SCHEMA_VERSION
+from tests.fake_gemini import FakeGemini, fake_embedding
+
+# Three records as schema 1 wrote them (indexer/store.py before this change): no `folders`.
+OLD_RECORDS = {
+    "0" * 31 + "1": ("/shop/summer/red.jpg", "A red summer dress.", "dress", "summer", "red"),
+    "0" * 31 + "2": ("/shop/fall/blue.jpg", "Blue denim jeans.", "jeans", "fall", "blue"),
+    "0" * 31 + "3": ("/shop/summer/green.jpg", "Green summer shorts.", "shorts", "summer", "green"),
+}
+
+
+def _client(path: Path) -> chromadb.api.ClientAPI:
+    return chromadb.PersistentClient(
+        path=str(path), settings=ChromaSettings(anonymized_telemetry=False)
+    )
+
+
+def write_schema_1(path: Path, already_migrated: int = 0) -> None:
+    """The collection as schema 1 left it; the first `already_migrated` records carry the
+    folder index, as after an upgrade killed part-way."""
+    client = _client(path)
+    meta = {
+        "embedding_provider": "gemini",
+        "embedding_model": "gemini-embedding-001",
+        "embedding_dim": 768,
+        "schema_version": 1,
+        "created_at": "2026-10-01T00:00:00+00:00",
+        "roots_json": json.dumps(["/shop"]),
+    }
+    records = client.create_collection(
+        "clothing", configuration={"hnsw": {"space": "cosine"}}, metadata=meta
+    )
+    ids, vectors, captions, metas = [], [], [], []
+    for n, (rid, (path_, caption, garment, season, color)) in enumerate(OLD_RECORDS.items()):
+        keywords = {"garment": [garment], "season": [season], "color": [color]}
+        words = f"{garment}, {season}, {color}. {caption}"
+        ids.append(rid)
+        vectors.append(fake_embedding(words, 768))
+        captions.append(caption)
+        metas.append(
+            {
+                "path": path_,
+                "keywords_json": json.dumps(keywords),
+                "raw_keywords_json": json.dumps(keywords),
+                "corrections_json": "{}",
+                "indexed_at": "2026-10-01T00:00:00+00:00",
+                "provider": "gemini",
+                "generation_model": "gemini-3.6-flash",
+                "embedding_model": "gemini-embedding-001",
+                "vocabulary": "abc123",
+                "kw_garment": [garment],
+                "kw_season": [season],
+                "kw_color": [color],
+                **(
+                    {"folders": [str(p) for p in Path(path_).parents]}
+                    if n < already_migrated
+                    else {}
+                ),
+            }
+        )
+    records.upsert(ids=ids, embeddings=vectors, documents=captions, metadatas=metas)
+    client.create_collection("clothing-failures").upsert(
+        ids=["path-x"],
+        embeddings=[[1.0]],
+        documents=["broken"],
+        metadatas=[{"path": "/shop/x.jpg"}],
+    )
+    SharedSystemClient.clear_system_cache()  # the CLI processes read the disk afresh
+
+
+def recorded_state(path: Path) -> tuple[int, list[list[str]]]:
+    SharedSystemClient.clear_system_cache()
+    records = _client(path).get_collection("clothing")
+    got = records.get(include=["metadatas"])
+    folders = [list(m.get("folders", [])) for m in got["metadatas"] or []]
+    return int((records.metadata or {})["schema_version"]), folders
+
+
+@pytest.fixture
+def old_store(env: dict[str, str], fake: FakeGemini) -> Path:
+    path = Path(env["INDEXER_HOME"]) / "chroma"
+    write_schema_1(path)
+    return path
+
+
+def test_a_schema_1_collection_is_upgraded_and_queried(old_store: Path) -> None:
+    assert SCHEMA_VERSION == 2
+    found = subprocess.run(
+        [sys.executable, "-m", "query", "text", "summer dress", "-w", "season=summer", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == 0, found.stderr
+    assert next(h["path"] for h in json.loads(found.stdout)) == "/shop/summer/red.jpg"
+    assert {h["path"] for h in json.loads(found.stdout)} == {
+        "/shop/summer/red.jpg",
+        "/shop/summer/green.jpg",
+    }
+    version, folders = recorded_state(old_store)
+    assert version == 2 and all("/shop" in f for f in folders)
+    store = ImageStore.open(load_settings())
+    assert sorted(store.paths_under("/shop/summer")) == [
+        "/shop/summer/green.jpg",
+        "/shop/summer/red.jpg",
+    ]
+    assert store.roots.all() == ["/shop"] and [f.reason for f in store.failures.all()] == ["broken"]
+
+
+def test_an_interrupted_upgrade_is_finished_on_the_next_open(
+    env: dict[str, str], fake: FakeGemini
+) -> None:
+    path = Path(env["INDEXER_HOME"]) / "chroma"
+    write_schema_1(path, already_migrated=1)
+    assert recorded_state(path)[0] == 1
+    store = ImageStore.open(load_settings())
+    assert store.count() == 3
+    version, folders = recorded_state(path)
+    assert version == 2 and all(f and f[0].startswith("/shop/") for f in folders)
+    status = subprocess.run(
+        [sys.executable, "-m", "indexer", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0 and json.loads(status.stdout)["indexed"] == 3
