@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
@@ -50,9 +51,16 @@ class Settings(BaseSettings):
         None, validation_alias=_env("GOOGLE_API_KEY", "GEMINI_API_KEY")
     )
     gemini_base_url: str | None = Field(None, validation_alias=_env("GEMINI_BASE_URL"))
-    generation_model: str = Field("gemini-3.6-flash", validation_alias=_env("GEMINI_MODEL"))
+    generation_model: str = Field("gemini-3.8-flash", validation_alias=_env("GEMINI_MODEL"))
+    # Thinking tokens are billed; tagging a photo needs little of it.
+    thinking_level: Literal["minimal", "low", "medium", "high"] = Field(
+        "low", validation_alias=_env("GEMINI_THINKING_LEVEL")
+    )
+    media_resolution: Literal["low", "medium", "high"] = Field(
+        "medium", validation_alias=_env("GEMINI_MEDIA_RESOLUTION")
+    )
     embedding_model: str = Field(
-        "gemini-embedding-001", validation_alias=_env("GEMINI_EMBEDDING_MODEL")
+        "gemini-embedding-2", validation_alias=_env("GEMINI_EMBEDDING_MODEL")
     )
     embedding_dim: int = Field(
         768, ge=128, le=MAX_EMBEDDING_DIM, validation_alias=_env("GEMINI_EMBEDDING_DIM")
@@ -91,6 +99,11 @@ class Settings(BaseSettings):
         1.0, ge=0, validation_alias=_env("INDEXER_RETRY_INITIAL_WAIT")
     )
     retry_max_wait: float = Field(60.0, ge=0, validation_alias=_env("INDEXER_RETRY_MAX_WAIT"))
+
+    @field_validator("thinking_level", "media_resolution", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("gemini_base_url")
     @classmethod

@@ -43,5 +43,40 @@ def fused(
     return hits[:limit]
 
 
+RRF_K = 60  # the constant of Cormack et al.'s reciprocal rank fusion
+
+
+def reciprocal_rank(
+    candidates: Sequence[StoredRecord],
+    text_vector: Sequence[float],
+    image_vector: Sequence[float],
+    limit: int,
+) -> list[Hit]:
+    """Rank by reciprocal rank fusion of the two routes: sum of 1 / (60 + rank) per route.
+
+    Scale-free, which matters when one route compares text with text and the other text
+    with pictures: their cosines live on different scales. The reported score stays the
+    better of the two cosines, so it reads like every other score."""
+    by_route: list[dict[str, int]] = []
+    cosines: dict[str, float] = {}
+    for route in ("caption", "image"):
+        scored = []
+        for record in candidates:
+            vector = record.embedding if route == "caption" else record.image_embedding
+            query = text_vector if route == "caption" else image_vector
+            if vector is not None:
+                score = cosine(vector, query)
+                scored.append((score, record.id))
+                cosines[record.id] = max(cosines.get(record.id, -1.0), score)
+        scored.sort(reverse=True)
+        by_route.append({rid: rank for rank, (_, rid) in enumerate(scored, 1)})
+    fused = {
+        record.id: sum(1.0 / (RRF_K + ranks[record.id]) for ranks in by_route if record.id in ranks)
+        for record in candidates
+    }
+    ordered = sorted(candidates, key=lambda r: fused[r.id], reverse=True)
+    return [as_hit(r, cosines.get(r.id, 0.0)) for r in ordered[:limit]]
+
+
 def as_hit(record: StoredRecord, score: float) -> Hit:
     return Hit(record.id, record.path, round(score, 6), record.keywords, record.caption)

@@ -5,8 +5,9 @@ import this one and it imports none of them (only the vocabulary's type alias)."
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from indexer.vocabulary import Keywords
@@ -89,3 +90,34 @@ class Hit:
             "keywords": self.keywords,
             "caption": self.caption,
         }
+
+
+@dataclass
+class Usage:
+    """What a provider was billed for: tokens (from each response's usageMetadata) and
+    requests. Added to from many threads, hence the lock."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    thinking_tokens: int = 0
+    generation_requests: int = 0
+    embedding_requests: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + int(value or 0))
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Usage:
+        known = {f.name for f in fields(cls)} - {"_lock"}
+        return cls(**{k: int(v) for k, v in data.items() if k in known})
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.output_tokens + self.thinking_tokens

@@ -113,14 +113,22 @@ class QueryClient:
     # --- queries ---
 
     def text(self, text: str, where: Where | None = None, limit: int = 10) -> list[QueryResult]:
-        """Images best described by `text`, optionally filtered by keyword."""
+        """Images best described by `text`, optionally filtered by keyword.
+
+        With a multimodal embedding model, the text is also compared with the pictures
+        themselves, and both routes are fused (reciprocal rank fusion)."""
+        from indexer import ranking
+
         if not text.strip():
             raise QueryError("the query text is empty")
         filters = self.check_where(where)
         _check_limit(limit)
         store, provider = self._ready()
         vector = provider.embed_queries([text])[0]
-        return store.query(vector, filters, limit)
+        if not (provider.shared_space and store.image_spec == provider.image_spec):
+            return store.query(vector, filters, limit)
+        candidates = store.candidates(vector, vector, filters, _depth(limit))
+        return ranking.reciprocal_rank(candidates, vector, vector, limit)
 
     def image(
         self, path: str | Path | bytes, where: Where | None = None, limit: int = 10
@@ -149,6 +157,11 @@ class QueryClient:
             image = prepare(source, self.settings.image_max_side)
         except ImageError as exc:
             raise QueryError(f"{name}: {exc}") from exc
+        if provider.shared_space and store.image_spec == provider.image_spec:
+            # One multimodal space: the photo itself is the query (one embedding request,
+            # no description), compared with the stored pictures.
+            picture = provider.embed_images([image])[0]
+            return store.query_images(picture, filters, limit)
         enricher = self._enricher_for(provider)
         outcome = enricher.enrich([image])[0]
         if isinstance(outcome, Failure):
@@ -158,7 +171,7 @@ class QueryClient:
             return store.query(outcome.embedding, filters, limit)
         assert outcome.image_embedding is not None
         candidates = store.candidates(
-            outcome.embedding, outcome.image_embedding, filters, max(_FUSION_DEPTH * limit, 40)
+            outcome.embedding, outcome.image_embedding, filters, _depth(limit)
         )
         return ranking.fused(candidates, outcome.embedding, outcome.image_embedding, limit)
 
@@ -194,6 +207,10 @@ class QueryClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _depth(limit: int) -> int:
+    return max(_FUSION_DEPTH * limit, 40)
 
 
 def _check_limit(limit: int) -> None:

@@ -76,6 +76,28 @@ FAULT_KINDS = {
 }
 
 
+MULTIMODAL_EMBEDDING_MODELS = ("gemini-embedding-2",)
+MAX_IMAGES_PER_EMBED_REQUEST = 6
+# Tokens an image costs at each media resolution (Gemini 3 accounting), and thinking tokens
+# spent at each thinking level.
+IMAGE_TOKENS = {"MEDIA_RESOLUTION_LOW": 280, "MEDIA_RESOLUTION_MEDIUM": 560, "": 1120}
+IMAGE_TOKENS["MEDIA_RESOLUTION_HIGH"] = 1120
+THINKING_TOKENS = {"MINIMAL": 0, "LOW": 120, "MEDIUM": 480, "HIGH": 1500, "": 1500}
+PROMPT_TOKENS = 300  # system instruction and vocabulary
+# The documented task instructions of gemini-embedding-2: "task: ... | query: X" and
+# "title: ... | text: X". The model reads them as instructions, not as content.
+TASK_PREFIX = re.compile(r"^(?:task: ([^|]*?) \| query: |title: [^|]*? \| text: )")
+
+
+def task_of(text: str) -> tuple[str, str]:
+    """(task, content) of a prefixed text: ("search result", "red dress"); documents are
+    ("document", ...), unprefixed text ("", text)."""
+    match = TASK_PREFIX.match(text)
+    if match is None:
+        return "", text
+    return (match.group(1) or "document"), text[match.end() :]
+
+
 def nearest_color(rgb: tuple[float, float, float]) -> str:
     return min(
         PALETTE, key=lambda c: sum((a - b) ** 2 for a, b in zip(PALETTE[c], rgb, strict=True))
@@ -115,6 +137,8 @@ class Recorded:
     body: dict[str, Any]
     image_size: tuple[int, int] | None = None
     color: str | None = None
+    thinking_level: str = ""
+    media_resolution: str = ""
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -132,6 +156,9 @@ class FakeGemini:
     latency: dict[str, float] = field(default_factory=dict)
     # A request to an endpoint listed here waits until its event is set (at most 60 s).
     gates: dict[str, threading.Event] = field(default_factory=dict)
+    # What the model "sees" in a given image (sha256 of the bytes sent), overriding the
+    # per-colour script: benchmarks register the true labels of real photos here.
+    by_image: dict[str, Any] = field(default_factory=dict)
     by_color: dict[str, Any] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     _faults: dict[str, deque[Fault]] = field(default_factory=dict)
@@ -178,7 +205,8 @@ class FakeGemini:
             return sum(1 for r in self.requests if r.endpoint == endpoint)
 
     def embedded_texts(self) -> list[tuple[str, str]]:
-        """(taskType, text) of every text sent for embedding."""
+        """(task, text) of every text sent for embedding: the taskType field, or the task
+        written into the text (prefix removed) for multimodal models."""
         with self._lock:
             out = []
             for r in self.requests:
@@ -190,7 +218,8 @@ class FakeGemini:
                     continue
                 for q in reqs:
                     text = "".join(p.get("text", "") for p in q["content"]["parts"])
-                    out.append((q.get("taskType", ""), text))
+                    task, content = task_of(text)
+                    out.append((q.get("taskType", "") or task, content))
             return out
 
     def _next_fault(self, endpoint: str) -> Fault | None:
@@ -204,8 +233,8 @@ class FakeGemini:
 
     # --- model behaviour ---
 
-    def describe(self, color: str, schema: dict[str, Any] | None) -> Any:
-        scripted = self.by_color.get(color)
+    def describe(self, color: str, schema: dict[str, Any] | None, digest: str = "") -> Any:
+        scripted = self.by_image.get(digest) or self.by_color.get(color)
         if scripted is not None:
             return scripted
         facets = set((schema or {}).get("properties", {}).get("keywords", {}).get("properties", {}))
@@ -221,6 +250,27 @@ def _error_body(code: int, status: str, message: str, retry_after: float | None 
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}
         ]
     return json.dumps({"error": error}).encode()
+
+
+def _inline(part: dict[str, Any]) -> dict[str, Any] | None:
+    """A part's inline media. Proto JSON accepts the field's own name as well as
+    lowerCamelCase, and the SDK sends `inline_data` inside embedding requests."""
+    found = part.get("inlineData", part.get("inline_data"))
+    return found if isinstance(found, dict) else None
+
+
+def _decoded(data: str) -> bytes:
+    # The API takes standard or URL-safe base64, padded or not.
+    return base64.urlsafe_b64decode(
+        data.replace("+", "-").replace("/", "_") + "=" * (-len(data) % 4)
+    )
+
+
+def _seen(image: bytes) -> tuple[str, tuple[int, int]]:
+    """The fake's vision: the picture's dominant colour, and its size."""
+    with Image.open(io.BytesIO(image)) as img:
+        mean = tuple(np.asarray(img.convert("RGB"), dtype=np.float64).mean(axis=(0, 1)))
+        return nearest_color(mean), img.size  # type: ignore[arg-type]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -304,23 +354,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _generate(self, rec: Recorded, fault: Fault | None) -> None:
         config = rec.body.get("generationConfig", {})
         schema = config.get("responseJsonSchema")
+        rec.thinking_level = str(config.get("thinkingConfig", {}).get("thinkingLevel", ""))
         image = None
         for content in rec.body.get("contents", []):
             for part in content.get("parts", []):
-                if "inlineData" in part:
-                    data = part["inlineData"]["data"]
-                    # The API takes standard or URL-safe base64, padded or not.
-                    image = base64.urlsafe_b64decode(
-                        data.replace("+", "-").replace("/", "_") + "=" * (-len(data) % 4)
-                    )
+                if (media := _inline(part)) is not None:
+                    image = _decoded(media["data"])
+                    rec.media_resolution = str(part.get("mediaResolution", {}).get("level", ""))
         if image is None:
             self._send(400, _error_body(400, "INVALID_ARGUMENT", "no image in request"))
             return
-        with Image.open(io.BytesIO(image)) as img:
-            rec.image_size = img.size
-            mean = tuple(np.asarray(img.convert("RGB"), dtype=np.float64).mean(axis=(0, 1)))
-        rec.color = nearest_color(mean)  # type: ignore[arg-type]
-        answer = self.fake.describe(rec.color, schema)
+        rec.color, rec.image_size = _seen(image)
+        answer = self.fake.describe(rec.color, schema, hashlib.sha256(image).hexdigest())
         kind = fault.kind if fault else (answer if isinstance(answer, str) else None)
         if kind == "blocked":
             body = {"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": rec.model}
@@ -342,6 +387,15 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._candidate(rec.model, json.dumps(off))
         else:
             body = self._candidate(rec.model, json.dumps(answer))
+        if "usageMetadata" in body:
+            prompt = PROMPT_TOKENS + IMAGE_TOKENS.get(rec.media_resolution, 1120)
+            thoughts = THINKING_TOKENS.get(rec.thinking_level, 1500)
+            body["usageMetadata"] = {
+                "promptTokenCount": prompt,
+                "candidatesTokenCount": 40,
+                "thoughtsTokenCount": thoughts,
+                "totalTokenCount": prompt + 40 + thoughts,
+            }
         self._send(200, json.dumps(body).encode())
 
     @staticmethod
@@ -365,15 +419,49 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- embeddings ---
 
-    def _vector(self, request: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
+    def _vector(self, model: str, request: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
+        """One vector for one content: all its parts, text and images, merged into it."""
         dim = int(request.get("outputDimensionality") or 3072)
         if fault is not None and fault.kind == "wrong_dim":
             dim -= 1
-        text = "".join(p.get("text", "") for p in request["content"]["parts"])
-        return {"values": fake_embedding(text, dim)}
+        words = []
+        for part in request["content"]["parts"]:
+            if "text" in part:
+                words.append(task_of(part["text"])[1])
+            elif (media := _inline(part)) is not None:
+                words.append(self._looks_like(_decoded(media["data"])))
+        return {"values": fake_embedding(" ".join(words), dim)}
+
+    def _looks_like(self, image: bytes) -> str:
+        """What the multimodal embedding model makes of a picture: the garment and colour it
+        sees (its script for known images), as words in the text space."""
+        color, _ = _seen(image)
+        answer = self.fake.describe(color, None, hashlib.sha256(image).hexdigest())
+        if not isinstance(answer, dict):
+            return color
+        keywords = answer.get("keywords", {})
+        return " ".join([*keywords.get("garment", []), *keywords.get("color", [color])])
+
+    def _refusal(self, model: str, requests: list[dict[str, Any]]) -> str | None:
+        """Why the real service would refuse these embedding requests, or None."""
+        multimodal = model.startswith(MULTIMODAL_EMBEDDING_MODELS)
+        for request in requests:
+            parts = request.get("content", {}).get("parts", [])
+            images = sum(_inline(p) is not None for p in parts)
+            if images and not multimodal:
+                return f"{model} does not support image input"
+            if images > MAX_IMAGES_PER_EMBED_REQUEST:
+                return f"at most {MAX_IMAGES_PER_EMBED_REQUEST} images per request"
+            if multimodal and request.get("taskType"):
+                return f"{model} does not support taskType; write the task into the text"
+        return None
 
     def _embed_one(self, rec: Recorded, fault: Fault | None) -> None:
-        body = {"embedding": self._vector(rec.body, fault)}
+        refusal = self._refusal(rec.model, [rec.body])
+        if refusal:
+            self._send(400, _error_body(400, "INVALID_ARGUMENT", refusal))
+            return
+        body = {"embedding": self._vector(rec.model, rec.body, fault)}
         self._send_embedding(body, fault)
 
     def _embed_batch(self, rec: Recorded, fault: Fault | None) -> None:
@@ -381,7 +469,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not requests or len(requests) > 100:
             self._send(400, _error_body(400, "INVALID_ARGUMENT", "1 to 100 requests allowed"))
             return
-        body = {"embeddings": [self._vector(r, fault) for r in requests]}
+        refusal = self._refusal(rec.model, requests)
+        if refusal:
+            self._send(400, _error_body(400, "INVALID_ARGUMENT", refusal))
+            return
+        body = {"embeddings": [self._vector(rec.model, r, fault) for r in requests]}
         self._send_embedding(body, fault)
 
     def _send_embedding(self, body: dict[str, Any], fault: Fault | None) -> None:

@@ -107,8 +107,8 @@ def test_generation_request_uses_structured_output_with_vocabulary_enum(
     assert "T-shirt" in facets["garment"]["items"]["enum"]
     # One call per image gives both keywords and caption; documents embed as such.
     tasks = {task for task, _ in fake.embedded_texts()}
-    assert "RETRIEVAL_DOCUMENT" in tasks
-    docs = [text for task, text in fake.embedded_texts() if task == "RETRIEVAL_DOCUMENT"]
+    assert "document" in tasks
+    docs = [text for task, text in fake.embedded_texts() if task == "document"]
     assert "dress, women, summer, red, cotton. A red cotton summer dress for women." in docs
 
 
@@ -318,7 +318,7 @@ def test_embedding_model_mismatch_is_refused(
     monkeypatch.setenv("GEMINI_EMBEDDING_DIM", "256")
     result = query("text", "red dress")
     assert result.exit_code == 2
-    assert "built with gemini:gemini-embedding-001 (768-d)" in result.output
+    assert "built with gemini:gemini-embedding-2 (768-d)" in result.output
     monkeypatch.setenv("GEMINI_EMBEDDING_DIM", "768")
     monkeypatch.setenv("GEMINI_EMBEDDING_MODEL", "other-embedding")
     assert query("text", "red dress").exit_code == 2
@@ -407,7 +407,7 @@ def test_installed_commands_run_as_processes(catalog: Path, fake: FakeGemini) ->
     )
     assert found.returncode == 0, found.stderr
     assert Path(json.loads(found.stdout)[0]["path"]).name == "black.jpg"
-    assert ("RETRIEVAL_QUERY", "black winter coat") in fake.embedded_texts()
+    assert ("search result", "black winter coat") in fake.embedded_texts()
 
 
 def test_missing_path_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_defaults() -> None:
     s = load_settings()
-    assert s.generation_model.startswith("gemini-") and "flash" in s.generation_model
-    assert s.embedding_model == "gemini-embedding-001"
+    assert s.generation_model == "gemini-3.8-flash"
+    assert s.embedding_model == "gemini-embedding-2" and s.embedding_dim == 768
+    assert (s.thinking_level, s.media_resolution) == ("low", "medium")
     assert s.keyword_threshold == 0.7
     assert s.collection == "clothing" and not s.uses_server
     assert s.store_path == s.home / "chroma"
@@ -58,3 +59,13 @@ def test_invalid_values_are_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
         load_settings()
     with pytest.raises(ConfigError, match="unknown settings: colour"):
         load_settings(colour="red")
+
+
+def test_thinking_and_resolution_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_THINKING_LEVEL", "MINIMAL")
+    monkeypatch.setenv("GEMINI_MEDIA_RESOLUTION", "High")
+    s = load_settings()
+    assert (s.thinking_level, s.media_resolution) == ("minimal", "high")
+    monkeypatch.setenv("GEMINI_THINKING_LEVEL", "extreme")
+    with pytest.raises(ConfigError, match="GEMINI_THINKING_LEVEL"):
+        load_settings()

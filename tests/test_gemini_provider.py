@@ -19,7 +19,7 @@ from indexer.providers.base import Description
 from indexer.providers.gemini import GeminiProvider
 from indexer.vocabulary import Vocabulary
 from tests.conftest import garment_image
-from tests.fake_gemini import FakeGemini
+from tests.fake_gemini import API_KEY, FakeGemini
 
 
 @pytest.fixture
@@ -141,9 +141,64 @@ def test_embeddings_are_batched_normalised_and_typed(
     assert fake.count("batchEmbedContents") == 2  # at most 100 per request
     provider.embed_queries(["a query"])
     provider.embed_words(["purple"])
-    tasks = [task for task, _ in fake.embedded_texts()]
-    assert tasks.count("RETRIEVAL_DOCUMENT") == 130
-    assert tasks[-2:] == ["RETRIEVAL_QUERY", "SEMANTIC_SIMILARITY"]
+    # gemini-embedding-2 takes no task_type: the documented task prefixes say it instead.
+    texts_sent = fake.embedded_texts()
+    assert [task for task, _ in texts_sent].count("document") == 130
+    assert texts_sent[-2:] == [("search result", "a query"), ("sentence similarity", "purple")]
+    assert all("taskType" not in r for q in fake.requests for r in q.body.get("requests", []))
+
+
+def test_the_text_only_model_keeps_its_task_types(
+    env: dict[str, str], fake: FakeGemini, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GEMINI_EMBEDDING_MODEL", "gemini-embedding-001")
+    old = GeminiProvider(load_settings())
+    old.embed_documents(["a", "b"])
+    old.embed_queries(["q"])
+    assert fake.embedded_texts() == [
+        ("RETRIEVAL_DOCUMENT", "a"),
+        ("RETRIEVAL_DOCUMENT", "b"),
+        ("RETRIEVAL_QUERY", "q"),
+    ]
+    assert old.image_spec is None and not old.shared_space
+    with pytest.raises(ProviderError, match="embeds text only"):
+        old.embed_images([])
+
+
+def test_every_input_is_its_own_content_and_gets_its_own_vector(
+    provider: GeminiProvider, fake: FakeGemini, tmp_path: Path
+) -> None:
+    images = [
+        prepare(read_source(garment_image(tmp_path / f"{c}{i}.png", c)), 768)
+        for i, c in enumerate(["red", "blue"] * 4)
+    ]
+    pictures = provider.embed_images(images)
+    texts = provider.embed_documents(["red dress", "blue jeans", "red dress"])
+    assert len(pictures) == 8 and len(texts) == 3
+    assert pictures[0] == pictures[2] and pictures[0] != pictures[1]  # one vector per image
+    assert texts[0] == texts[2] and texts[0] != texts[1]
+    batches = [r.body["requests"] for r in fake.requests if r.endpoint == "batchEmbedContents"]
+    assert [len(b) for b in batches] == [6, 2, 3]  # at most six images per request
+    assert all(len(r["content"]["parts"]) == 1 for b in batches for r in b)
+    assert provider.usage.embedding_requests == 3
+
+
+def test_several_inputs_in_one_content_are_one_vector(
+    env: dict[str, str], fake: FakeGemini
+) -> None:
+    """The wire fact the provider is built around: the service merges the parts of one
+    content into ONE vector, so sending a list of strings as one content loses the count."""
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=fake.base_url))
+    merged = client.models.embed_content(
+        model="gemini-embedding-2", contents=["red dress", "blue jeans"]
+    )
+    assert len(merged.embeddings or []) == 1  # two inputs, one vector: the wrong shape
+    image = types.Part.from_bytes(data=b"\x89PNG", mime_type="image/png")
+    with pytest.raises(genai.errors.ClientError, match="does not support image input"):
+        client.models.embed_content(model="gemini-embedding-001", contents=[image])
 
 
 def test_wrong_embedding_dimension_is_an_error(provider: GeminiProvider, fake: FakeGemini) -> None:

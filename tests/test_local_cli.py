@@ -109,8 +109,10 @@ def test_train_tagger_refuses_keywords_outside_the_vocabulary(
 
 
 def test_gemini_built_collections_get_image_vectors_too(
-    fake: object, env: dict[str, str], tmp_path: Path
+    fake: object, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The text-only embedding model: pictures get their vectors from the local image model.
+    monkeypatch.setenv("GEMINI_EMBEDDING_MODEL", "gemini-embedding-001")
     from indexer.config import load_settings
     from indexer.store import ImageStore
     from indexer.vision import IMAGE_SPEC

@@ -128,7 +128,7 @@ def test_sharded_workers_index_everything_exactly_once(
     # (Every photo has its own size, so the sizes the model saw tell the photos apart.)
     seen = [r.image_size for r in fake.requests if r.endpoint == "generateContent"]
     assert len(seen) == len(set(seen)) == 18
-    documents = [t for task, t in fake.embedded_texts() if task == "RETRIEVAL_DOCUMENT"]
+    documents = [t for task, t in fake.embedded_texts() if task == "document"]
     assert len(documents) == 18
     report = status_json()
     assert (report["indexed"], report["pending"], report["failed"]) == (18, 0, 1)

@@ -95,7 +95,8 @@ def recorded_state(path: Path) -> tuple[int, list[list[str]]]:
 
 
 @pytest.fixture
-def old_store(env: dict[str, str], fake: FakeGemini) -> Path:
+def old_store(env: dict[str, str], fake: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GEMINI_EMBEDDING_MODEL", "gemini-embedding-001")  # that era's model
     path = Path(env["INDEXER_HOME"]) / "chroma"
     write_schema_1(path)
     return path

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from indexer.errors import ProviderError
 from indexer.images import PreparedImage
-from indexer.records import Description, EmbeddingSpec
+from indexer.records import Description, EmbeddingSpec, Usage
 from indexer.vocabulary import Vocabulary
 
 __all__ = ["Description", "EmbeddingSpec", "Provider"]
@@ -23,9 +23,6 @@ class Provider(ABC):
     """
 
     name: ClassVar[str]
-    # Whether `embed_images` works; where it does not, records get image vectors from the
-    # local image model when that is installed (see enrich.image_vectors).
-    supports_image_embeddings: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -35,6 +32,23 @@ class Provider(ABC):
     def image_spec(self) -> EmbeddingSpec | None:
         """The space of `embed_images` vectors, for providers that support it."""
         return None
+
+    @property
+    def supports_image_embeddings(self) -> bool:
+        """Whether `embed_images` works; where it does not, records get image vectors from
+        the local image model when that is installed (see enrich.image_vectors)."""
+        return self.image_spec is not None
+
+    @property
+    def shared_space(self) -> bool:
+        """Whether image and text vectors are comparable (one multimodal model): then an
+        image query needs no description, and a text query can search the pictures."""
+        return self.image_spec is not None and self.image_spec == self.embedding_spec
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens and requests billed so far; providers that bill nothing report zeros."""
+        return Usage()
 
     @property
     def model_ids(self) -> dict[str, str]:

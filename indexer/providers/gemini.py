@@ -38,7 +38,7 @@ from indexer.errors import (
 )
 from indexer.images import PreparedImage
 from indexer.providers.base import Provider
-from indexer.records import Description, EmbeddingSpec
+from indexer.records import Description, EmbeddingSpec, Usage
 from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -63,6 +63,16 @@ BLOCKING_FINISH = frozenset(
     }
 )
 MAX_EMBED_BATCH = 100  # batchEmbedContents accepts at most 100 requests
+# gemini-embedding-2 takes at most six images in one request.
+MAX_IMAGES_PER_EMBED_REQUEST = 6
+# Models that embed text and images into one space. They take no task_type: the task is
+# written into the text, in the documented forms below.
+MULTIMODAL_EMBEDDING_MODELS = ("gemini-embedding-2",)
+TASK_PREFIXES = {
+    "RETRIEVAL_DOCUMENT": "title: none | text: {}",
+    "RETRIEVAL_QUERY": "task: search result | query: {}",
+    "SEMANTIC_SIMILARITY": "task: sentence similarity | query: {}",
+}
 
 PROMPT = """You tag and caption photos of clothing for a shop's catalogue.
 Return the keywords that describe the main garment in the photo, choosing only from these
@@ -168,6 +178,19 @@ def _parse_description(response: Any) -> Description:
     return description_from_json(data)
 
 
+def is_multimodal(model: str) -> bool:
+    return model.rsplit("/", 1)[-1].startswith(MULTIMODAL_EMBEDDING_MODELS)
+
+
+def _unique(words: list[str]) -> list[str]:
+    """Keywords without repeats (case-insensitive), first spelling kept: the response schema
+    cannot ask the model for unique items."""
+    seen: dict[str, str] = {}
+    for word in words:
+        seen.setdefault(word.strip().casefold(), word.strip())
+    return list(seen.values())
+
+
 def description_from_json(data: Any) -> Description:
     """Validate the structured output's shape; anything else is a malformed response."""
     if not isinstance(data, dict):
@@ -180,7 +203,7 @@ def description_from_json(data: Any) -> Description:
         raise MalformedResponseError("model output lacks a keywords object of string lists")
     if not isinstance(caption, str) or not caption.strip():
         raise MalformedResponseError("model output lacks a caption")
-    return Description({k: list(v) for k, v in keywords.items()}, " ".join(caption.split()))
+    return Description({k: _unique(v) for k, v in keywords.items()}, " ".join(caption.split()))
 
 
 class _FairLimiter:
@@ -213,7 +236,6 @@ class _FairLimiter:
 
 class GeminiProvider(Provider):
     name = "gemini"
-    supports_image_embeddings = False
 
     def __init__(
         self,
@@ -228,6 +250,7 @@ class GeminiProvider(Provider):
         self._generation_limiter = _FairLimiter(settings.generation_rpm)
         self._embedding_limiter = _FairLimiter(settings.embedding_rpm)
         self._submit = threading.Lock()
+        self._usage = Usage()
         self._retrying = Retrying(
             stop=stop_after_attempt(settings.max_attempts),
             wait=_WaitRetryAfter(settings.retry_initial_wait, settings.retry_max_wait),
@@ -246,6 +269,15 @@ class GeminiProvider(Provider):
         return EmbeddingSpec(
             self.name, self._settings.embedding_model, self._settings.embedding_dim
         )
+
+    @property
+    def image_spec(self) -> EmbeddingSpec | None:
+        """A multimodal embedding model puts pictures in the same space as text."""
+        return self.embedding_spec if is_multimodal(self._settings.embedding_model) else None
+
+    @property
+    def usage(self) -> Usage:
+        return self._usage
 
     @property
     def model_ids(self) -> dict[str, str]:
@@ -298,11 +330,19 @@ class GeminiProvider(Provider):
             system_instruction=PROMPT.format(facets=vocabulary.describe()),
             response_mime_type="application/json",
             response_json_schema=vocabulary.response_schema(),
+            thinking_config=types.ThinkingConfig(
+                thinking_level=self._settings.thinking_level.upper()  # type: ignore[arg-type]
+            ),
         )
+        resolution = f"MEDIA_RESOLUTION_{self._settings.media_resolution.upper()}"
 
         def one(image: PreparedImage) -> Description | ProviderError:
             contents: list[Any] = [
-                types.Part.from_bytes(data=image.jpeg, mime_type=image.mime_type),
+                types.Part.from_bytes(
+                    data=image.jpeg,
+                    mime_type=image.mime_type,
+                    media_resolution=resolution,  # type: ignore[arg-type]
+                ),
                 "Tag and caption this garment.",
             ]
             try:
@@ -312,6 +352,7 @@ class GeminiProvider(Provider):
                         model=self._settings.generation_model, contents=contents, config=config
                     ),
                 )
+                self._count(response)
                 return _parse_description(response)
             except ProviderError as exc:
                 return exc
@@ -320,6 +361,15 @@ class GeminiProvider(Provider):
         with self._submit:  # one batch's requests queue together, in order
             futures = [pool.submit(one, image) for image in images]
         return [f.result() for f in futures]
+
+    def _count(self, response: Any) -> None:
+        meta = getattr(response, "usage_metadata", None)
+        self._usage.add(
+            generation_requests=1,
+            prompt_tokens=getattr(meta, "prompt_token_count", 0) or 0,
+            output_tokens=getattr(meta, "candidates_token_count", 0) or 0,
+            thinking_tokens=getattr(meta, "thoughts_token_count", 0) or 0,
+        )
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -340,20 +390,54 @@ class GeminiProvider(Provider):
     def embed_words(self, words: Sequence[str]) -> list[list[float]]:
         return self._embed(words, "SEMANTIC_SIMILARITY")
 
+    def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
+        """One vector per picture, in the text's space (multimodal embedding models only)."""
+        from google.genai import types
+
+        if not is_multimodal(self._settings.embedding_model):
+            raise ProviderError(
+                f"{self._settings.embedding_model} embeds text only; "
+                f"use {MULTIMODAL_EMBEDDING_MODELS[0]} to embed images"
+            )
+        contents = [
+            types.Content(
+                role="user",
+                parts=[types.Part.from_bytes(data=image.jpeg, mime_type=image.mime_type)],
+            )
+            for image in images
+        ]
+        return self._embed_contents(contents, None, MAX_IMAGES_PER_EMBED_REQUEST)
+
     def _embed(self, texts: Sequence[str], task_type: str) -> list[list[float]]:
+        from google.genai import types
+
+        multimodal = is_multimodal(self._settings.embedding_model)
+        if multimodal:
+            texts = [TASK_PREFIXES[task_type].format(text) for text in texts]
+        # One Content per text: a list of strings would be merged into ONE content, and so
+        # come back as one vector for all of them.
+        contents = [
+            types.Content(role="user", parts=[types.Part.from_text(text=text)]) for text in texts
+        ]
+        return self._embed_contents(contents, None if multimodal else task_type, MAX_EMBED_BATCH)
+
+    def _embed_contents(
+        self, contents: list[Any], task_type: str | None, per_request: int
+    ) -> list[list[float]]:
         from google.genai import types
 
         dim = self._settings.embedding_dim
         config = types.EmbedContentConfig(task_type=task_type, output_dimensionality=dim)
         vectors: list[list[float]] = []
-        for start in range(0, len(texts), MAX_EMBED_BATCH):
-            chunk = list(texts[start : start + MAX_EMBED_BATCH])
+        for start in range(0, len(contents), per_request):
+            chunk = contents[start : start + per_request]
             response = self._call(
                 self._embedding_limiter,
                 lambda chunk=chunk: self.client.models.embed_content(
                     model=self._settings.embedding_model, contents=chunk, config=config
                 ),
             )
+            self._usage.add(embedding_requests=1)
             got = [e.values or [] for e in (response.embeddings or [])]
             if len(got) != len(chunk):
                 raise MalformedResponseError(
@@ -373,7 +457,7 @@ class GeminiProvider(Provider):
 
 
 def _normalise(rows: list[list[float]]) -> list[list[float]]:
-    # gemini-embedding-001 vectors are unit length only at full size; truncated ones are not.
+    # Gemini embeddings are unit length only at full size; truncated ones are not.
     m = np.asarray(rows, dtype=np.float64)
     norms = np.linalg.norm(m, axis=1, keepdims=True)
     return (m / np.where(norms == 0, 1.0, norms)).tolist()

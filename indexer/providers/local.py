@@ -93,7 +93,6 @@ def compose_caption(keywords: Keywords) -> str:
 
 class LocalProvider(Provider):
     name = "local"
-    supports_image_embeddings = True
 
     def __init__(
         self,

@@ -380,6 +380,35 @@ class ImageStore:
         return [as_hit(schema.stored(rid, m, doc), 1.0 - float(d)) for rid, m, doc, d in rows]
 
     @store_errors
+    def query_images(
+        self, embedding: Sequence[float], where: Mapping[str, Sequence[str]], limit: int
+    ) -> list[Hit]:
+        """The `limit` records whose pictures are nearest to `embedding`."""
+        if self._visual is None:
+            return []
+        found = self._visual.query(
+            query_embeddings=[list(embedding)],
+            n_results=max(1, limit),
+            where=where_clause(where),  # type: ignore[arg-type]
+            include=["distances"],
+        )
+        ids, distances = found["ids"][0], (found["distances"] or [[]])[0]
+        if not ids:
+            return []
+        got = self._collection.get(ids=list(ids), include=["metadatas", "documents"])
+        records = {
+            rid: schema.stored(rid, m, doc)
+            for rid, m, doc in zip(
+                got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True
+            )
+        }
+        return [
+            as_hit(records[rid], 1.0 - float(d))
+            for rid, d in zip(ids, distances, strict=True)
+            if rid in records  # an image vector whose record a crash never wrote
+        ]
+
+    @store_errors
     def candidates(
         self,
         text_vector: Sequence[float],
