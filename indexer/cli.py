@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -25,12 +27,13 @@ from indexer.console import (
     reported_errors,
     setup_logging,
 )
-from indexer.errors import ConfigError
+from indexer.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from indexer.config import Settings
     from indexer.pipeline import Indexer
     from indexer.providers.base import Provider
+    from indexer.records import Usage
 
 app = typer.Typer(
     help="Tag, caption and embed clothing photos into a Chroma collection.",
@@ -75,9 +78,25 @@ def indexing(settings: Settings, provider: str | None) -> Iterator[Indexer]:
         with ImageStore.open(
             settings, write=True, spec=enricher.spec, image_spec=enricher.image_spec
         ) as store:
-            yield Indexer(settings, enricher, store)
+            try:
+                yield Indexer(settings, enricher, store)
+            finally:
+                # What the run spent counts even when it was interrupted.
+                with contextlib.suppress(StoreError):
+                    store.usage.record(uuid.uuid4().hex, model.usage)
     finally:
         model.close()
+
+
+def usage_line(usage: Usage, images: int) -> str:
+    """`tokens: …` for a run's summary: totals, per image, and requests."""
+    per_image = f", {usage.tokens / images:,.0f} per image" if images else ""
+    return (
+        f"tokens: {usage.tokens:,} (prompt {usage.prompt_tokens:,}, output "
+        f"{usage.output_tokens:,}, thinking {usage.thinking_tokens:,}){per_image}; "
+        f"{usage.generation_requests:,} generation and {usage.embedding_requests:,} "
+        "embedding requests"
+    )
 
 
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each failure.")
@@ -162,6 +181,9 @@ def run(
             + f" in {report.seconds:.1f}s into collection {store.name!r} at {store.location}"
         )
     )
+    usage = indexer.enricher.provider.usage
+    if usage.generation_requests or usage.embedding_requests:
+        out.print(line(usage_line(usage, report.indexed)))
     if report.failures:
         err.print(line((f"{report.failed} image(s) failed", "red"), " (retried on the next run):"))
         for failure in report.failures:
@@ -191,6 +213,7 @@ def status(
         present = [r for r in roots if r.exists()]
         pending = count_pending(store, present, {f.path for f in failures}, settings.max_file_bytes)
         indexed = store.count()
+        usage, runs = store.usage.totals()
     if as_json:
         out.print_json(
             data={
@@ -201,6 +224,7 @@ def status(
                 "failed": len(failures),
                 "roots": [str(r) for r in roots],
                 "failures": [{"path": f.path, "reason": f.reason, "at": f.at} for f in failures],
+                "usage": {**usage.as_dict(), "runs": runs},
             }
         )
         return
@@ -210,6 +234,8 @@ def status(
             f"{pending} pending, {len(failures)} failed; built with {store.spec}"
         )
     )
+    if runs:
+        out.print(line(f"spent over {runs} run(s): {usage_line(usage, indexed)}"))
     for root in roots:
         if root not in present:
             err.print(line(f"folder {root} no longer exists; not counted"))
@@ -328,6 +354,106 @@ def export(
             err.print(line(f"wrote {len(report.written)} XMP sidecars"))
             for sidecar, reason in report.skipped:
                 err.print(line(f"  skipped {sidecar}: {reason}"))
+
+
+@app.command()
+def reembed(
+    provider: str | None = typer.Option(
+        None, "--provider", help="Model provider whose embeddings to move to (default as for run)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Move the collection to the configured embedding model, with no generation call.
+
+    Stored keywords and captions are embedded again, and the pictures for a multimodal
+    model. The old vectors answer queries until every record has new ones; an interrupted
+    run (Ctrl-C, a crash) resumes where it stopped when run again.
+    """
+    setup_logging(verbose)
+    import json
+    import signal
+    import threading
+
+    from indexer.config import load_settings
+    from indexer.enrich import Enricher
+    from indexer.reembed import ReembedReport
+    from indexer.reembed import reembed as run_reembed
+    from indexer.store import ImageStore
+    from indexer.vocabulary import Vocabulary
+
+    stop = threading.Event()
+    with reported_errors(), ExitStack() as resources:
+        settings = load_settings()
+        store = resources.enter_context(ImageStore.open(settings, exclusive=True))
+        model = chosen_provider(provider, settings)
+        resources.callback(model.close)
+        enricher = Enricher.create(settings, model, Vocabulary.load(settings.vocabulary_file))
+        if store.spec == enricher.spec and store.image_spec == enricher.image_spec:
+            err.print(line(f"collection {store.name!r} is already built with {store.spec}"))
+            return
+        err.print(line(f"re-embedding {store.name!r}: {store.spec} -> {enricher.spec}"))
+        progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]re-embedding"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+        )
+        task = progress.add_task("reembed", total=store.count())
+
+        def show(r: ReembedReport) -> None:
+            progress.update(task, completed=r.reembedded + r.resumed)
+
+        def request_stop(signum: int, _frame: object) -> None:
+            stop.set()
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            with progress:
+                report = run_reembed(
+                    store,
+                    enricher,
+                    settings.image_max_side,
+                    settings.max_file_bytes,
+                    page=max(settings.batch_size, 1),
+                    on_progress=show,
+                    stop=stop,
+                )
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        usage = model.usage.as_dict()
+    summary = {
+        "collection": store.name,
+        "from": str(report.source),
+        "to": str(report.target),
+        "records": report.records,
+        "reembedded": report.reembedded,
+        "resumed": report.resumed,
+        "pictures": report.pictures,
+        "pictures_missing": report.pictures_missing,
+        "switched": report.switched,
+        "generation_requests": usage["generation_requests"],
+        "embedding_requests": usage["embedding_requests"],
+        "seconds": round(report.seconds, 1),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        out.print(
+            line(
+                f"re-embedded {report.reembedded} of {report.records} records "
+                f"({report.resumed} from an earlier run), {report.pictures} pictures "
+                f"({report.pictures_missing} files missing or changed), "
+                f"{usage['embedding_requests']} embedding requests, no generation, "
+                f"in {report.seconds:.1f}s"
+            )
+        )
+    if not report.switched:
+        err.print(line("interrupted; run `indexer reembed` again to continue"))
+        raise typer.Exit(130)
+    err.print(line(f"collection {store.name!r} now uses {report.target}"))
 
 
 @app.command("train-tagger")

@@ -7,14 +7,15 @@ failure in both, never a vector built from nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from indexer.errors import ProviderError
 from indexer.keywords import EmbeddingCache, KeywordMapper, MappedKeywords
-from indexer.records import Description, EmbeddingSpec, Failure, ImageRecord
+from indexer.records import Description, EmbeddingSpec, Failure, ImageRecord, StoredRecord
 from indexer.vocabulary import Keywords, Vocabulary
 
 if TYPE_CHECKING:
@@ -173,6 +174,49 @@ class Enricher:
             )
             for t, vector, picture in zip(tagged, vectors, pictures, strict=True)
         ]
+
+    def reembed(
+        self, stored: Sequence[StoredRecord], pictures: Sequence[PreparedImage | None]
+    ) -> list[ImageRecord]:
+        """Records as they were, with vectors from this enricher's models: the same
+        "keywords. caption" text, and the picture where it is given. No description."""
+        if not stored:
+            return []
+        vectors = self.provider.embed_documents(
+            [document_text(r.keywords, r.caption) for r in stored]
+        )
+        images = [p for p in pictures if p is not None]
+        embedded = iter(self.pictures.embed(images) if self.pictures and images else [])
+        return [
+            ImageRecord(
+                id=r.id,
+                path=r.path,
+                caption=r.caption,
+                keywords=r.keywords,
+                raw_keywords=_json(r.metadata.get("raw_keywords_json"), r.keywords),
+                corrections=_json(r.metadata.get("corrections_json"), {}),
+                embedding=vector,
+                model_ids={
+                    **{k: str(r.metadata[k]) for k in _KEPT_IDS if k in r.metadata},
+                    "embedding_model": self.spec.model,
+                    **({"image_model": self.pictures.spec.model} if self.pictures else {}),
+                },
+                vocabulary=str(r.metadata.get("vocabulary", "")),
+                image_embedding=next(embedded) if picture is not None and self.pictures else None,
+            )
+            for r, vector, picture in zip(stored, vectors, pictures, strict=True)
+        ]
+
+
+# Who described a record stays true when only its vectors change.
+_KEPT_IDS = ("provider", "generation_model")
+
+
+def _json(raw: object, default: Any) -> Any:
+    try:
+        return json.loads(raw) if isinstance(raw, str) else default
+    except ValueError:
+        return default
 
 
 def _failure(image: PreparedImage, reason: str) -> Failure:

@@ -116,7 +116,8 @@ class QueryClient:
         """Images best described by `text`, optionally filtered by keyword.
 
         With a multimodal embedding model, the text is also compared with the pictures
-        themselves, and both routes are fused (reciprocal rank fusion)."""
+        themselves, and the two routes are fused by the mean of their cosine similarities
+        (`scripts/bench_retrieval.py` compares this with reciprocal rank fusion)."""
         from indexer import ranking
 
         if not text.strip():
@@ -128,7 +129,7 @@ class QueryClient:
         if not (provider.shared_space and store.image_spec == provider.image_spec):
             return store.query(vector, filters, limit)
         candidates = store.candidates(vector, vector, filters, _depth(limit))
-        return ranking.reciprocal_rank(candidates, vector, vector, limit)
+        return ranking.fused(candidates, vector, vector, limit)
 
     def image(
         self, path: str | Path | bytes, where: Where | None = None, limit: int = 10

@@ -1,11 +1,15 @@
-"""Retrieval quality and query latency of the offline provider on clothing-small/validation.
+"""Retrieval quality and query latency on clothing-small/validation (and clothing-extra).
 
-    python scripts/bench_retrieval.py
+    python scripts/bench_retrieval.py                     # the offline provider
+    python scripts/bench_retrieval.py --provider gemini   # the Gemini path, against the fake
 
-Indexes the validation photos with the local provider into a temporary store, then prints:
-garment top-1 accuracy of the stored tags, image -> image precision@5 (same class, the query
-photo itself excluded), text -> image precision@10 for queries that name each class, and the
-median text-query latency (model loaded, process start excluded).
+Local: indexes the validation photos with the local provider into a temporary store, then
+prints garment top-1 accuracy of the stored tags, image -> image precision@5 (same class, the
+query photo itself excluded), text -> image precision@10 for queries that name each class,
+and the median text-query latency (model loaded, process start excluded).
+
+Gemini: see scripts/bench_gemini.py (the same figures per route and per fusion, for both
+datasets, against the fake Gemini server).
 """
 
 from __future__ import annotations
@@ -93,4 +97,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "--provider" in sys.argv and sys.argv[sys.argv.index("--provider") + 1] == "gemini":
+        from scripts.bench_gemini import main as gemini_main
+
+        gemini_main(sys.argv[1:])
+    else:
+        main()

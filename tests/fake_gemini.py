@@ -354,7 +354,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _generate(self, rec: Recorded, fault: Fault | None) -> None:
         config = rec.body.get("generationConfig", {})
         schema = config.get("responseJsonSchema")
-        rec.thinking_level = str(config.get("thinkingConfig", {}).get("thinkingLevel", ""))
+        thinking = config.get("thinkingConfig", {})  # proto JSON: either spelling
+        rec.thinking_level = str(thinking.get("thinkingLevel", thinking.get("thinking_level", "")))
         image = None
         for content in rec.body.get("contents", []):
             for part in content.get("parts", []):

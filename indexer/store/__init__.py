@@ -23,6 +23,8 @@ from indexer.store import schema
 from indexer.store.connection import chunks, connect, now, store_errors
 from indexer.store.failures import FailureLog
 from indexer.store.roots import RootList
+from indexer.store.staging import Staging, finish_switch
+from indexer.store.usage import UsageLog
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
     from indexer.config import Settings
 
-__all__ = ["FailureLog", "ImageStore", "RootList", "where_clause"]
+__all__ = ["FailureLog", "ImageStore", "RootList", "UsageLog", "where_clause"]
 
 FACET_PREFIX = schema.FACET_PREFIX
 _COSINE = {"hnsw": {"space": "cosine"}}
@@ -60,6 +62,7 @@ class ImageStore:
         self.retry_seconds = retry_seconds  # how long to wait out an unreachable server
         self.failures = FailureLog(client, name, location, retry_seconds)
         self.roots = RootList(client, name, location, retry_seconds)
+        self.usage = UsageLog(client, name, location, retry_seconds)
         self._records: Collection | None = None
         self._visual: Collection | None = None  # "<name>-images": one image vector per record
         self._lock_path: Path | None = None
@@ -73,10 +76,12 @@ class ImageStore:
         write: bool = False,
         spec: EmbeddingSpec | None = None,
         image_spec: EmbeddingSpec | None = None,
+        exclusive: bool = False,
     ) -> ImageStore:
         """Open the configured collection, upgraded to the current schema.
 
-        Reading: the collection must exist; with `spec`, another vector space is refused.
+        Reading: the collection must exist; with `spec`, another vector space is refused;
+        `exclusive` also takes the writer lock (to rewrite the collection's vectors).
         Writing (`spec` required): collections are created as needed and checked against
         `spec` and `image_spec`; on the embedded store a second writer is refused."""
         client, location = connect(settings)
@@ -89,7 +94,13 @@ class ImageStore:
                 raise ValueError("opening a store for writing needs the embedding spec")
             store._open_for_writing(spec, image_spec)
         else:
-            store._open_for_reading(spec)
+            if exclusive:
+                store._lock_for_writing()
+            try:
+                store._open_for_reading(spec)
+            except BaseException:
+                store.close()
+                raise
         return store
 
     # --- opening ---
@@ -98,6 +109,7 @@ class ImageStore:
     def _open_for_reading(self, spec: EmbeddingSpec | None) -> None:
         from chromadb.errors import NotFoundError
 
+        finish_switch(self._client, self.name)  # a reembed killed while switching
         try:
             self._records = self._client.get_collection(self.name, embedding_function=None)
         except NotFoundError as exc:
@@ -107,7 +119,9 @@ class ImageStore:
             ) from exc
         stale = schema.version_of(self._records.metadata or {}) < schema.SCHEMA_VERSION
         # A reader upgrades only when no writer holds the store; a writer upgrades on open.
-        if stale and self._try_lock():
+        if stale and self._writer_lock is not None:
+            self._upgrade()
+        elif stale and self._try_lock():
             try:
                 self._upgrade()
             finally:
@@ -121,6 +135,7 @@ class ImageStore:
     def _open_for_writing(self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None) -> None:
         self._lock_for_writing()
         try:
+            finish_switch(self._client, self.name)
             self._records = self._client.get_or_create_collection(
                 self.name,
                 configuration=_COSINE,  # type: ignore[arg-type]
@@ -158,11 +173,25 @@ class ImageStore:
     def _refuse_other_space(self, collection: Collection, spec: EmbeddingSpec) -> None:
         recorded = schema.spec_of(collection.metadata or {})
         if recorded != spec:
+            if recorded.provider == "gemini":
+                same = (
+                    f"GEMINI_EMBEDDING_MODEL={recorded.model} GEMINI_EMBEDDING_DIM={recorded.dim}"
+                )
+            else:
+                same = f"--provider {recorded.provider}"
             raise EmbeddingMismatchError(
                 f"collection {collection.name!r} was built with {recorded}, but {spec} is "
-                "configured; use the same embedding model or another collection "
-                "(CHROMA_COLLECTION)"
+                f"configured; run `indexer reembed` to move it to {spec} (no generation "
+                f"calls), or use it as it is with {same}"
             )
+
+    def staging(self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None) -> Staging:
+        """Collections to re-embed this one into `spec` beside it (see store.staging)."""
+        staging = Staging(
+            self._client, self.name, self.location, self.retry_seconds, spec, image_spec
+        )
+        staging.open()
+        return staging
 
     def check(self, spec: EmbeddingSpec) -> None:
         """Refuse to use this collection with vectors of another space."""

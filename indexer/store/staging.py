@@ -1,0 +1,149 @@
+"""New vectors written beside the old ones, switched in only when complete.
+
+`indexer reembed` fills `<name>--next` (and `<name>-images--next`) while `<name>` keeps
+answering queries. Filling is resumable: what is already staged is skipped. The switch renames
+collections, image vectors first; every step checks what is already done, so a switch killed
+mid-way is finished by the next `Staging.switch()` or by `finish_switch` when a store opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from indexer.records import EmbeddingSpec, ImageRecord
+from indexer.store import schema
+from indexer.store.connection import chunks, fresh_metadata, now, store_errors
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+NEXT, RETIRED = "--next", "--retired"
+_COMPLETE = "staging_complete"
+
+
+def _find(client: ClientAPI, name: str) -> Collection | None:
+    from chromadb.errors import NotFoundError
+
+    try:
+        return client.get_collection(name, embedding_function=None)
+    except NotFoundError:
+        return None
+
+
+def finish_switch(client: ClientAPI, name: str) -> bool:
+    """Complete a switch a crash interrupted; True when there was one to complete."""
+    staged = _find(client, name + NEXT)
+    if staged is None or not (staged.metadata or {}).get(_COMPLETE):
+        return False
+    for each in (f"{name}-images", name):  # image vectors first, as in Staging.switch
+        _swap(client, each)
+    return True
+
+
+def _swap(client: ClientAPI, name: str) -> None:
+    """`name--next` becomes `name`; the old `name` is dropped. Each step is skipped when done."""
+    staged = _find(client, name + NEXT)
+    if staged is None:
+        return
+    current = _find(client, name)
+    if current is not None:
+        if _find(client, name + RETIRED) is not None:
+            client.delete_collection(name + RETIRED)
+        current.modify(name=name + RETIRED)
+    staged.modify(name=name)
+    if _find(client, name + RETIRED) is not None:
+        client.delete_collection(name + RETIRED)
+
+
+class Staging:
+    """The staging collections for moving `name` into the vector space `spec`."""
+
+    def __init__(
+        self,
+        client: ClientAPI,
+        name: str,
+        location: str,
+        retry_seconds: float,
+        spec: EmbeddingSpec,
+        image_spec: EmbeddingSpec | None,
+    ) -> None:
+        self._client = client
+        self.name = name
+        self.location = location
+        self.retry_seconds = retry_seconds
+        self.spec = spec
+        self.image_spec = image_spec
+        self._records: Collection | None = None
+        self._visual: Collection | None = None
+
+    @store_errors
+    def open(self) -> None:
+        """Create the staging collections, or take up the ones a killed run left."""
+        staged = _find(self._client, self.name + NEXT)
+        if staged is not None and schema.spec_of(staged.metadata or {}) != self.spec:
+            # Staged for another target: start over rather than mix two spaces.
+            self._client.delete_collection(self.name + NEXT)
+            if _find(self._client, f"{self.name}-images{NEXT}") is not None:
+                self._client.delete_collection(f"{self.name}-images{NEXT}")
+        live = fresh_metadata(self._client, self.name)
+        keep = {k: v for k, v in live.items() if k == "roots_json"}
+        self._records = self._client.get_or_create_collection(
+            self.name + NEXT,
+            configuration={"hnsw": {"space": "cosine"}},  # type: ignore[arg-type]
+            metadata={**schema.spec_metadata(self.spec, now()), **keep},
+            embedding_function=None,
+        )
+        if self.image_spec is not None:
+            self._visual = self._client.get_or_create_collection(
+                f"{self.name}-images{NEXT}",
+                configuration={"hnsw": {"space": "cosine"}},  # type: ignore[arg-type]
+                metadata=schema.spec_metadata(self.image_spec, now()),
+                embedding_function=None,
+            )
+
+    @property
+    def _staged(self) -> Collection:
+        assert self._records is not None, "Staging.open() first"
+        return self._records
+
+    @store_errors
+    def staged(self, ids: Sequence[str]) -> set[str]:
+        """Those of `ids` already written to the staging collection."""
+        found: set[str] = set()
+        for chunk in chunks(list(ids)):
+            found.update(self._staged.get(ids=list(chunk), include=[])["ids"])
+        return found
+
+    @store_errors
+    def write(self, records: Sequence[ImageRecord], indexed_at: Sequence[str]) -> None:
+        """Stage re-embedded records (keeping when each was first indexed)."""
+        if not records:
+            return
+        pictured = [r for r in records if r.image_embedding is not None]
+        if pictured and self._visual is not None:
+            self._visual.upsert(
+                ids=[r.id for r in pictured],
+                embeddings=[r.image_embedding for r in pictured],  # type: ignore[misc]
+                metadatas=[schema.filter_metadata(r) for r in pictured],  # type: ignore[misc]
+            )
+        metas: list[Any] = [
+            schema.record_metadata(r, at) for r, at in zip(records, indexed_at, strict=True)
+        ]
+        self._staged.upsert(
+            ids=[r.id for r in records],
+            embeddings=[r.embedding for r in records],  # type: ignore[arg-type]
+            documents=[r.caption for r in records],
+            metadatas=metas,
+        )
+
+    @store_errors
+    def count(self) -> int:
+        return self._staged.count()
+
+    @store_errors
+    def switch(self) -> None:
+        """Make the staged collections the live ones."""
+        self._staged.modify(metadata={**(self._staged.metadata or {}), _COMPLETE: True})
+        finish_switch(self._client, self.name)

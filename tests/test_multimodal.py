@@ -1,0 +1,165 @@
+"""Issue 11: the Gemini path sees images. Real CLI processes against the fake Gemini (which
+merges multi-part contents, refuses images for text-only models, accounts tokens) and
+embedded Chroma; image vectors come from the API, not from the local image model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from indexer.providers.gemini import description_from_json
+from tests.conftest import garment_image
+from tests.fake_gemini import FakeGemini
+
+CATALOG = {
+    "red": {"keywords": {"garment": ["dress"], "color": ["red"]}, "caption": "A red dress."},
+    "blue": {"keywords": {"garment": ["jeans"], "color": ["blue"]}, "caption": "Blue jeans."},
+    "green": {"keywords": {"garment": ["shorts"], "color": ["green"]}, "caption": "Green shorts."},
+    # The caption never names the colour; only the picture shows it.
+    "magenta": {"keywords": {"garment": ["hat"]}, "caption": "A festive hat."},
+}
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **env},
+    )
+
+
+def names(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return [Path(h["path"]).name for h in json.loads(result.stdout)]
+
+
+@pytest.fixture
+def photos(env: dict[str, str], fake: FakeGemini, tmp_path: Path) -> Path:
+    fake.by_color.update(CATALOG)
+    folder = tmp_path / "photos"
+    for color in CATALOG:
+        garment_image(folder / f"{color}.jpg", color)
+    return folder
+
+
+def test_records_get_picture_vectors_from_the_api_and_image_queries_describe_nothing(
+    photos: Path, fake: FakeGemini, tmp_path: Path
+) -> None:
+    run = cli("indexer", "run", str(photos))
+    assert run.returncode == 0, run.stderr
+    pictures = [
+        r
+        for q in fake.requests
+        if q.endpoint == "batchEmbedContents"
+        for r in q.body["requests"]
+        if "inline_data" in r["content"]["parts"][0] or "inlineData" in r["content"]["parts"][0]
+    ]
+    assert len(pictures) == 4  # one picture vector per photo, made by the API
+    report = json.loads(cli("indexer", "status", "--json").stdout)
+    assert report["indexed"] == 4
+
+    generated = fake.count("generateContent")
+    embedded = fake.count("batchEmbedContents")
+    probe = garment_image(tmp_path / "probe.png", "blue", size=(300, 300))
+    assert names(cli("query", "image", str(probe), "--json", "-n", "2"))[0] == "blue.jpg"
+    assert fake.count("generateContent") == generated  # no description of the query photo
+    assert fake.count("batchEmbedContents") == embedded + 1  # one embedding request
+
+    # A text query reaches the picture too: only the photo shows the hat is magenta.
+    assert names(cli("query", "text", "magenta", "--json", "-n", "1")) == ["magenta.jpg"]
+    # Filters apply to every route.
+    only_hats = names(cli("query", "text", "red", "-w", "garment=hat", "--json"))
+    assert only_hats == ["magenta.jpg"]
+
+
+def test_thinking_level_resolution_and_usage_are_sent_counted_and_kept(
+    photos: Path, fake: FakeGemini
+) -> None:
+    run = cli("indexer", "run", str(photos), GEMINI_THINKING_LEVEL="minimal")
+    assert run.returncode == 0, run.stderr
+    sent = [r for r in fake.requests if r.endpoint == "generateContent"]
+    assert {r.thinking_level for r in sent} == {"MINIMAL"}
+    assert {r.media_resolution for r in sent} == {"MEDIA_RESOLUTION_MEDIUM"}
+    # The fake bills 300 + 560 prompt tokens (medium), 40 output and 0 thinking per image.
+    assert "tokens: 3,600 (prompt 3,440, output 160, thinking 0), 900 per image" in run.stdout
+    assert "4 generation and" in run.stdout
+
+    garment_image(photos / "more" / "white.jpg", "white")
+    again = cli("indexer", "run", str(photos))  # thinking level low: 120 thinking tokens
+    assert again.returncode == 0, again.stderr
+    usage = json.loads(cli("indexer", "status", "--json").stdout)["usage"]
+    assert usage["runs"] == 2 and usage["generation_requests"] == 5
+    assert usage["thinking_tokens"] == 120 and usage["prompt_tokens"] == 5 * 860
+
+
+def test_reembed_moves_a_text_only_collection_without_generation(
+    photos: Path, fake: FakeGemini
+) -> None:
+    old = {"GEMINI_EMBEDDING_MODEL": "gemini-embedding-001", "INDEXER_IMAGE_VECTORS": "false"}
+    assert cli("indexer", "run", str(photos), **old).returncode == 0
+    refused = cli("query", "text", "dress")
+    assert refused.returncode == 2
+    assert "run `indexer reembed`" in refused.stderr
+    assert "GEMINI_EMBEDDING_MODEL=gemini-embedding-001 GEMINI_EMBEDDING_DIM=768" in refused.stderr
+
+    generated = fake.count("generateContent")
+    moved = cli("indexer", "reembed", "--json")
+    assert moved.returncode == 0, moved.stderr
+    summary = json.loads(moved.stdout)
+    assert summary["records"] == summary["reembedded"] == summary["pictures"] == 4
+    assert summary["generation_requests"] == 0 and summary["switched"]
+    assert fake.count("generateContent") == generated
+    assert names(cli("query", "text", "magenta", "--json", "-n", "1")) == ["magenta.jpg"]
+    assert json.loads(cli("indexer", "status", "--json").stdout)["indexed"] == 4
+    assert "already built with" in cli("indexer", "reembed").stderr
+
+
+def test_a_killed_reembed_leaves_the_old_collection_answering_and_resumes(
+    env: dict[str, str], fake: FakeGemini, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    colors = ["red", "green", "blue", "yellow", "orange", "violet", "black", "white"]
+    for i in range(16):
+        garment_image(folder / f"{i:02d}.png", colors[i % 8], size=(200 + i, 240))
+    old = {"GEMINI_EMBEDDING_MODEL": "gemini-embedding-001", "INDEXER_IMAGE_VECTORS": "false"}
+    assert cli("indexer", "run", str(folder), **old).returncode == 0
+
+    fake.latency["batchEmbedContents"] = 0.3
+    before = fake.count("batchEmbedContents")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "indexer", "reembed", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while fake.count("batchEmbedContents") < before + 5:  # a few pages staged, not all
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fake.latency.clear()
+
+    # The old collection still answers, with the old model.
+    assert len(names(cli("query", "text", "shirt", "--json", "-n", "50", **old))) == 16
+    resumed = cli("indexer", "reembed", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["resumed"] > 0 and summary["resumed"] + summary["reembedded"] == 16
+    assert summary["switched"]
+    assert len(names(cli("query", "text", "shirt", "--json", "-n", "50"))) == 16
+
+
+def test_keywords_repeated_within_a_facet_are_kept_once() -> None:
+    answer = description_from_json(
+        {"keywords": {"garment": ["dress", "Dress", " dress", "skirt"]}, "caption": "x"}
+    )
+    assert answer.keywords == {"garment": ["dress", "skirt"]}
