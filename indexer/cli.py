@@ -31,7 +31,7 @@ from indexer.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from indexer.config import Settings
-    from indexer.pipeline import Indexer
+    from indexer.pipeline import Indexer, Shard
     from indexer.providers.base import Provider
     from indexer.records import Usage
 
@@ -117,6 +117,15 @@ def run(
         help="Be worker K of N (1-based): index only the images whose content hash is this "
         "worker's share. Run N workers against one Chroma server (CHROMA_HOST).",
     ),
+    batch: bool = typer.Option(
+        False,
+        "--batch",
+        help="Describe images through the Gemini Batch API: half the price, answers within "
+        "24 hours. Collects open jobs first; a re-run never pays twice.",
+    ),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="With --batch: submit and return; a later --batch run collects."
+    ),
     verbose: bool = VerboseOpt,
 ) -> None:
     """Index images: keywords, caption and embedding of each, upserted into Chroma.
@@ -140,9 +149,14 @@ def run(
                     "or share a Chroma server (CHROMA_HOST) to run them at once"
                 )
             )
+        if no_wait and not batch:
+            raise ConfigError("--no-wait goes with --batch")
         total = sum(1 for _ in discover(paths))
         indexer = resources.enter_context(indexing(settings, provider))
         store = indexer.store
+        if batch:
+            run_batch(indexer, paths, share, wait=not no_wait, poll=settings.batch_poll_seconds)
+            return
         progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]indexing"),
@@ -191,6 +205,68 @@ def run(
         raise typer.Exit(EXIT_FAILED_IMAGES)
 
 
+def run_batch(
+    indexer: Indexer, paths: list[Path], share: Shard | None, wait: bool, poll: float
+) -> None:
+    """`indexer run --batch`: submit, then (unless --no-wait) wait for and write the answers."""
+    import time
+
+    from indexer.batch import BatchIndexer, BatchReport
+    from indexer.pipeline import RunReport
+
+    batches = BatchIndexer(indexer, poll_seconds=poll)
+    report, batch = RunReport(), BatchReport()
+    started = time.monotonic()
+    batches.submit(paths, report, batch, share)
+    err.print(
+        line(
+            f"batch: submitted {batch.submitted_images} images in {len(batch.submitted_jobs)} "
+            f"job(s); {batch.already_in_jobs} already in open jobs; "
+            f"{batch.adopted_jobs} unrecorded job(s) adopted"
+        )
+    )
+    if not wait:
+        for name in batch.submitted_jobs:
+            out.print(line(name))
+        err.print(line("collect the answers later with `indexer run --batch` on the same folders"))
+        return
+
+    def show(r: RunReport, b: BatchReport) -> None:
+        states = ", ".join(f"{n} {s}" for s, n in sorted(b.states.items())) or "none open"
+        err.print(
+            line(
+                f"batch jobs: {states}; collected {b.collected_jobs}, answers {b.answers}, "
+                f"indexed {r.indexed}, failed {r.failed}; {time.monotonic() - started:.0f}s"
+            )
+        )
+
+    try:
+        batches.wait(report, batch, notify=show)
+    except KeyboardInterrupt:
+        err.print(
+            line(
+                "interrupted: the batch jobs keep running at Google; collect their answers "
+                "with `indexer run --batch` on the same folders (nothing is submitted twice)"
+            )
+        )
+        raise typer.Exit(130) from None
+    out.print(
+        line(
+            f"indexed {report.indexed}, already indexed {report.skipped}, moved {report.moved}, "
+            f"failed {report.failed} through {batch.collected_jobs} batch job(s) "
+            f"({batch.resubmitted_jobs} resubmitted) in {time.monotonic() - started:.1f}s"
+        )
+    )
+    usage = indexer.enricher.provider.usage
+    if usage.generation_requests or usage.embedding_requests:
+        out.print(line(usage_line(usage, report.indexed) + " (batch answers bill at half price)"))
+    if report.failures:
+        err.print(line((f"{report.failed} image(s) failed", "red"), " (retried on the next run):"))
+        for failure in report.failures:
+            err.print(line(f"  {failure.path}: {failure.reason}"))
+        raise typer.Exit(EXIT_FAILED_IMAGES)
+
+
 @app.command()
 def status(
     paths: list[Path] | None = typer.Argument(
@@ -214,6 +290,7 @@ def status(
         pending = count_pending(store, present, {f.path for f in failures}, settings.max_file_bytes)
         indexed = store.count()
         usage, runs = store.usage.totals()
+        jobs = store.batches.entries()
     if as_json:
         out.print_json(
             data={
@@ -225,6 +302,17 @@ def status(
                 "roots": [str(r) for r in roots],
                 "failures": [{"path": f.path, "reason": f.reason, "at": f.at} for f in failures],
                 "usage": {**usage.as_dict(), "runs": runs},
+                "batches": [
+                    {
+                        "job": j.job,
+                        "display_name": j.display_name,
+                        "state": j.state,
+                        "images": len(j.images),
+                        "bytes": j.size,
+                        "created_at": j.created_at,
+                    }
+                    for j in jobs
+                ],
             }
         )
         return
@@ -236,6 +324,13 @@ def status(
     )
     if runs:
         out.print(line(f"spent over {runs} run(s): {usage_line(usage, indexed)}"))
+    for j in jobs:
+        out.print(
+            line(
+                f"  batch job {j.job or '(being created)'}: {j.state}, {len(j.images)} images, "
+                f"{j.size / 2**20:.1f} MiB, since {j.created_at}"
+            )
+        )
     for root in roots:
         if root not in present:
             err.print(line(f"folder {root} no longer exists; not counted"))

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     retry_initial_wait: float = Field(
         1.0, ge=0, validation_alias=_env("INDEXER_RETRY_INITIAL_WAIT")
     )
+    batch_poll_seconds: float = Field(
+        10.0, gt=0, le=600, validation_alias=_env("INDEXER_BATCH_POLL_SECONDS")
+    )
     retry_max_wait: float = Field(60.0, ge=0, validation_alias=_env("INDEXER_RETRY_MAX_WAIT"))
 
     @field_validator("thinking_level", "media_resolution", mode="before")

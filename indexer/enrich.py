@@ -112,8 +112,17 @@ class Enricher:
     def enrich(self, images: Sequence[PreparedImage]) -> list[Outcome]:
         """A record or a failure per image, in the order given. One bad image never sinks
         the others; an embedding request that fails fails the images it carried."""
-        outcomes: dict[str, Outcome] = {}
         answers = self.provider.describe(images, self.vocabulary) if images else []
+        return self.complete(images, answers)
+
+    def complete(
+        self,
+        images: Sequence[PreparedImage],
+        answers: Sequence[Description | ProviderError],
+    ) -> list[Outcome]:
+        """The rest of the recipe once the model has answered (online or in a batch job):
+        keywords mapped into the vocabulary, text and picture embedded."""
+        outcomes: dict[str, Outcome] = {}
         described: list[tuple[PreparedImage, Description]] = []
         for image, answer in zip(images, answers, strict=True):
             if isinstance(answer, Description):

@@ -97,7 +97,7 @@ ProgressFn = Callable[[RunReport], None]
 
 
 @dataclass
-class _BatchResult:
+class BatchResult:
     records: list[ImageRecord]
     failures: list[Failure]
 
@@ -136,26 +136,16 @@ class Indexer:
         started = time.monotonic()
         report = RunReport()
         notify = on_progress or (lambda _report: None)
-        # Absolute paths: records must make sense to tools run from anywhere else.
-        roots = [Path(p).absolute() for p in paths]
-        if remember:
-            self.store.roots.remember([display_path(r) for r in roots])
-        seen: set[str] = set()
-        in_flight: deque[Future[_BatchResult]] = deque()
+        in_flight: deque[Future[BatchResult]] = deque()
         pool = ThreadPoolExecutor(BATCHES_IN_FLIGHT, thread_name_prefix="batch")
         try:
-            for chunk in _batched(discover(roots), self.settings.batch_size):
-                if stop is not None and stop.is_set():
-                    break
-                pending = self._triage(chunk, seen, report, shard)
-                notify(report)
-                if pending:
-                    in_flight.append(pool.submit(self._process, pending))
+            for pending in self.pending(paths, report, shard, stop, remember, notify):
+                in_flight.append(pool.submit(self._process, pending))
                 while len(in_flight) >= BATCHES_IN_FLIGHT:
-                    self._write(in_flight.popleft().result(), report)
+                    self.write(in_flight.popleft().result(), report)
                     notify(report)
             while in_flight:
-                self._write(in_flight.popleft().result(), report)
+                self.write(in_flight.popleft().result(), report)
                 notify(report)
         finally:
             for future in in_flight:
@@ -163,6 +153,30 @@ class Indexer:
             pool.shutdown(wait=True, cancel_futures=True)
             report.seconds = time.monotonic() - started
         return report
+
+    def pending(
+        self,
+        paths: Sequence[Path],
+        report: RunReport,
+        shard: Shard | None = None,
+        stop: threading.Event | None = None,
+        remember: bool = True,
+        notify: ProgressFn = lambda _report: None,
+    ) -> Iterator[list[SourceImage]]:
+        """Walk `paths` and yield, a batch at a time, the images that still need a model:
+        known ones are settled (moves recorded), unreadable ones recorded as failures."""
+        # Absolute paths: records must make sense to tools run from anywhere else.
+        roots = [Path(p).absolute() for p in paths]
+        if remember:
+            self.store.roots.remember([display_path(r) for r in roots])
+        seen: set[str] = set()
+        for chunk in _batched(discover(roots), self.settings.batch_size):
+            if stop is not None and stop.is_set():
+                return
+            pending = self._triage(chunk, seen, report, shard)
+            notify(report)
+            if pending:
+                yield pending
 
     def _triage(
         self, chunk: list[Path], seen: set[str], report: RunReport, shard: Shard | None
@@ -194,12 +208,12 @@ class Indexer:
         self.store.update_paths(moved)
         report.moved += len(moved)
         report.skipped += sum(1 for s in sources if s.id in known) - len(moved)
-        self._fail(failures, report)
+        self.fail(failures, report)
         return [s for s in sources if s.id not in known]
 
-    def _process(self, batch: list[SourceImage]) -> _BatchResult:
+    def _process(self, batch: list[SourceImage]) -> BatchResult:
         """Decode, then enrich, one batch (runs on a worker thread)."""
-        result = _BatchResult([], [])
+        result = BatchResult([], [])
         prepared = []
         for source in batch:
             try:
@@ -213,13 +227,14 @@ class Indexer:
                 result.failures.append(outcome)
         return result
 
-    def _write(self, result: _BatchResult, report: RunReport) -> None:
+    def write(self, result: BatchResult, report: RunReport) -> None:
+        """Store finished records and record failures (from either path: online or batch)."""
         self.store.upsert(result.records)
         self.store.failures.clear([r.id for r in result.records], [r.path for r in result.records])
         report.indexed += len(result.records)
-        self._fail(result.failures, report)
+        self.fail(result.failures, report)
 
-    def _fail(self, failures: list[Failure], report: RunReport) -> None:
+    def fail(self, failures: list[Failure], report: RunReport) -> None:
         for failure in failures:
             log.warning("failed: %s: %s", failure.path, failure.reason)
         self.store.failures.record(failures)

@@ -149,6 +149,31 @@ class Fault:
 
 
 @dataclass
+class FakeBatch:
+    name: str
+    display_name: str
+    model: str
+    created: float
+    requests: list[dict[str, Any]]  # {"key", "request"} each
+    input_file: str | None = None
+    outcome: str = "succeeded"
+    cancelled: bool = False
+    output: dict[str, Any] | None = None
+
+    def state(self, now: float, duration: float) -> str:
+        if self.cancelled:
+            return "BATCH_STATE_CANCELLED"
+        age = now - self.created
+        if age < duration / 2:
+            return "BATCH_STATE_PENDING"
+        if age < duration:
+            return "BATCH_STATE_RUNNING"
+        return {"expired": "BATCH_STATE_EXPIRED", "failed": "BATCH_STATE_FAILED"}.get(
+            self.outcome, "BATCH_STATE_SUCCEEDED"
+        )
+
+
+@dataclass
 class FakeGemini:
     """Start with `with FakeGemini() as fake:`; point GEMINI_BASE_URL at `fake.base_url`."""
 
@@ -160,6 +185,12 @@ class FakeGemini:
     # per-colour script: benchmarks register the true labels of real photos here.
     by_image: dict[str, Any] = field(default_factory=dict)
     by_color: dict[str, Any] = field(default_factory=dict)
+    # --- Batch API (v1beta only, as the real service) ---
+    batch_seconds: float = 1.0  # pending for the first half, running for the second
+    batch_outcomes: deque[str] = field(default_factory=deque)  # next jobs: expired, failed
+    batch_errors: set[str] = field(default_factory=set)  # request keys answered with an error
+    batches: dict[str, FakeBatch] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     _faults: dict[str, deque[Fault]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -199,6 +230,11 @@ class FakeGemini:
         with self._lock:
             queue = self._faults.setdefault(endpoint, deque())
             queue.extend(Fault(kind, retry_after) for _ in range(count))
+
+    def submitted_keys(self) -> list[str]:
+        """The key of every request ever submitted in a batch job (repeats included)."""
+        with self._lock:
+            return [r["key"] for b in self.batches.values() for r in b.requests]
 
     def count(self, endpoint: str) -> int:
         with self._lock:
@@ -280,10 +316,16 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet test output
         pass
 
-    def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        code: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json; charset=UTF-8",
+    ) -> None:
         try:
             self.send_response(code)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
@@ -292,10 +334,41 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test)
 
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        if not self._authorised():
+            return
+        if m := re.fullmatch(r"/v1beta/batches/([\w-]+)", path):
+            self._batch_get(m.group(1))
+        elif path == "/v1beta/batches":
+            self._batch_list()
+        elif m := re.fullmatch(r"/v1beta/files/([\w-]+):download", path):
+            data = self.fake.files.get(f"files/{m.group(1)}")
+            if data is None:
+                self._send(404, _error_body(404, "NOT_FOUND", "no such file"))
+            else:
+                self._send(200, data, content_type="application/octet-stream")
+        else:
+            self._send(404, _error_body(404, "NOT_FOUND", f"no route {path}"))
+
+    def _authorised(self) -> bool:
+        if self.headers.get("x-goog-api-key") != API_KEY:
+            self._send(400, _error_body(400, "INVALID_ARGUMENT", "API key not valid."))
+            return False
+        return True
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        match = re.fullmatch(r"/v1(?:beta)?/models/([^/:]+):(\w+)", self.path.split("?")[0])
+        path = self.path.split("?")[0]
+        if path.startswith(("/upload/", "/upload-session/", "/v1beta/batches/")) or path.endswith(
+            ":batchGenerateContent"
+        ):
+            # An upload session URL is a capability URL, as Google's: it needs no key.
+            if path.startswith("/upload-session/") or self._authorised():
+                self._batch_post(path, raw)
+            return
+        match = re.fullmatch(r"/v1(?:beta)?/models/([^/:]+):(\w+)", path)
         if not match:
             self._send(404, _error_body(404, "NOT_FOUND", f"no route {self.path}"))
             return
@@ -352,6 +425,11 @@ class _Handler(BaseHTTPRequestHandler):
     # --- generateContent ---
 
     def _generate(self, rec: Recorded, fault: Fault | None) -> None:
+        code, body = self._generated(rec, fault)
+        self._send(code, body if isinstance(body, bytes) else json.dumps(body).encode())
+
+    def _generated(self, rec: Recorded, fault: Fault | None) -> tuple[int, Any]:
+        """The status and body generateContent answers `rec` with."""
         config = rec.body.get("generationConfig", {})
         schema = config.get("responseJsonSchema")
         thinking = config.get("thinkingConfig", {})  # proto JSON: either spelling
@@ -363,8 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
                     image = _decoded(media["data"])
                     rec.media_resolution = str(part.get("mediaResolution", {}).get("level", ""))
         if image is None:
-            self._send(400, _error_body(400, "INVALID_ARGUMENT", "no image in request"))
-            return
+            return 400, _error_body(400, "INVALID_ARGUMENT", "no image in request")
         rec.color, rec.image_size = _seen(image)
         answer = self.fake.describe(rec.color, schema, hashlib.sha256(image).hexdigest())
         kind = fault.kind if fault else (answer if isinstance(answer, str) else None)
@@ -378,8 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._candidate(rec.model, '{"keywords": {"garment": ["dress"]}, "capt')
         elif kind == "truncated":
             full = json.dumps(self._candidate(rec.model, json.dumps(answer))).encode()
-            self._send(200, full[: len(full) // 2])
-            return
+            return 200, full[: len(full) // 2]
         elif kind == "off_vocab":
             off = {
                 "keywords": {"garment": ["spaceship"], "color": ["purple"]},
@@ -397,6 +473,119 @@ class _Handler(BaseHTTPRequestHandler):
                 "thoughtsTokenCount": thoughts,
                 "totalTokenCount": prompt + 40 + thoughts,
             }
+        return 200, body
+
+    # --- Batch API ---
+
+    def _batch_post(self, path: str, raw: bytes) -> None:
+        fake = self.fake
+        if m := re.fullmatch(r"/v1beta/models/([^/:]+):batchGenerateContent", path):
+            batch = json.loads(raw)["batch"]
+            source = batch.get("inputConfig", {})
+            if "fileName" in source:
+                lines = fake.files[source["fileName"]].decode().splitlines()
+                requests = [json.loads(line) for line in lines if line.strip()]
+            else:
+                requests = [
+                    {"key": (r.get("metadata") or {}).get("key", ""), "request": r["request"]}
+                    for r in source.get("requests", {}).get("requests", [])
+                ]
+            with fake._lock:
+                name = f"batches/{len(fake.batches) + 1:06d}"
+                job = FakeBatch(
+                    name,
+                    batch.get("displayName", ""),
+                    f"models/{m.group(1)}",
+                    time.monotonic(),
+                    requests,
+                    source.get("fileName"),
+                    fake.batch_outcomes.popleft() if fake.batch_outcomes else "succeeded",
+                )
+                fake.batches[name] = job
+            self._send(200, json.dumps(self._job_json(job)).encode())
+        elif m := re.fullmatch(r"/v1beta/batches/([\w-]+):cancel", path):
+            job = fake.batches.get(f"batches/{m.group(1)}")
+            if job is None:
+                self._send(404, _error_body(404, "NOT_FOUND", "no such batch"))
+                return
+            job.cancelled = True
+            self._send(200, b"{}")
+        elif path.startswith("/upload/v1beta/files"):  # resumable upload: start
+            with fake._lock:
+                session = f"files/{len(fake.files) + 1:06d}"
+                fake.files[session] = b""
+            url = f"http://127.0.0.1:{self.server.server_address[1]}/upload-session/{session}"
+            self._send(200, b"{}", {"X-Goog-Upload-URL": url, "X-Goog-Upload-Status": "active"})
+        elif path.startswith("/upload-session/"):
+            name = path.removeprefix("/upload-session/")
+            fake.files[name] += raw
+            final = "finalize" in self.headers.get("X-Goog-Upload-Command", "")
+            body = {"file": {"name": name, "sizeBytes": str(len(fake.files[name]))}}
+            self._send(
+                200,
+                json.dumps(body).encode(),
+                {"X-Goog-Upload-Status": "final" if final else "active"},
+            )
+        else:
+            self._send(404, _error_body(404, "NOT_FOUND", f"no route {path}"))
+
+    def _job_json(self, job: FakeBatch) -> dict[str, Any]:
+        state = job.state(time.monotonic(), self.fake.batch_seconds)
+        meta: dict[str, Any] = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+            "model": job.model,
+            "displayName": job.display_name,
+            "createTime": "2026-11-27T00:00:00Z",
+            "state": state,
+            "batchStats": {"requestCount": str(len(job.requests))},
+        }
+        if state == "BATCH_STATE_SUCCEEDED":
+            meta["output"] = self._output(job)
+        return {"name": job.name, "metadata": meta, "done": state != "BATCH_STATE_PENDING"}
+
+    def _output(self, job: FakeBatch) -> dict[str, Any]:
+        """Each request answered as generateContent would, computed once."""
+        if job.output is None:
+            answers = []
+            for item in job.requests:
+                key = item.get("key", "")
+                code, body = (
+                    (500, _error_body(500, "INTERNAL", "request failed in batch"))
+                    if key in self.fake.batch_errors
+                    else self._generated(Recorded("batch", job.model, item["request"]), None)
+                )
+                if code == 200 and isinstance(body, dict):
+                    answers.append({"response": body, "key": key})
+                else:
+                    error = json.loads(body)["error"] if isinstance(body, bytes) else body["error"]
+                    answers.append({"error": error, "key": key})
+            if job.input_file is not None:
+                out = f"files/out-{job.name.split('/')[-1]}"
+                self.fake.files[out] = "\n".join(json.dumps(a) for a in answers).encode()
+                job.output = {"responsesFile": out}
+            else:
+                inlined = [
+                    {k: v for k, v in a.items() if k != "key"} | {"metadata": {"key": a["key"]}}
+                    for a in answers
+                ]
+                job.output = {"inlinedResponses": {"inlinedResponses": inlined}}
+        return job.output
+
+    def _batch_get(self, batch_id: str) -> None:
+        job = self.fake.batches.get(f"batches/{batch_id}")
+        if job is None:
+            self._send(404, _error_body(404, "NOT_FOUND", "no such batch"))
+            return
+        self._send(200, json.dumps(self._job_json(job)).encode())
+
+    def _batch_list(self) -> None:
+        query = dict(p.split("=", 1) for p in self.path.partition("?")[2].split("&") if "=" in p)
+        size = int(query.get("pageSize", 50))
+        start = int(query.get("pageToken", 0) or 0)
+        jobs = list(self.fake.batches.values())[start : start + size]
+        body: dict[str, Any] = {"operations": [self._job_json(j) for j in jobs]}
+        if start + size < len(self.fake.batches):
+            body["nextPageToken"] = str(start + size)
         self._send(200, json.dumps(body).encode())
 
     @staticmethod

@@ -7,11 +7,8 @@ and jitter, waiting at least as long as the server's Retry-After asks.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,14 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from pyrate_limiter import Duration, Limiter, Rate
 from tenacity import (
-    RetryCallState,
     Retrying,
     before_sleep_log,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from indexer.errors import (
@@ -38,6 +32,8 @@ from indexer.errors import (
 )
 from indexer.images import PreparedImage
 from indexer.providers.base import Provider
+from indexer.providers.gemini_batch import GeminiBatches
+from indexer.providers.gemini_transport import FairLimiter, WaitRetryAfter, translate
 from indexer.records import Description, EmbeddingSpec, Usage
 from indexer.vocabulary import Vocabulary
 
@@ -49,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 BLOCKING_FINISH = frozenset(
     {
         "SAFETY",
@@ -82,77 +77,6 @@ Leave a facet's list empty when none of its keywords clearly applies; never gues
 Also write one concise caption sentence naming the garment's color, type, material, style
 and audience where they are visible, e.g. "A red cotton summer dress for women."
 """
-
-
-def _limiter(per_minute: int) -> Limiter:
-    # Two windows: the per-minute quota itself, and a per-second share of it so that a
-    # run does not spend the whole minute's quota in its first second.
-    per_second = max(1, math.ceil(per_minute / 60))
-    return Limiter([Rate(per_second, Duration.SECOND), Rate(per_minute, Duration.MINUTE)])
-
-
-def _retry_after(exc: Any) -> float | None:
-    """Seconds the server asked us to wait, from Retry-After or a RetryInfo detail."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            if when is not None:
-                return max(0.0, when.timestamp() - time.time())
-    details = getattr(exc, "details", None)
-    found = re.search(r'"retryDelay":\s*"([\d.]+)s"', json.dumps(details, default=str))
-    return float(found.group(1)) if found else None
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    import httpx
-
-    classes: list[type[BaseException]] = [httpx.TimeoutException, httpx.TransportError]
-    try:  # the SDK uses the httpx2 fork when it is installed
-        import httpx2  # type: ignore[import-not-found]
-
-        classes += [httpx2.TimeoutException, httpx2.TransportError]
-    except ImportError:
-        pass
-    return tuple(classes)
-
-
-def _translate(exc: Exception) -> ProviderError | None:
-    """Our typed error for an SDK or transport exception, or None if it is a bug of ours."""
-    from google.genai import errors
-
-    if isinstance(exc, errors.APIError):
-        message = f"HTTP {exc.code} {exc.status or ''}: {exc.message or ''}".strip()
-        if exc.code in RETRYABLE_STATUS:
-            return TransientProviderError(message, retry_after=_retry_after(exc))
-        return ProviderError(message)
-    if isinstance(exc, errors.UnknownApiResponseError | json.JSONDecodeError):
-        # An HTTP body cut off mid-way is a transport problem: worth another try.
-        return TransientProviderError(f"truncated or invalid JSON from the API: {exc}"[:300])
-    if isinstance(exc, _transport_errors()):
-        kind = "timed out" if "Timeout" in type(exc).__name__ else "failed"
-        return TransientProviderError(f"request {kind}: {type(exc).__name__} {exc}".strip())
-    return None
-
-
-class _WaitRetryAfter:
-    """Exponential backoff with jitter, but never shorter than the server's Retry-After."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self._backoff = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
-        self._maximum = maximum
-
-    def __call__(self, state: RetryCallState) -> float:
-        wait = self._backoff(state)
-        exc = state.outcome.exception() if state.outcome else None
-        asked = getattr(exc, "retry_after", None)
-        if asked is not None:
-            wait = max(wait, min(float(asked), max(self._maximum, 1.0)))
-        return float(wait)
 
 
 def _parse_description(response: Any) -> Description:
@@ -206,36 +130,9 @@ def description_from_json(data: Any) -> Description:
     return Description({k: _unique(v) for k, v in keywords.items()}, " ".join(caption.split()))
 
 
-class _FairLimiter:
-    """A rate limiter that hands out its slots in the order threads asked for them.
-
-    pyrate-limiter gives a free slot to whichever waiting thread polls first; with two
-    batches in flight that interleaves them, so both finish late and the pipeline stalls
-    between them. Queuing by ticket keeps requests in submission order: the older batch
-    finishes first while the next one is still being described.
-    """
-
-    def __init__(self, per_minute: int) -> None:
-        self._limiter = _limiter(per_minute)
-        self._turn = threading.Condition()
-        self._next_ticket = 0
-        self._serving = 0
-
-    def acquire(self) -> None:
-        with self._turn:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._turn.wait_for(lambda: self._serving == ticket)
-        try:
-            self._limiter.try_acquire("request")
-        finally:
-            with self._turn:
-                self._serving += 1
-                self._turn.notify_all()
-
-
-class GeminiProvider(Provider):
+class GeminiProvider(GeminiBatches, Provider):
     name = "gemini"
+    _parse = staticmethod(_parse_description)
 
     def __init__(
         self,
@@ -245,15 +142,16 @@ class GeminiProvider(Provider):
     ) -> None:
         self._settings = settings
         self._client = client
+        self._batch_client: genai.Client | None = None
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
-        self._generation_limiter = _FairLimiter(settings.generation_rpm)
-        self._embedding_limiter = _FairLimiter(settings.embedding_rpm)
+        self._generation_limiter = FairLimiter(settings.generation_rpm)
+        self._embedding_limiter = FairLimiter(settings.embedding_rpm)
         self._submit = threading.Lock()
         self._usage = Usage()
         self._retrying = Retrying(
             stop=stop_after_attempt(settings.max_attempts),
-            wait=_WaitRetryAfter(settings.retry_initial_wait, settings.retry_max_wait),
+            wait=WaitRetryAfter(settings.retry_initial_wait, settings.retry_max_wait),
             retry=retry_if_exception_type(TransientProviderError),
             before_sleep=before_sleep_log(log, logging.INFO),
             sleep=sleep,
@@ -293,7 +191,7 @@ class GeminiProvider(Provider):
                 self._client = self._make_client()
             return self._client
 
-    def _make_client(self) -> genai.Client:
+    def _make_client(self, api_version: str | None = None) -> genai.Client:
         if not self._settings.google_api_key:
             raise ConfigError("GOOGLE_API_KEY (or GEMINI_API_KEY) is not set")
         from google import genai
@@ -301,18 +199,19 @@ class GeminiProvider(Provider):
 
         options = types.HttpOptions(
             base_url=self._settings.gemini_base_url,
+            api_version=api_version,
             timeout=int(self._settings.request_timeout * 1000),
             retry_options=None,  # tenacity owns retries, so they are not doubled
         )
         return genai.Client(api_key=self._settings.google_api_key, http_options=options)
 
-    def _call(self, limiter: _FairLimiter, fn: Callable[[], T]) -> T:
+    def _call(self, limiter: FairLimiter, fn: Callable[[], T]) -> T:
         def attempt() -> T:
             limiter.acquire()
             try:
                 return fn()
             except Exception as exc:
-                typed = _translate(exc)
+                typed = translate(exc)
                 if typed is None:
                     raise
                 raise typed from exc
@@ -324,27 +223,10 @@ class GeminiProvider(Provider):
     def describe(
         self, images: Sequence[PreparedImage], vocabulary: Vocabulary
     ) -> list[Description | ProviderError]:
-        from google.genai import types
-
-        config = types.GenerateContentConfig(
-            system_instruction=PROMPT.format(facets=vocabulary.describe()),
-            response_mime_type="application/json",
-            response_json_schema=vocabulary.response_schema(),
-            thinking_config=types.ThinkingConfig(
-                thinking_level=self._settings.thinking_level.upper()  # type: ignore[arg-type]
-            ),
-        )
-        resolution = f"MEDIA_RESOLUTION_{self._settings.media_resolution.upper()}"
+        config = self._generation_config(vocabulary)
 
         def one(image: PreparedImage) -> Description | ProviderError:
-            contents: list[Any] = [
-                types.Part.from_bytes(
-                    data=image.jpeg,
-                    mime_type=image.mime_type,
-                    media_resolution=resolution,  # type: ignore[arg-type]
-                ),
-                "Tag and caption this garment.",
-            ]
+            contents = self._contents(image)
             try:
                 response = self._call(
                     self._generation_limiter,
@@ -361,6 +243,46 @@ class GeminiProvider(Provider):
         with self._submit:  # one batch's requests queue together, in order
             futures = [pool.submit(one, image) for image in images]
         return [f.result() for f in futures]
+
+    def _generation_config(self, vocabulary: Vocabulary) -> Any:
+        """The one request configuration, for online calls and batch jobs alike."""
+        from google.genai import types
+
+        return types.GenerateContentConfig(
+            system_instruction=PROMPT.format(facets=vocabulary.describe()),
+            response_mime_type="application/json",
+            response_json_schema=vocabulary.response_schema(),
+            thinking_config=types.ThinkingConfig(
+                thinking_level=self._settings.thinking_level.upper()  # type: ignore[arg-type]
+            ),
+        )
+
+    def _contents(self, image: PreparedImage) -> list[Any]:
+        from google.genai import types
+
+        resolution = f"MEDIA_RESOLUTION_{self._settings.media_resolution.upper()}"
+        return [
+            types.Part.from_bytes(
+                data=image.jpeg,
+                mime_type=image.mime_type,
+                media_resolution=resolution,  # type: ignore[arg-type]
+            ),
+            "Tag and caption this garment.",
+        ]
+
+    def _call_plain(self, fn: Callable[[], T]) -> T:
+        """A call outside the per-minute quotas, retried like every other."""
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except Exception as exc:
+                typed = translate(exc)
+                if typed is None:
+                    raise
+                raise typed from exc
+
+        return self._retrying(attempt)
 
     def _count(self, response: Any) -> None:
         meta = getattr(response, "usage_metadata", None)

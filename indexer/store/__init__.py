@@ -20,6 +20,7 @@ from indexer.errors import EmbeddingMismatchError, StoreBusyError, StoreError
 from indexer.ranking import as_hit
 from indexer.records import EmbeddingSpec, Hit, ImageRecord, StoredRecord
 from indexer.store import schema
+from indexer.store.batches import BatchLog
 from indexer.store.connection import chunks, connect, now, store_errors
 from indexer.store.failures import FailureLog
 from indexer.store.roots import RootList
@@ -63,6 +64,7 @@ class ImageStore:
         self.failures = FailureLog(client, name, location, retry_seconds)
         self.roots = RootList(client, name, location, retry_seconds)
         self.usage = UsageLog(client, name, location, retry_seconds)
+        self.batches = BatchLog(client, name, location, retry_seconds)
         self._records: Collection | None = None
         self._visual: Collection | None = None  # "<name>-images": one image vector per record
         self._lock_path: Path | None = None

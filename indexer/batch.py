@@ -1,0 +1,260 @@
+"""`indexer run --batch`: describe images through the Gemini Batch API at half the price.
+
+The walk, triage, keyword mapping, embeddings and writes are the online path's own; only the
+description step changes: images that need one are sent as batch jobs of inline requests,
+each job kept under the 20 MB inline limit (a large run makes several jobs). Inline requests
+rather than a JSONL file through the Files API: no upload and download round trips to
+retry, answers arrive keyed by content id inside the job itself, and a job of ~150 photos
+is a natural unit to retry when it expires.
+
+Every job is recorded in the collection's batch log before it is created and named right
+after (see store/batches.py), so a re-run collects open jobs instead of paying twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from indexer.enrich import one_line
+from indexer.errors import ImageError, ProviderError
+from indexer.images import PreparedImage, SourceImage, prepare, read_source
+from indexer.pipeline import BatchResult, Indexer, RunReport, Shard
+from indexer.records import Description, Failure, ImageRecord
+from indexer.store.batches import CREATING, BatchEntry
+from indexer.store.connection import now
+
+log = logging.getLogger(__name__)
+
+# Inline requests of one job must stay under 20 MB; keep a margin for the envelope.
+MAX_JOB_BYTES = 19 * 1024 * 1024
+_REQUEST_OVERHEAD = 8 * 1024  # instructions, schema and vocabulary, per request
+DONE_STATES = {"succeeded", "failed", "cancelled", "expired"}
+
+
+@dataclass
+class BatchReport:
+    submitted_jobs: list[str] = field(default_factory=list)  # job names created by this run
+    submitted_images: int = 0
+    already_in_jobs: int = 0  # pending images that an open job already carries
+    adopted_jobs: int = 0  # created by a run that died before recording the name
+    collected_jobs: int = 0
+    answers: int = 0
+    resubmitted_jobs: int = 0
+    states: Counter[str] = field(default_factory=Counter)  # open jobs by state, last poll
+    seconds: float = 0.0
+
+
+Progress = Callable[[RunReport, BatchReport], None]
+
+
+class BatchIndexer:
+    def __init__(self, indexer: Indexer, poll_seconds: float = 10.0) -> None:
+        self.indexer = indexer
+        self.enricher = indexer.enricher
+        self.provider: Any = indexer.enricher.provider
+        for needed in ("batch_request", "submit_batch", "batch_status", "list_batches"):
+            if not hasattr(self.provider, needed):
+                from indexer.errors import ConfigError
+
+                raise ConfigError(f"provider {self.provider.name!r} has no batch mode; use gemini")
+        self.log = indexer.store.batches
+        self.poll_seconds = poll_seconds
+        self.run_id = uuid.uuid4().hex[:12]
+        self._sequence = 0
+
+    # --- submitting ---
+
+    def submit(
+        self,
+        paths: Sequence[Path],
+        report: RunReport,
+        batch: BatchReport,
+        shard: Shard | None = None,
+        notify: Progress = lambda _r, _b: None,
+    ) -> None:
+        """Adopt jobs a crash left unnamed, then send every image that needs a description
+        and is in no open job."""
+        self.adopt(batch)
+        carried = {image for entry in self.log.entries() for image in entry.images}
+        job: list[tuple[PreparedImage, Any]] = []
+        size = 0
+        for sources in self.indexer.pending(paths, report, shard):
+            for source in sources:
+                if source.id in carried:
+                    batch.already_in_jobs += 1
+                    continue
+                image = self._prepared(source, report)
+                if image is None:
+                    continue
+                cost = len(image.jpeg) * 4 // 3 + _REQUEST_OVERHEAD
+                if job and size + cost > MAX_JOB_BYTES:
+                    self._create(job, size, batch)
+                    job, size = [], 0
+                job.append((image, self.provider.batch_request(image, self.enricher.vocabulary)))
+                size += cost
+                carried.add(source.id)
+            notify(report, batch)
+        if job:
+            self._create(job, size, batch)
+        notify(report, batch)
+
+    def _prepared(self, source: SourceImage, report: RunReport) -> PreparedImage | None:
+        try:
+            return prepare(source, self.indexer.settings.image_max_side)
+        except ImageError as exc:
+            self.indexer.fail([Failure(source.id, str(source.path), one_line(exc))], report)
+            return None
+
+    def _create(
+        self,
+        job: list[tuple[PreparedImage, Any]],
+        size: int,
+        batch: BatchReport,
+        again: bool = False,
+    ) -> None:
+        self._sequence += 1
+        display = f"clothing-indexer {self.indexer.store.name} {self.run_id} {self._sequence}"
+        entry = BatchEntry(
+            display, "", CREATING, {i.id: str(i.path) for i, _ in job}, size, now(), again
+        )
+        self.log.intend(entry)  # before the job exists: a crash now is seen by `adopt`
+        name, state = self.provider.submit_batch([r for _, r in job], display)
+        self.log.update(display, name, state)
+        batch.submitted_jobs.append(name)
+        batch.submitted_images += len(job)
+
+    def adopt(self, batch: BatchReport) -> None:
+        """Name the jobs a killed run created without recording their names; forget the
+        intents whose job never came to be (their images are simply pending)."""
+        unnamed = [e for e in self.log.entries() if not e.job]
+        if not unnamed:
+            return
+        existing = {display: (name, state) for name, display, state in self.provider.list_batches()}
+        for entry in unnamed:
+            if entry.display_name in existing:
+                name, state = existing[entry.display_name]
+                self.log.update(entry.display_name, name, state)
+                batch.adopted_jobs += 1
+            else:
+                self.log.forget(entry.display_name)
+
+    # --- waiting and collecting ---
+
+    def wait(
+        self,
+        report: RunReport,
+        batch: BatchReport,
+        notify: Progress = lambda _r, _b: None,
+        sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Poll open jobs with backoff until every one is collected."""
+        started = time.monotonic()
+        interval = self.poll_seconds
+        while True:
+            entries = [e for e in self.log.entries() if e.job]
+            if not entries:
+                break
+            batch.states = Counter()
+            progressed = False
+            for entry in entries:
+                status = self.provider.batch_status(entry.job)
+                if status.state == "succeeded":
+                    self._collect(entry, status.answers or {}, report, batch)
+                    progressed = True
+                elif status.state in DONE_STATES:
+                    self._redo(entry, status.state, report, batch)
+                    progressed = True
+                else:
+                    batch.states[status.state] += 1
+                    if status.state != entry.state:
+                        self.log.update(entry.display_name, entry.job, status.state)
+            batch.seconds = time.monotonic() - started
+            notify(report, batch)
+            if stop is not None and stop.is_set():
+                break
+            if not progressed and batch.states:
+                sleep(interval)
+                interval = min(interval * 1.5, max(self.poll_seconds, 60.0))
+        batch.seconds = time.monotonic() - started
+
+    def _collect(
+        self,
+        entry: BatchEntry,
+        answers: dict[str, Description | ProviderError],
+        report: RunReport,
+        batch: BatchReport,
+    ) -> None:
+        """Write a finished job's answers exactly as the online path writes its own."""
+        items = list(entry.images.items())
+        for chunk in _chunks(items, self.indexer.settings.batch_size):
+            images: list[PreparedImage] = []
+            results = BatchResult([], [])
+            for image_id, path in chunk:
+                image = self._reread(image_id, path)
+                if image is None:
+                    reason = "the file changed or vanished before its batch answer was collected"
+                    results.failures.append(Failure(image_id, path, reason))
+                    continue
+                images.append(image)
+            missing = ProviderError("the batch job returned no answer for this image")
+            for outcome in self.enricher.complete(
+                images, [answers.get(i.id, missing) for i in images]
+            ):
+                if isinstance(outcome, ImageRecord):
+                    results.records.append(outcome)
+                else:
+                    results.failures.append(outcome)
+            self.indexer.write(results, report)
+        batch.answers += len(items)
+        batch.collected_jobs += 1
+        self.log.forget(entry.display_name)
+
+    def _reread(self, image_id: str, path: str) -> PreparedImage | None:
+        try:
+            source = read_source(Path(path), self.indexer.settings.max_file_bytes)
+            if source.id != image_id:
+                return None
+            return prepare(source, self.indexer.settings.image_max_side)
+        except ImageError:
+            return None
+
+    def _redo(self, entry: BatchEntry, state: str, report: RunReport, batch: BatchReport) -> None:
+        """An expired, failed or cancelled job: send its images once more; a second time,
+        record them as failed (the next run tries them again)."""
+        then = "its images failed" if entry.resubmitted else "submitting its images again"
+        log.warning("batch job %s %s; %s", entry.job, state, then)
+        if entry.resubmitted:
+            reason = f"batch job {state} twice"
+            failures = [Failure(i, p, reason) for i, p in entry.images.items()]
+            self.indexer.fail(failures, report)
+        else:
+            job: list[tuple[PreparedImage, Any]] = []
+            size = 0
+            for image_id, path in entry.images.items():
+                image = self._reread(image_id, path)
+                if image is None:
+                    reason = "the file changed or vanished while its batch job ran"
+                    self.indexer.fail([Failure(image_id, path, reason)], report)
+                    continue
+                job.append((image, self.provider.batch_request(image, self.enricher.vocabulary)))
+                size += len(image.jpeg) * 4 // 3 + _REQUEST_OVERHEAD
+            if job:
+                self._create(job, size, batch, again=True)
+                batch.resubmitted_jobs += 1
+        self.log.forget(entry.display_name)
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk

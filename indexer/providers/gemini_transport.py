@@ -1,0 +1,120 @@
+"""Calling the Gemini API within quotas and through faults: a per-minute limiter that serves
+threads in arrival order, and the retry policy (429, 5xx, timeouts, dropped connections,
+truncated bodies) with exponential backoff and jitter that never waits less than the
+server's Retry-After. SDK and transport exceptions become our typed errors here."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import re
+import threading
+import time
+from typing import Any
+
+from pyrate_limiter import Duration, Limiter, Rate
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from indexer.errors import ProviderError, TransientProviderError
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def limiter(per_minute: int) -> Limiter:
+    # Two windows: the per-minute quota itself, and a per-second share of it so that a
+    # run does not spend the whole minute's quota in its first second.
+    per_second = max(1, math.ceil(per_minute / 60))
+    return Limiter([Rate(per_second, Duration.SECOND), Rate(per_minute, Duration.MINUTE)])
+
+
+def _retry_after(exc: Any) -> float | None:
+    """Seconds the server asked us to wait, from Retry-After or a RetryInfo detail."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            if when is not None:
+                return max(0.0, when.timestamp() - time.time())
+    details = getattr(exc, "details", None)
+    found = re.search(r'"retryDelay":\s*"([\d.]+)s"', json.dumps(details, default=str))
+    return float(found.group(1)) if found else None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    classes: list[type[BaseException]] = [httpx.TimeoutException, httpx.TransportError]
+    try:  # the SDK uses the httpx2 fork when it is installed
+        import httpx2  # type: ignore[import-not-found]
+
+        classes += [httpx2.TimeoutException, httpx2.TransportError]
+    except ImportError:
+        pass
+    return tuple(classes)
+
+
+def translate(exc: Exception) -> ProviderError | None:
+    """Our typed error for an SDK or transport exception, or None if it is a bug of ours."""
+    from google.genai import errors
+
+    if isinstance(exc, errors.APIError):
+        message = f"HTTP {exc.code} {exc.status or ''}: {exc.message or ''}".strip()
+        if exc.code in RETRYABLE_STATUS:
+            return TransientProviderError(message, retry_after=_retry_after(exc))
+        return ProviderError(message)
+    if isinstance(exc, errors.UnknownApiResponseError | json.JSONDecodeError):
+        # An HTTP body cut off mid-way is a transport problem: worth another try.
+        return TransientProviderError(f"truncated or invalid JSON from the API: {exc}"[:300])
+    if isinstance(exc, _transport_errors()):
+        kind = "timed out" if "Timeout" in type(exc).__name__ else "failed"
+        return TransientProviderError(f"request {kind}: {type(exc).__name__} {exc}".strip())
+    return None
+
+
+class WaitRetryAfter:
+    """Exponential backoff with jitter, but never shorter than the server's Retry-After."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self._backoff = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+        self._maximum = maximum
+
+    def __call__(self, state: RetryCallState) -> float:
+        wait = self._backoff(state)
+        exc = state.outcome.exception() if state.outcome else None
+        asked = getattr(exc, "retry_after", None)
+        if asked is not None:
+            wait = max(wait, min(float(asked), max(self._maximum, 1.0)))
+        return float(wait)
+
+
+class FairLimiter:
+    """A rate limiter that hands out its slots in the order threads asked for them.
+
+    pyrate-limiter gives a free slot to whichever waiting thread polls first; with two
+    batches in flight that interleaves them, so both finish late and the pipeline stalls
+    between them. Queuing by ticket keeps requests in submission order: the older batch
+    finishes first while the next one is still being described.
+    """
+
+    def __init__(self, per_minute: int) -> None:
+        self._limiter = limiter(per_minute)
+        self._turn = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    def acquire(self) -> None:
+        with self._turn:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._turn.wait_for(lambda: self._serving == ticket)
+        try:
+            self._limiter.try_acquire("request")
+        finally:
+            with self._turn:
+                self._serving += 1
+                self._turn.notify_all()

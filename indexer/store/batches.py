@@ -1,0 +1,102 @@
+"""Batch jobs in flight: the sibling collection `<name>-batches`, so that every worker and
+every later run knows which images are already paid for.
+
+An entry is written *before* its job is created (state "creating", no job name yet) and gets
+the job's name right after. A crash in between leaves an entry that names the job's display
+name, by which the next run finds the job in the account's list and adopts it, or learns
+that it was never created. Either way no image is submitted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from indexer.store.connection import now, store_errors
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+CREATING = "creating"
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    display_name: str
+    job: str  # "" until the job is created
+    state: str
+    images: Mapping[str, str]  # content id -> path
+    size: int  # bytes of the requests
+    created_at: str
+    resubmitted: bool = False  # this entry replaces an expired or failed job
+
+
+class BatchLog:
+    def __init__(self, client: ClientAPI, name: str, location: str, retry_seconds: float) -> None:
+        self._client = client
+        self.name = f"{name}-batches"
+        self.location = location
+        self.retry_seconds = retry_seconds
+        self._collection: Collection | None = None
+
+    @property
+    def _log(self) -> Collection:
+        if self._collection is None:
+            self._collection = self._client.get_or_create_collection(
+                self.name, embedding_function=None
+            )
+        return self._collection
+
+    @staticmethod
+    def _id(display_name: str) -> str:
+        return hashlib.sha256(display_name.encode()).hexdigest()[:32]
+
+    @store_errors
+    def intend(self, entry: BatchEntry) -> None:
+        """Record a job about to be created (or, with its name, one that was)."""
+        self._log.upsert(
+            ids=[self._id(entry.display_name)],
+            embeddings=[[1.0]],
+            documents=[json.dumps(dict(entry.images))],
+            metadatas=[
+                {
+                    "display_name": entry.display_name,
+                    "job": entry.job,
+                    "state": entry.state,
+                    "size": entry.size,
+                    "created_at": entry.created_at or now(),
+                    "resubmitted": entry.resubmitted,
+                }
+            ],
+        )
+
+    @store_errors
+    def update(self, display_name: str, job: str, state: str) -> None:
+        self._log.update(ids=[self._id(display_name)], metadatas=[{"job": job, "state": state}])
+
+    @store_errors
+    def forget(self, display_name: str) -> None:
+        self._log.delete(ids=[self._id(display_name)])
+
+    @store_errors
+    def entries(self) -> list[BatchEntry]:
+        """Every job not yet collected, oldest first."""
+        got = self._log.get(include=["metadatas", "documents"])
+        out = [
+            BatchEntry(
+                display_name=str(m.get("display_name", "")),
+                job=str(m.get("job", "")),
+                state=str(m.get("state", "")),
+                images=json.loads(doc or "{}"),
+                size=int(m.get("size", 0)),
+                created_at=str(m.get("created_at", "")),
+                resubmitted=bool(m.get("resubmitted", False)),
+            )
+            for m, doc in zip(got["metadatas"] or [], got["documents"] or [], strict=True)
+            if m
+        ]
+        return sorted(out, key=lambda e: (e.created_at, e.display_name))
