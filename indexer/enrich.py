@@ -180,6 +180,8 @@ class Enricher:
                 model_ids=model_ids,
                 vocabulary=self.vocabulary.fingerprint,
                 image_embedding=picture,
+                size=t.image.size,
+                mtime_ns=t.image.mtime_ns,
             )
             for t, vector, picture in zip(tagged, vectors, pictures, strict=True)
         ]
@@ -212,6 +214,8 @@ class Enricher:
                 },
                 vocabulary=str(r.metadata.get("vocabulary", "")),
                 image_embedding=next(embedded) if picture is not None and self.pictures else None,
+                size=int(r.metadata.get("size", 0)),
+                mtime_ns=int(r.metadata.get("mtime_ns", 0)),
             )
             for r, vector, picture in zip(stored, vectors, pictures, strict=True)
         ]

@@ -31,7 +31,13 @@ def _kind(mode: int) -> str:
 
 
 def read_regular(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a regular file of at most `max_bytes`, or ImageError saying why not.
+    """The bytes of a regular file of at most `max_bytes`, or ImageError saying why not."""
+    return read_regular_stat(path, max_bytes)[0]
+
+
+def read_regular_stat(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file of at most `max_bytes`, and the file's stat taken on the
+    descriptor they were read through; or ImageError saying why not.
 
     Opened without blocking, so a FIFO cannot hang the caller, and checked on the open
     descriptor, so a file swapped for a device between a check and the read is still caught.
@@ -61,7 +67,7 @@ def read_regular(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
                     raise ImageError(f"file too large (more than {max_bytes} bytes)")
         except OSError as exc:
             raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
-    return b"".join(chunks)
+    return b"".join(chunks), info
 
 
 @contextmanager

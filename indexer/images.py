@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from indexer.errors import ImageError
-from indexer.files import MAX_FILE_BYTES, read_regular
+from indexer.files import MAX_FILE_BYTES, read_regular_stat
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # Far above any garment photo, far below what would exhaust memory when decoded.
@@ -26,6 +26,8 @@ class SourceImage:
 
     path: Path
     data: bytes
+    size: int = 0  # the file's size and modification time when it was read
+    mtime_ns: int = 0
 
     @cached_property
     def id(self) -> str:
@@ -41,6 +43,8 @@ class PreparedImage:
     path: Path
     jpeg: bytes
     mime_type: str = "image/jpeg"
+    size: int = 0  # of the source file, as read
+    mtime_ns: int = 0
 
 
 def content_id(data: bytes) -> str:
@@ -81,10 +85,10 @@ def read_source(path: Path, max_bytes: int = MAX_FILE_BYTES) -> SourceImage:
     if display_path(path) != str(path):
         # Records store paths as UTF-8 text; a name that is not would point nowhere.
         raise ImageError("file name is not valid UTF-8; rename the file to index it")
-    data = read_regular(path, max_bytes)
+    data, info = read_regular_stat(path, max_bytes)
     if not data:
         raise ImageError("empty file (0 bytes)")
-    return SourceImage(path, data)
+    return SourceImage(path, data, info.st_size, info.st_mtime_ns)
 
 
 def open_image(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -139,4 +143,6 @@ def prepare(source: SourceImage, max_side: int) -> PreparedImage:
     img = open_image(source.data, max_side)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=90)
-    return PreparedImage(source.id, source.path, buf.getvalue())
+    return PreparedImage(
+        source.id, source.path, buf.getvalue(), size=source.size, mtime_ns=source.mtime_ns
+    )

@@ -10,6 +10,8 @@ batches and one content id per image seen, never the catalog.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
 from collections import deque
@@ -181,10 +183,17 @@ class Indexer:
     def _triage(
         self, chunk: list[Path], seen: set[str], report: RunReport, shard: Shard | None
     ) -> list[SourceImage]:
-        """Read and hash files; settle the ones already indexed; return the rest."""
+        """Settle what is already indexed and return the rest: an unchanged file (same size
+        and modification time as recorded) is not even read; others are read and hashed."""
         sources: list[SourceImage] = []
         failures: list[Failure] = []
+        recorded = self.store.stats_at([display_path(p) for p in chunk])
         for path in chunk:
+            unchanged = _unchanged(path, recorded.get(display_path(path)))
+            if unchanged is not None:
+                seen.add(unchanged)  # a copy of it elsewhere is a duplicate, not a move
+                report.skipped += 1
+                continue
             try:
                 source = read_source(path, self.settings.max_file_bytes)
             except ImageError as exc:
@@ -204,10 +213,13 @@ class Indexer:
             seen.add(source.id)
             sources.append(source)
         known = self.store.known_paths([s.id for s in sources])
-        moved = {s.id: str(s.path) for s in sources if s.id in known and known[s.id] != str(s.path)}
-        self.store.update_paths(moved)
-        report.moved += len(moved)
-        report.skipped += sum(1 for s in sources if s.id in known) - len(moved)
+        # Known images read again (moved, or touched): record where they are and their stat.
+        self.store.update_stats(
+            {s.id: (str(s.path), s.size, s.mtime_ns) for s in sources if s.id in known}
+        )
+        moved = sum(1 for s in sources if s.id in known and known[s.id] != str(s.path))
+        report.moved += moved
+        report.skipped += sum(1 for s in sources if s.id in known) - moved
         self.fail(failures, report)
         return [s for s in sources if s.id not in known]
 
@@ -241,6 +253,19 @@ class Indexer:
         report.failures.extend(failures)
 
 
+def _unchanged(path: Path, recorded: tuple[str, int, int] | None) -> str | None:
+    """The record id, if the file at `path` still has the size and mtime recorded for it."""
+    if recorded is None:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if stat.S_ISREG(info.st_mode) and (info.st_size, info.st_mtime_ns) == recorded[1:]:
+        return recorded[0]
+    return None
+
+
 def count_pending(
     store: ImageStore,
     roots: Sequence[Path],
@@ -249,17 +274,18 @@ def count_pending(
 ) -> int:
     """Images under `roots` that are neither indexed nor recorded as failed.
 
-    Paths are looked up first, a chunk at a time; only files at an unknown path are read
-    and hashed, so that a copy or a moved file of an indexed image does not count.
+    Paths are looked up first, a chunk at a time: a file whose size and modification time
+    match its record is settled unread; only new or changed files are read and hashed, so a
+    copy or a moved file of an indexed image does not count either.
     """
     pending = 0
     for chunk in _batched(discover(roots), 500):
         by_text = {display_path(path): path for path in chunk}
-        settled = store.indexed_paths(list(by_text)) | (failed_paths & by_text.keys())
+        recorded = store.stats_at(list(by_text))
         ids: set[str] = set()
         for text, path in by_text.items():
-            if text in settled:
-                continue
+            if text in failed_paths or _unchanged(path, recorded.get(text)) is not None:
+                continue  # settled without reading the file
             try:
                 ids.add(read_source(path, max_bytes).id)
             except ImageError:

@@ -47,6 +47,8 @@ class ImageRecord:
     vocabulary: str
     corrections: Mapping[str, str] = field(default_factory=dict)
     image_embedding: list[float] | None = None  # the picture's own vector, where a model gives one
+    size: int = 0  # the file's size and mtime when read: a re-run skips it unread if unchanged
+    mtime_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,15 @@ class Failure:
     path: str
     reason: str
     at: str = ""
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A record near a query vector, before it becomes a hit: enough to filter on."""
+
+    id: str
+    score: float  # cosine similarity
+    keywords: Keywords  # the filterable keywords
 
 
 @dataclass(frozen=True)

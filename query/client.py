@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from indexer.enrich import Enricher
     from indexer.providers.base import Provider
     from indexer.store import ImageStore
+    from query.planner import Planner
 
 QueryResult = Hit
 Where = Mapping[str, str | Sequence[str]]
@@ -56,6 +57,7 @@ class QueryClient:
         self._provider = provider
         self._vocabulary = vocabulary
         self._enricher: Enricher | None = None
+        self._planner: Planner | None = None
         self._checked = False
         self._lock = threading.RLock()
 
@@ -101,6 +103,37 @@ class QueryClient:
             )
         return providers.create(recorded, self.settings)
 
+    @property
+    def planner(self) -> Planner:
+        """Plans filtered searches over this client's collection (built once)."""
+        from query.planner import Planner
+
+        store, _ = self._ready()
+        with self._lock:
+            if self._planner is None:
+                self._planner = Planner(store)
+            return self._planner
+
+    def _search(self, vector: list[float], where: Where, limit: int, pictures: bool) -> list[Hit]:
+        store, _ = self._ready()
+        near = self.planner.nearest(vector, limit, where, pictures)  # type: ignore[arg-type]
+        return store.hits([(n.id, n.score) for n in near])
+
+    def _fused(
+        self, text_vector: list[float], image_vector: list[float], where: Where, limit: int
+    ) -> list[Hit]:
+        """Both routes' nearest, each scored by both similarities (ranking.fused)."""
+        from indexer import ranking
+
+        store, _ = self._ready()
+        depth = _depth(limit)
+        ids = dict.fromkeys(
+            n.id
+            for vector, pictures in ((text_vector, False), (image_vector, True))
+            for n in self.planner.nearest(vector, depth, where, pictures)  # type: ignore[arg-type]
+        )
+        return ranking.fused(store.with_vectors(list(ids)), text_vector, image_vector, limit)
+
     def _enricher_for(self, provider: Provider) -> Enricher:
         """Built once per client: it embeds the vocabulary and may load an image model."""
         from indexer.enrich import Enricher
@@ -118,7 +151,6 @@ class QueryClient:
         With a multimodal embedding model, the text is also compared with the pictures
         themselves, and the two routes are fused by the mean of their cosine similarities
         (`scripts/bench_retrieval.py` compares this with reciprocal rank fusion)."""
-        from indexer import ranking
 
         if not text.strip():
             raise QueryError("the query text is empty")
@@ -127,9 +159,8 @@ class QueryClient:
         store, provider = self._ready()
         vector = provider.embed_queries([text])[0]
         if not (provider.shared_space and store.image_spec == provider.image_spec):
-            return store.query(vector, filters, limit)
-        candidates = store.candidates(vector, vector, filters, _depth(limit))
-        return ranking.fused(candidates, vector, vector, limit)
+            return self._search(vector, filters, limit, pictures=False)
+        return self._fused(vector, vector, filters, limit)
 
     def image(
         self, path: str | Path | bytes, where: Where | None = None, limit: int = 10
@@ -142,7 +173,6 @@ class QueryClient:
         refused here too. Where the collection also holds image vectors of the same image
         model, the score is the mean of the visual and the caption cosine similarity.
         """
-        from indexer import ranking
         from indexer.images import SourceImage, prepare, read_source
 
         filters = self.check_where(where)
@@ -162,19 +192,15 @@ class QueryClient:
             # One multimodal space: the photo itself is the query (one embedding request,
             # no description), compared with the stored pictures.
             picture = provider.embed_images([image])[0]
-            return store.query_images(picture, filters, limit)
+            return self._search(picture, filters, limit, pictures=True)
         enricher = self._enricher_for(provider)
         outcome = enricher.enrich([image])[0]
         if isinstance(outcome, Failure):
             raise QueryError(f"cannot search by {name}: {outcome.reason}")
         pictured = outcome.image_embedding is not None and store.image_spec == enricher.image_spec
-        if not pictured:
-            return store.query(outcome.embedding, filters, limit)
-        assert outcome.image_embedding is not None
-        candidates = store.candidates(
-            outcome.embedding, outcome.image_embedding, filters, _depth(limit)
-        )
-        return ranking.fused(candidates, outcome.embedding, outcome.image_embedding, limit)
+        if not pictured or outcome.image_embedding is None:
+            return self._search(outcome.embedding, filters, limit, pictures=False)
+        return self._fused(outcome.embedding, outcome.image_embedding, filters, limit)
 
     def record(self, image_id: str) -> StoredRecord | None:
         """The stored record with this id, or None."""

@@ -107,7 +107,9 @@ def measure(name: str, per_class: int) -> None:
             source = read_source(path)
             picture = provider.embed_images([prepare(source, settings.image_max_side)])[0]
             found = {
-                "picture": [h for h in store.query_images(picture, {}, 6) if h.id != source.id],
+                "picture": [
+                    h for h in store.query(picture, {}, 6, pictures=True) if h.id != source.id
+                ],
             }
             candidates = [
                 c for c in store.candidates(picture, picture, {}, 40) if c.id != source.id
@@ -128,7 +130,7 @@ def measure(name: str, per_class: int) -> None:
             candidates = store.candidates(vector, vector, {}, 40)
             routes: dict[str, Callable[[], list[Hit]]] = {
                 "caption": lambda v=vector: store.query(v, {}, 10),
-                "picture": lambda v=vector: store.query_images(v, {}, 10),
+                "picture": lambda v=vector: store.query(v, {}, 10, pictures=True),
                 "both (mean)": lambda v=vector, c=candidates: ranking.fused(c, v, v, 10),
                 "both (RRF)": lambda v=vector, c=candidates: ranking.reciprocal_rank(c, v, v, 10),
             }

@@ -1,20 +1,25 @@
-"""Text-query latency at catalog scale, embedded Chroma and a Chroma server.
+"""Filtered and unfiltered search latency and recall at catalog scale, embedded and server.
 
-    python scripts/bench_query.py                          # 10,000 and 100,000, both modes
-    python scripts/bench_query.py --records 10000 --mode embedded
+    python scripts/bench_query.py                                   # 10,000 and 100,000
+    python scripts/bench_query.py --records 1000000 --mode embedded --json
 
-Fills a fresh collection with N records shaped like real ones (facet keyword lists, caption,
-"keywords. caption" vector from the offline provider's MiniLM), then times
-`QueryClient.text` (query embedding plus Chroma search; model loaded, process start
-excluded), with and without a `season=summer` filter, and prints p50 and p99.
+Fills a fresh collection with N records shaped like real ones (one keyword per facet, so
+`season=summer` matches about 25% and `garment=dress` + `season=summer` about 1%; a caption;
+a "keywords. caption" vector from the offline provider's MiniLM), then times the search as
+`QueryClient` runs it (the planner, then Chroma), with the query embedding computed once
+beforehand and reported separately, and prints p50 and p99 per filter, and recall@10 against
+exact brute-force search with the same filter over the same vectors. With `--json` the last
+line is one JSON object: {"records", "mode", "embedding_ms", "cases": [{"filter",
+"matching_fraction", "p50_ms", "p99_ms", "recall_at_10"}]}.
 
 Vectors: 2,000 distinct generated documents are embedded with MiniLM, and each record takes
-one of them plus a little noise, so that filling 100,000 records takes minutes, not an hour.
+one of them plus noise, so that filling a million records takes minutes, not hours.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -36,6 +41,7 @@ from indexer.records import ImageRecord  # noqa: E402
 from indexer.store import ImageStore  # noqa: E402
 from indexer.vocabulary import Keywords, Vocabulary  # noqa: E402
 from query import QueryClient  # noqa: E402
+from query.planner import matches  # noqa: E402
 from tests.conftest import ChromaServer  # noqa: E402
 
 TEXTS = ["a red summer dress", "black leather shoes", "wool winter coat for men", "colorful dress"]
@@ -57,19 +63,26 @@ def store_settings(mode: str, tmp: Path) -> Iterator[Settings]:
         server.stop()
 
 
-def fill(store: ImageStore, provider: LocalProvider, vocab: Vocabulary, records: int) -> None:
+def fill(
+    store: ImageStore, provider: LocalProvider, vocab: Vocabulary, records: int
+) -> tuple[np.ndarray, list[Keywords]]:
+    """Write `records` records; return their vectors and keywords for exact search."""
     rng = random.Random(0)
     noise = np.random.default_rng(0)
     kinds: list[tuple[Keywords, str]] = []
     for _ in range(DISTINCT):
-        kw = {f: [rng.choice(w)] for f, w in vocab.facets.items() if rng.random() < 0.7}
+        kw = {f: [rng.choice(w)] for f, w in vocab.facets.items()}
         kinds.append((kw, compose_caption(kw)))
     base = np.asarray(provider.embed_documents([document_text(k, c) for k, c in kinds]))
-    for start in range(0, records, 1000):
-        rows = range(start, min(start + 1000, records))
+    vectors = np.zeros((records, base.shape[1]), dtype=np.float32)
+    keywords: list[Keywords] = []
+    for start in range(0, records, 2000):
+        rows = range(start, min(start + 2000, records))
         picks = [rng.randrange(DISTINCT) for _ in rows]
-        vectors = base[picks] + noise.normal(0, 0.02, (len(picks), base.shape[1]))
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        chunk = base[picks] + noise.normal(0, 0.05, (len(picks), base.shape[1]))
+        chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
+        vectors[start : start + len(picks)] = chunk
+        keywords.extend(kinds[j][0] for j in picks)
         store.upsert(
             [
                 ImageRecord(
@@ -82,35 +95,69 @@ def fill(store: ImageStore, provider: LocalProvider, vocab: Vocabulary, records:
                     provider.model_ids,
                     vocab.fingerprint,
                 )
-                for i, j, v in zip(rows, picks, vectors, strict=True)
+                for i, j, v in zip(rows, picks, chunk, strict=True)
             ]
         )
+    return vectors, keywords
 
 
-def measure(mode: str, records: int, queries: int) -> None:
+CASES: list[tuple[str, dict[str, list[str]]]] = [
+    ("none", {}),
+    ("season=summer", {"season": ["summer"]}),
+    ("garment=dress,season=summer", {"garment": ["dress"], "season": ["summer"]}),
+]
+
+
+def measure(mode: str, records: int, queries: int) -> dict[str, object]:
     vocab = Vocabulary.load()
     with tempfile.TemporaryDirectory() as tmp, store_settings(mode, Path(tmp)) as settings:
         provider = LocalProvider(settings)
         store = ImageStore.open(settings, write=True, spec=provider.embedding_spec)
         started = time.monotonic()
-        fill(store, provider, vocab, records)
+        vectors, keywords = fill(store, provider, vocab, records)
         print(f"{mode}: filled {store.count()} records in {time.monotonic() - started:.0f}s")
         client = QueryClient(settings, store=store, provider=provider)
-        for text in TEXTS:  # warm-up: model, index and caches loaded
-            client.text(text)
-        for label, where in (("no filter", None), ("season=summer", {"season": "summer"})):
-            times = []
-            for q in range(queries):
+        texts = [f"{t} {i}" for i in range(queries) for t in TEXTS][:queries]
+        t0 = time.perf_counter()
+        query_vectors = provider.embed_queries(texts)
+        embedding_ms = (time.perf_counter() - t0) * 1000 / len(texts)
+        client.text(TEXTS[0])  # warm-up: index and caches loaded
+        cases = []
+        for label, where in CASES:
+            mask = np.array([matches(k, where) for k in keywords]) if where else None
+            times, recalls = [], []
+            for vector in query_vectors:
                 t0 = time.perf_counter()
-                client.text(TEXTS[q % len(TEXTS)], where=where, limit=10)
+                near = client.planner.nearest(vector, 10, where)
+                store.hits([(n.id, n.score) for n in near])
                 times.append((time.perf_counter() - t0) * 1000)
+                scores = vectors @ np.asarray(vector, dtype=np.float32)
+                if mask is not None:
+                    scores = np.where(mask, scores, -np.inf)
+                truth = {f"{i:08d}" for i in np.argsort(-scores)[:10] if np.isfinite(scores[i])}
+                recalls.append(len(truth & {n.id for n in near}) / max(len(truth), 1))
             times.sort()
-            p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
+            case = {
+                "filter": label,
+                "matching_fraction": round(float(mask.mean()) if mask is not None else 1.0, 4),
+                "p50_ms": round(statistics.median(times), 2),
+                "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))], 2),
+                "recall_at_10": round(statistics.mean(recalls), 4),
+            }
+            cases.append(case)
             print(
-                f"  {records:>7} records {mode:8s} {label:14s} "
-                f"p50 {statistics.median(times):6.1f} ms   p99 {p99:6.1f} ms   ({queries} queries)",
+                f"  {records:>8} {mode:8s} {label:28s} share {case['matching_fraction']:.3f}  "
+                f"p50 {case['p50_ms']:6.1f} ms  p99 {case['p99_ms']:6.1f} ms  "
+                f"recall@10 {case['recall_at_10']:.3f}",
                 flush=True,
             )
+        store.close()
+        return {
+            "records": records,
+            "mode": mode,
+            "embedding_ms": round(embedding_ms, 2),
+            "cases": cases,
+        }
 
 
 def main() -> None:
@@ -118,10 +165,15 @@ def main() -> None:
     parser.add_argument("--records", type=int, action="append")
     parser.add_argument("--mode", choices=["embedded", "server"], action="append")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
-    for records in args.records or [10_000, 100_000]:
-        for mode in args.mode or ["embedded", "server"]:
-            measure(mode, records, args.queries)
+    results = [
+        measure(mode, records, args.queries)
+        for records in args.records or [10_000, 100_000]
+        for mode in args.mode or ["embedded", "server"]
+    ]
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else results))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.errors import EmbeddingMismatchError, StoreBusyError, StoreError
 from indexer.ranking import as_hit
-from indexer.records import EmbeddingSpec, Hit, ImageRecord, StoredRecord
+from indexer.records import EmbeddingSpec, Hit, ImageRecord, Neighbour, StoredRecord
 from indexer.store import schema
 from indexer.store.batches import BatchLog
 from indexer.store.connection import chunks, connect, now, store_errors
@@ -26,6 +26,7 @@ from indexer.store.failures import FailureLog
 from indexer.store.roots import RootList
 from indexer.store.staging import Staging, finish_switch
 from indexer.store.usage import UsageLog
+from indexer.vocabulary import Keywords
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["FailureLog", "ImageStore", "RootList", "UsageLog", "where_clause"]
 
 FACET_PREFIX = schema.FACET_PREFIX
-_COSINE = {"hnsw": {"space": "cosine"}}
+# ef_search 200 (Chroma's default is 100): recall@10 >= 0.98 on near-duplicate catalogs.
+_COSINE = {"hnsw": {"space": "cosine", "ef_search": 200}}
 
 
 def where_clause(filters: Mapping[str, Sequence[str]]) -> dict[str, Any] | None:
@@ -272,6 +274,40 @@ class ImageStore:
         return set(self._records_at(paths).values())
 
     @store_errors
+    def stats_at(self, paths: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+        """path -> (id, size, mtime_ns) recorded for the records at these paths, so that a
+        re-run or `status` can tell an unchanged file without reading it."""
+        found: dict[str, tuple[str, int, int]] = {}
+        for chunk in chunks(list(paths)):
+            got = self._collection.get(where={"path": {"$in": list(chunk)}}, include=["metadatas"])
+            for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+                meta = meta or {}
+                found[str(meta.get("path", ""))] = (
+                    rid,
+                    int(meta.get("size", -1)),
+                    int(meta.get("mtime_ns", -1)),
+                )
+        return found
+
+    @store_errors
+    def update_stats(self, stats: Mapping[str, tuple[str, int, int]]) -> None:
+        """Record (path, size, mtime_ns) for records (by id) whose file was read again."""
+        if stats:
+            ids = list(stats)
+            self._collection.update(
+                ids=ids,
+                metadatas=[
+                    {
+                        "path": stats[i][0],
+                        schema.FOLDERS: schema.folders_of(stats[i][0]),
+                        "size": stats[i][1],
+                        "mtime_ns": stats[i][2],
+                    }
+                    for i in ids
+                ],
+            )
+
+    @store_errors
     def update_paths(self, paths: Mapping[str, str]) -> None:
         """Point records (id -> new path) at where their files moved."""
         if paths:
@@ -391,55 +427,46 @@ class ImageStore:
     # --- search ---
 
     @store_errors
-    def query(
-        self, embedding: Sequence[float], where: Mapping[str, Sequence[str]], limit: int
-    ) -> list[Hit]:
-        """The `limit` records nearest to `embedding` by caption vector."""
-        result = self._collection.query(
-            query_embeddings=[list(embedding)],
-            n_results=max(1, limit),
-            where=where_clause(where),  # type: ignore[arg-type]
-            include=["metadatas", "documents", "distances"],
-        )
-        rows = zip(
-            result["ids"][0],
-            (result["metadatas"] or [[]])[0],
-            (result["documents"] or [[]])[0],
-            (result["distances"] or [[]])[0],
-            strict=True,
-        )
-        return [as_hit(schema.stored(rid, m, doc), 1.0 - float(d)) for rid, m, doc, d in rows]
-
-    @store_errors
-    def query_images(
-        self, embedding: Sequence[float], where: Mapping[str, Sequence[str]], limit: int
-    ) -> list[Hit]:
-        """The `limit` records whose pictures are nearest to `embedding`."""
-        if self._visual is None:
+    def nearest(
+        self,
+        vector: Sequence[float],
+        k: int,
+        where: Mapping[str, Sequence[str]] | None = None,
+        pictures: bool = False,
+    ) -> list[Neighbour]:
+        """The `k` nearest records by caption vector (or, with `pictures`, by image vector),
+        filtered in Chroma when `where` is given. Each with its keywords, for a planner that
+        filters over-fetched results itself (query/planner.py)."""
+        collection = self._visual if pictures else self._collection
+        if collection is None:
             return []
-        found = self._visual.query(
-            query_embeddings=[list(embedding)],
-            n_results=max(1, limit),
-            where=where_clause(where),  # type: ignore[arg-type]
-            include=["distances"],
+        found = collection.query(
+            query_embeddings=[list(vector)],
+            n_results=max(1, k),
+            where=where_clause(where or {}),  # type: ignore[arg-type]
+            include=["metadatas", "distances"],
         )
-        ids, distances = found["ids"][0], (found["distances"] or [[]])[0]
-        if not ids:
-            return []
-        got = self._collection.get(ids=list(ids), include=["metadatas", "documents"])
-        records = {
-            rid: schema.stored(rid, m, doc)
-            for rid, m, doc in zip(
-                got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True
-            )
-        }
         return [
-            as_hit(records[rid], 1.0 - float(d))
-            for rid, d in zip(ids, distances, strict=True)
-            if rid in records  # an image vector whose record a crash never wrote
+            Neighbour(rid, 1.0 - float(d), schema.filter_keywords(m or {}))
+            for rid, m, d in zip(
+                found["ids"][0],
+                (found["metadatas"] or [[]])[0],
+                (found["distances"] or [[]])[0],
+                strict=True,
+            )
         ]
 
-    @store_errors
+    def query(
+        self,
+        vector: Sequence[float],
+        where: Mapping[str, Sequence[str]],
+        limit: int,
+        pictures: bool = False,
+    ) -> list[Hit]:
+        """The `limit` nearest records under `where`, filtered by Chroma (no planning: the
+        query client plans through query/planner.py)."""
+        return self.hits([(n.id, n.score) for n in self.nearest(vector, limit, where, pictures)])
+
     def candidates(
         self,
         text_vector: Sequence[float],
@@ -447,22 +474,50 @@ class ImageStore:
         where: Mapping[str, Sequence[str]],
         k: int,
     ) -> list[StoredRecord]:
-        """The `k` nearest of each route (caption vector, image vector), with both vectors,
-        for `ranking.fused`. Without image vectors, the caption route's alone."""
-        clause = where_clause(where)
-        routes = [(self._collection, text_vector)]
-        if self._visual is not None:
-            routes.append((self._visual, image_vector))
-        ids: dict[str, None] = {}
-        for collection, vector in routes:
-            found = collection.query(
-                query_embeddings=[list(vector)],
-                n_results=k,
-                where=clause,  # type: ignore[arg-type]
-                include=[],  # type: ignore[arg-type]
+        """The `k` nearest of each route, with both vectors, for `ranking.fused`."""
+        ids = dict.fromkeys(
+            n.id
+            for vector, pictures in ((text_vector, False), (image_vector, True))
+            for n in self.nearest(vector, k, where, pictures)
+        )
+        return self.with_vectors(list(ids))
+
+    @store_errors
+    def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
+        """Hits for (id, score) pairs, in that order; ids without a record are left out
+        (an image vector whose record a crash never wrote)."""
+        if not scored:
+            return []
+        got = self._collection.get(
+            ids=[rid for rid, _ in scored], include=["metadatas", "documents"]
+        )
+        records = {
+            rid: schema.stored(rid, m, doc)
+            for rid, m, doc in zip(
+                got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True
             )
-            ids.update(dict.fromkeys(found["ids"][0]))
+        }
+        return [as_hit(records[rid], score) for rid, score in scored if rid in records]
+
+    @store_errors
+    def with_vectors(self, ids: Sequence[str]) -> list[StoredRecord]:
+        """Records with their caption and image vectors, for fused ranking."""
         if not ids:
             return []
         got = self._collection.get(ids=list(ids), include=["embeddings", "metadatas", "documents"])
         return self._with_pictures(got, vectors=True)
+
+    @store_errors
+    def sample_keywords(self, size: int, blocks: int = 8) -> list[Keywords]:
+        """Keywords of about `size` records taken from `blocks` places spread over the
+        collection (records lie in insertion order, often folder by folder)."""
+        total = self._collection.count()
+        if total == 0:
+            return []
+        per_block = max(1, size // blocks)
+        step = max(per_block, total // blocks)
+        out: list[Keywords] = []
+        for offset in range(0, total, step):
+            got = self._collection.get(limit=per_block, offset=offset, include=["metadatas"])
+            out.extend(schema.filter_keywords(m or {}) for m in got["metadatas"] or [])
+        return out

@@ -56,6 +56,7 @@ def record_metadata(record: ImageRecord, indexed_at: str) -> dict[str, Any]:
         "raw_keywords_json": json.dumps(record.raw_keywords),
         "corrections_json": json.dumps(dict(record.corrections)),
         "indexed_at": indexed_at,
+        **({"size": record.size, "mtime_ns": record.mtime_ns} if record.size else {}),
         **record.model_ids,
         **filter_metadata(record),
     }
@@ -82,6 +83,15 @@ def stored(
     )
 
 
+def filter_keywords(meta: Mapping[str, Any]) -> Keywords:
+    """The filterable keyword lists (`kw_<facet>`) of a record's metadata."""
+    return {
+        k[len(FACET_PREFIX) :]: list(v)
+        for k, v in meta.items()
+        if k.startswith(FACET_PREFIX) and isinstance(v, list)
+    }
+
+
 def keywords_of(meta: Mapping[str, Any]) -> Keywords:
     raw = meta.get("keywords_json")
     if isinstance(raw, str):
@@ -91,11 +101,7 @@ def keywords_of(meta: Mapping[str, Any]) -> Keywords:
                 return {k: list(v) for k, v in data.items()}
         except ValueError:
             log.warning("record has unreadable keywords_json; using filter keys")
-    return {
-        k[len(FACET_PREFIX) :]: list(v)
-        for k, v in meta.items()
-        if k.startswith(FACET_PREFIX) and isinstance(v, list)
-    }
+    return filter_keywords(meta)
 
 
 def spec_metadata(spec: EmbeddingSpec, created_at: str) -> dict[str, Any]:

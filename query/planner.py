@@ -1,0 +1,83 @@
+"""The query planner: how to run a filtered nearest-neighbour search fast at any size.
+
+Chroma's embedded executor answers a filtered query by gathering every matching id (a scan
+of the metadata) and handing the allow-list to HNSW: measured at 100,000 records, about
+60 ms whether the filter matches 25% or 1%, growing with the catalog. An unfiltered HNSW
+search stays at a few milliseconds, and reading 80 neighbours with their keywords costs
+4 ms, 1,600 about 36 ms. So the planner over-fetches the unfiltered nearest neighbours and
+filters them itself, widening until it has enough (the first `limit` matches among the
+nearest are exactly the best `limit` matches), for every filter matching at least 0.5% of
+the catalog; only rarer filters are left to Chroma's pre-filter.
+
+A filter's share of the catalog is estimated from the keywords of a few thousand records
+sampled across the collection, kept per planner and refreshed every few minutes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+from indexer.records import Neighbour
+from indexer.store import ImageStore
+from indexer.vocabulary import Keywords
+
+# Filters matching at least this share of the catalog are over-fetched, not pre-filtered.
+BROAD = 0.005
+MAX_FETCH = 3_000  # beyond this, pre-filtering is cheaper than reading more neighbours
+SAMPLE_SIZE = 4_000
+RESAMPLE_AFTER = 300.0  # seconds; a catalog's mix of keywords changes slowly
+
+Where = Mapping[str, Sequence[str]]
+
+
+def matches(keywords: Keywords, where: Where) -> bool:
+    """Whether a record's keywords satisfy every facet=keyword term (AND)."""
+    return all(
+        keyword in keywords.get(facet, ()) for facet, terms in where.items() for keyword in terms
+    )
+
+
+class Planner:
+    def __init__(self, store: ImageStore) -> None:
+        self._store = store
+        self._sample: list[Keywords] = []
+        self._sampled_at = 0.0
+        self._lock = threading.Lock()
+
+    def share(self, where: Where) -> float:
+        """Estimated fraction of the catalog that `where` matches (1.0 without a filter)."""
+        if not where:
+            return 1.0
+        sample = self._keywords()
+        if not sample:
+            return 0.0
+        return sum(matches(k, where) for k in sample) / len(sample)
+
+    def _keywords(self) -> list[Keywords]:
+        with self._lock:
+            # Checked by time alone: counting the collection on every query would cost more
+            # than the plan saves.
+            if not self._sample or time.monotonic() - self._sampled_at > RESAMPLE_AFTER:
+                self._sample = self._store.sample_keywords(SAMPLE_SIZE)
+                self._sampled_at = time.monotonic()
+            return self._sample
+
+    def nearest(
+        self, vector: Sequence[float], limit: int, where: Where, pictures: bool = False
+    ) -> list[Neighbour]:
+        """The `limit` nearest records that satisfy `where` (all of them if fewer match)."""
+        if not where:
+            return self._store.nearest(vector, limit, None, pictures)
+        share = self.share(where)
+        if share >= BROAD:
+            fetch = max(50, math.ceil(limit / share * 1.5))
+            while fetch <= MAX_FETCH:
+                near = self._store.nearest(vector, fetch, None, pictures)
+                kept = [n for n in near if matches(n.keywords, where)]
+                if len(kept) >= limit or len(near) < fetch:  # enough, or nothing more to read
+                    return kept[:limit]
+                fetch *= 4
+        return self._store.nearest(vector, limit, where, pictures)

@@ -1,0 +1,79 @@
+"""The query planner against a real embedded Chroma: over-fetching for broad filters and
+pre-filtering for narrow ones both give exactly what brute-force search gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.config import load_settings
+from indexer.records import EmbeddingSpec, ImageRecord
+from indexer.store import ImageStore
+from query.planner import BROAD, Planner, matches
+
+SPEC = EmbeddingSpec("fake", "planner", 16)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageStore, np.ndarray, list]:
+    """3,000 records: half are summer, 1% are hats, vectors random."""
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    keywords = [
+        {
+            "season": ["summer" if i % 2 else "winter"],
+            "garment": ["hat" if i % 100 == 0 else "dress"],
+        }
+        for i in range(3000)
+    ]
+    settings = load_settings(chroma_path=tmp_path_factory.mktemp("db"), collection="planner")
+    store = ImageStore.open(settings, write=True, spec=SPEC)
+    for start in range(0, 3000, 500):
+        store.upsert(
+            [
+                ImageRecord(
+                    f"{i:06d}",
+                    f"/c/{i}.jpg",
+                    "x",
+                    keywords[i],
+                    keywords[i],
+                    vectors[i].tolist(),
+                    {},
+                    "v",
+                )
+                for i in range(start, start + 500)
+            ]
+        )
+    return store, vectors, keywords
+
+
+def exact(vectors: np.ndarray, keywords: list, query: np.ndarray, where: dict, k: int) -> list:
+    order = np.argsort(-(vectors @ query))
+    return [f"{i:06d}" for i in order if matches(keywords[i], where)][:k]
+
+
+@pytest.mark.parametrize(
+    ("where", "share"),
+    [({"season": ["summer"]}, 0.5), ({"garment": ["hat"]}, 0.01), ({}, 1.0)],
+)
+def test_plans_give_exact_results(catalog: tuple, where: dict, share: float) -> None:
+    store, vectors, keywords = catalog
+    planner = Planner(store)
+    assert planner.share(where) == pytest.approx(share, abs=0.02)
+    assert (planner.share(where) >= BROAD) == (share >= BROAD)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        query = rng.normal(size=16).astype(np.float32)
+        query /= np.linalg.norm(query)
+        got = [n.id for n in planner.nearest(query.tolist(), 10, where)]
+        assert got == exact(vectors, keywords, query, where, 10)
+
+
+def test_a_limit_beyond_the_matches_returns_every_match(catalog: tuple) -> None:
+    store, vectors, _keywords = catalog
+    planner = Planner(store)
+    hats = planner.nearest(vectors[0].tolist(), 100, {"garment": ["hat"]})
+    assert len(hats) == 30  # all of them
+    summer = planner.nearest(vectors[0].tolist(), 2000, {"season": ["summer"]})
+    assert len(summer) == 1500 and all(int(n.id) % 2 for n in summer)
