@@ -568,8 +568,13 @@ def train_tagger(
 
     with reported_errors():
         settings = load_settings()
+        from indexer.vision import ImageEncoder
+
         reports = train_heads(
-            folder, Vocabulary.load(settings.vocabulary_file), settings.home / "heads"
+            folder,
+            Vocabulary.load(settings.vocabulary_file),
+            settings.home / "heads",
+            ImageEncoder(settings.models_dir),
         )
     for r in reports:
         counts = ", ".join(f"{k} {n}" for k, n in r.counts.items())

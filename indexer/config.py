@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     # --- Indexer ---
     home: Path = Field(default_factory=_default_home, validation_alias=_env("INDEXER_HOME"))
     vocabulary_file: Path | None = Field(None, validation_alias=_env("INDEXER_VOCABULARY"))
+    models_path: Path | None = Field(None, validation_alias=_env("INDEXER_MODELS_DIR"))
     keyword_threshold: float = Field(
         0.7, ge=0.0, le=1.0, validation_alias=_env("INDEXER_KEYWORD_THRESHOLD")
     )
@@ -140,6 +141,11 @@ class Settings(BaseSettings):
     @property
     def store_path(self) -> Path:
         return self.chroma_path if self.chroma_path is not None else self.home / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        """Local models exported to ONNX, keyed by the hash of their weights."""
+        return self.models_path if self.models_path is not None else self.home / "models"
 
     @property
     def cache_dir(self) -> Path:

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexer.errors import ProviderError
@@ -36,7 +37,7 @@ class ImageVectors:
     embed: Callable[[Sequence[PreparedImage]], list[list[float]]]
 
 
-def image_vectors(provider: Provider, enabled: bool = True) -> ImageVectors | None:
+def image_vectors(provider: Provider, enabled: bool, cache: Path) -> ImageVectors | None:
     """The provider's own image vectors if it has them, else the local image model when it is
     installed (so that Gemini-built collections get them too), else none."""
     if not enabled:
@@ -50,7 +51,7 @@ def image_vectors(provider: Provider, enabled: bool = True) -> ImageVectors | No
     # One thread: beside a remote provider the image model is off the critical path (one
     # core encodes several images a second, more than an API quota describes), and the other
     # core stays free for the request threads.
-    encoder = vision.ImageEncoder(threads=1)
+    encoder = vision.ImageEncoder(cache, threads=1)
     encoder.preload()
     return ImageVectors(
         vision.IMAGE_SPEC,
@@ -99,7 +100,8 @@ class Enricher:
     @classmethod
     def create(cls, settings: Settings, provider: Provider, vocabulary: Vocabulary) -> Enricher:
         """An enricher with image vectors as the settings ask (INDEXER_IMAGE_VECTORS)."""
-        return cls(settings, provider, vocabulary, image_vectors(provider, settings.image_vectors))
+        pictures = image_vectors(provider, settings.image_vectors, settings.models_dir)
+        return cls(settings, provider, vocabulary, pictures)
 
     @property
     def spec(self) -> EmbeddingSpec:

