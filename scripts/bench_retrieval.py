@@ -97,7 +97,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--provider" in sys.argv and sys.argv[sys.argv.index("--provider") + 1] == "gemini":
+    if "--speed" in sys.argv:
+        from scripts.bench_speed import main as speed_main
+
+        speed_main()
+    elif "--provider" in sys.argv and sys.argv[sys.argv.index("--provider") + 1] == "gemini":
         from scripts.bench_gemini import main as gemini_main
 
         gemini_main(sys.argv[1:])

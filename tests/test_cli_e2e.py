@@ -280,8 +280,8 @@ def test_keyword_correction_end_to_end(
     fake: FakeGemini, env: dict[str, str], tmp_path: Path
 ) -> None:
     fake.by_color["violet"] = {
-        "keywords": {"garment": ["tank top"], "color": ["purple"], "style": ["spaceship"]},
-        "caption": "A purple tank top.",
+        "keywords": {"garment": ["tee"], "color": ["purple"], "style": ["spaceship"]},
+        "caption": "A purple tee.",
     }
     photo = garment_image(tmp_path / "top.png", "violet")
     assert index(str(photo)).exit_code == 0

@@ -21,12 +21,12 @@ class CountingEmbedder:
 def test_off_vocabulary_words_map_to_the_nearest_keyword_or_are_dropped() -> None:
     mapper = KeywordMapper(Vocabulary.load(), CountingEmbedder(), threshold=0.7)
     [result] = mapper.map_many(
-        [{"color": ["purple"], "garment": ["tank top"], "style": ["spaceship"]}]
+        [{"color": ["purple"], "garment": ["tee"], "style": ["spaceship"]}]
     )
     assert result.keywords["color"] == ["violet"]
     assert result.keywords["garment"] == ["T-shirt"]
     assert result.keywords["style"] == []
-    assert result.corrections == {"purple": "violet", "tank top": "T-shirt"}
+    assert result.corrections == {"purple": "violet", "tee": "T-shirt"}
     assert result.dropped == ["spaceship"]
 
 

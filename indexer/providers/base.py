@@ -73,5 +73,8 @@ class Provider(ABC):
     def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
         raise ProviderError(f"provider {self.name!r} cannot embed images")
 
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Load models now rather than at the first image (local models take seconds)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release threads or connections; the provider is unusable afterwards."""

@@ -133,6 +133,11 @@ class LocalProvider(Provider):
                 self._heads = load_heads(self._settings.home / "heads")
             return self._heads
 
+    def warm_up(self) -> None:
+        self.heads  # noqa: B018 - loads and checks them
+        self._images.encode([Image.new("RGB", (8, 8))])
+        self._text.encode(["warm up"])
+
     # --- description ---
 
     def describe(
