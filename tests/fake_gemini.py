@@ -4,7 +4,7 @@ It serves `models/{m}:generateContent`, `:embedContent` and `:batchEmbedContents
 `/v1` and `/v1beta`, checks the API key, and records every request. Its "vision" sees the dominant
 colour of the uploaded image and answers from a per-colour script; its "embeddings" are
 deterministic bag-of-concepts vectors in which listed synonyms (purple/violet,
-tank top/T-shirt, ...) are close and unrelated words are near-orthogonal. Faults can be
+tee/T-shirt, ...) are close and unrelated words are near-orthogonal. Faults can be
 queued per endpoint: 429 with Retry-After, 500, 503, timeouts, truncated bodies,
 malformed model output, safety blocks, empty candidates and wrong embedding sizes.
 """
@@ -46,7 +46,6 @@ PALETTE = {
 SYNONYMS = {
     "purple": "violet",
     "lilac": "violet",
-    "tank top": "t-shirt",
     "tee": "t-shirt",
     "tees": "t-shirt",
     "navy": "blue",
