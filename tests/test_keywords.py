@@ -20,9 +20,7 @@ class CountingEmbedder:
 
 def test_off_vocabulary_words_map_to_the_nearest_keyword_or_are_dropped() -> None:
     mapper = KeywordMapper(Vocabulary.load(), CountingEmbedder(), threshold=0.7)
-    [result] = mapper.map_many(
-        [{"color": ["purple"], "garment": ["tee"], "style": ["spaceship"]}]
-    )
+    [result] = mapper.map_many([{"color": ["purple"], "garment": ["tee"], "style": ["spaceship"]}])
     assert result.keywords["color"] == ["violet"]
     assert result.keywords["garment"] == ["T-shirt"]
     assert result.keywords["style"] == []
