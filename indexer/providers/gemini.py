@@ -206,17 +206,13 @@ class GeminiProvider(GeminiBatches, Provider):
         return genai.Client(api_key=self._settings.google_api_key, http_options=options)
 
     def _call(self, limiter: FairLimiter, fn: Callable[[], T]) -> T:
-        def attempt() -> T:
-            limiter.acquire()
-            try:
-                return fn()
-            except Exception as exc:
-                typed = translate(exc)
-                if typed is None:
-                    raise
-                raise typed from exc
+        """A call within a per-minute quota: every attempt, retries too, waits its turn."""
 
-        return self._retrying(attempt)
+        def limited() -> T:
+            limiter.acquire()
+            return fn()
+
+        return self._call_plain(limited)
 
     # --- description ---
 

@@ -13,13 +13,8 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from indexer.store.connection import now, store_errors
-
-if TYPE_CHECKING:
-    from chromadb.api import ClientAPI
-    from chromadb.api.models.Collection import Collection
+from indexer.store.connection import Sibling, now, store_errors
 
 CREATING = "creating"
 
@@ -35,21 +30,8 @@ class BatchEntry:
     resubmitted: bool = False  # this entry replaces an expired or failed job
 
 
-class BatchLog:
-    def __init__(self, client: ClientAPI, name: str, location: str, retry_seconds: float) -> None:
-        self._client = client
-        self.name = f"{name}-batches"
-        self.location = location
-        self.retry_seconds = retry_seconds
-        self._collection: Collection | None = None
-
-    @property
-    def _log(self) -> Collection:
-        if self._collection is None:
-            self._collection = self._client.get_or_create_collection(
-                self.name, embedding_function=None
-            )
-        return self._collection
+class BatchLog(Sibling):
+    suffix = "batches"
 
     @staticmethod
     def _id(display_name: str) -> str:

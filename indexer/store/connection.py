@@ -19,6 +19,7 @@ from indexer.errors import StoreError
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
 
     from indexer.config import Settings
 
@@ -111,6 +112,27 @@ def now() -> str:
 def chunks(items: Sequence[Any], size: int = ID_CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+class Sibling:
+    """A small collection `<name>-<suffix>` kept beside the main one (failure log, usage,
+    batch jobs, roots): its entries need no vectors, so each gets a constant one."""
+
+    suffix: str
+
+    def __init__(self, client: ClientAPI, name: str, location: str, retry_seconds: float) -> None:
+        self._client = client
+        self.collection = name  # the main collection's name
+        self.name = f"{name}-{self.suffix}"
+        self.location = location
+        self.retry_seconds = retry_seconds
+        self._opened: Collection | None = None
+
+    @property
+    def _log(self) -> Collection:
+        if self._opened is None:
+            self._opened = self._client.get_or_create_collection(self.name, embedding_function=None)
+        return self._opened
 
 
 def fresh_metadata(client: ClientAPI, name: str) -> dict[str, Any]:

@@ -5,31 +5,13 @@ it, embedded or on a server; retried images leave it when they are indexed."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from indexer.records import Failure
-from indexer.store.connection import chunks, now, store_errors
-
-if TYPE_CHECKING:
-    from chromadb.api import ClientAPI
-    from chromadb.api.models.Collection import Collection
+from indexer.store.connection import Sibling, chunks, now, store_errors
 
 
-class FailureLog:
-    def __init__(self, client: ClientAPI, name: str, location: str, retry_seconds: float) -> None:
-        self._client = client
-        self.name = f"{name}-failures"
-        self.location = location
-        self.retry_seconds = retry_seconds
-        self._collection: Collection | None = None
-
-    @property
-    def _log(self) -> Collection:
-        if self._collection is None:
-            self._collection = self._client.get_or_create_collection(
-                self.name, embedding_function=None
-            )
-        return self._collection
+class FailureLog(Sibling):
+    suffix = "failures"
 
     @store_errors
     def record(self, failures: Sequence[Failure]) -> None:

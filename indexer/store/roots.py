@@ -12,13 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from indexer.store.connection import fresh_metadata, now, store_errors
-
-if TYPE_CHECKING:
-    from chromadb.api import ClientAPI
-    from chromadb.api.models.Collection import Collection
+from indexer.store.connection import Sibling, fresh_metadata, now, store_errors
 
 
 def roots_of(meta: Mapping[str, Any]) -> list[str]:
@@ -26,27 +22,14 @@ def roots_of(meta: Mapping[str, Any]) -> list[str]:
     return list(json.loads(str(meta.get("roots_json", "[]"))))
 
 
-class RootList:
-    def __init__(self, client: ClientAPI, name: str, location: str, retry_seconds: float) -> None:
-        self._client = client
-        self.name = name
-        self.location = location
-        self.retry_seconds = retry_seconds
-        self._collection: Collection | None = None
-
-    @property
-    def _entries(self) -> Collection:
-        if self._collection is None:
-            self._collection = self._client.get_or_create_collection(
-                f"{self.name}-roots", embedding_function=None
-            )
-        return self._collection
+class RootList(Sibling):
+    suffix = "roots"
 
     @store_errors
     def remember(self, roots: Sequence[str]) -> None:
         """Add folders to the list (each its own entry)."""
         if roots:
-            self._entries.upsert(
+            self._log.upsert(
                 ids=[hashlib.sha256(r.encode()).hexdigest()[:32] for r in roots],
                 embeddings=[[1.0] for _ in roots],
                 documents=list(roots),
@@ -55,6 +38,6 @@ class RootList:
 
     @store_errors
     def all(self) -> list[str]:
-        got = self._entries.get(include=["documents"])
-        legacy = roots_of(fresh_metadata(self._client, self.name))
+        got = self._log.get(include=["documents"])
+        legacy = roots_of(fresh_metadata(self._client, self.collection))
         return sorted({*(d for d in got["documents"] or [] if d), *legacy})

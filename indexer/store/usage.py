@@ -4,31 +4,12 @@ on a server add their runs without overwriting each other's."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from indexer.records import Usage
-from indexer.store.connection import now, store_errors
-
-if TYPE_CHECKING:
-    from chromadb.api import ClientAPI
-    from chromadb.api.models.Collection import Collection
+from indexer.store.connection import Sibling, now, store_errors
 
 
-class UsageLog:
-    def __init__(self, client: ClientAPI, name: str, location: str, retry_seconds: float) -> None:
-        self._client = client
-        self.name = f"{name}-usage"
-        self.location = location
-        self.retry_seconds = retry_seconds
-        self._collection: Collection | None = None
-
-    @property
-    def _log(self) -> Collection:
-        if self._collection is None:
-            self._collection = self._client.get_or_create_collection(
-                self.name, embedding_function=None
-            )
-        return self._collection
+class UsageLog(Sibling):
+    suffix = "usage"
 
     @store_errors
     def record(self, run_id: str, usage: Usage) -> None:
