@@ -324,22 +324,7 @@ class ImageStore:
         """Write complete records, vectors and metadata together, in one call."""
         if not records:
             return
-        pictured = [r for r in records if r.image_embedding is not None]
-        if pictured and self._visual is not None:
-            # Image vectors first: the main record is what marks an image as indexed, so a
-            # crash in between leaves it pending (and redone), never half-indexed.
-            self._visual.upsert(
-                ids=[r.id for r in pictured],
-                embeddings=[r.image_embedding for r in pictured],  # type: ignore[misc]
-                metadatas=[schema.filter_metadata(r) for r in pictured],  # type: ignore[misc]
-            )
-        at = now()
-        self._collection.upsert(
-            ids=[r.id for r in records],
-            embeddings=[r.embedding for r in records],  # type: ignore[arg-type]
-            documents=[r.caption for r in records],
-            metadatas=[schema.record_metadata(r, at) for r in records],  # type: ignore[misc]
-        )
+        schema.write(self._collection, self._visual, records, [now()] * len(records))
         # A path shows one image: a record of what the file held before it was edited goes.
         written = {r.id for r in records}
         self._delete([i for i in self._records_at([r.path for r in records]) if i not in written])

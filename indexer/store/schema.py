@@ -62,6 +62,30 @@ def record_metadata(record: ImageRecord, indexed_at: str) -> dict[str, Any]:
     }
 
 
+def write(
+    records: Collection,
+    visual: Collection | None,
+    batch: Sequence[ImageRecord],
+    indexed_at: Sequence[str],
+) -> None:
+    """Upsert complete records, and their image vectors where given."""
+    pictured = [r for r in batch if r.image_embedding is not None]
+    if pictured and visual is not None:
+        # Image vectors first: the main record is what marks an image as indexed, so a crash
+        # in between leaves it pending (and redone), never half-indexed.
+        visual.upsert(
+            ids=[r.id for r in pictured],
+            embeddings=[r.image_embedding for r in pictured],  # type: ignore[misc]
+            metadatas=[filter_metadata(r) for r in pictured],  # type: ignore[misc]
+        )
+    records.upsert(
+        ids=[r.id for r in batch],
+        embeddings=[r.embedding for r in batch],  # type: ignore[arg-type]
+        documents=[r.caption for r in batch],
+        metadatas=[record_metadata(r, at) for r, at in zip(batch, indexed_at, strict=True)],  # type: ignore[misc]
+    )
+
+
 def stored(
     rid: str,
     meta: Mapping[str, Any] | None,

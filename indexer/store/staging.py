@@ -9,7 +9,7 @@ mid-way is finished by the next `Staging.switch()` or by `finish_switch` when a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import schema
@@ -121,22 +121,7 @@ class Staging:
         """Stage re-embedded records (keeping when each was first indexed)."""
         if not records:
             return
-        pictured = [r for r in records if r.image_embedding is not None]
-        if pictured and self._visual is not None:
-            self._visual.upsert(
-                ids=[r.id for r in pictured],
-                embeddings=[r.image_embedding for r in pictured],  # type: ignore[misc]
-                metadatas=[schema.filter_metadata(r) for r in pictured],  # type: ignore[misc]
-            )
-        metas: list[Any] = [
-            schema.record_metadata(r, at) for r, at in zip(records, indexed_at, strict=True)
-        ]
-        self._staged.upsert(
-            ids=[r.id for r in records],
-            embeddings=[r.embedding for r in records],  # type: ignore[arg-type]
-            documents=[r.caption for r in records],
-            metadatas=metas,
-        )
+        schema.write(self._staged, self._visual, records, indexed_at)
 
     @store_errors
     def count(self) -> int:
