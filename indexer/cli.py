@@ -26,6 +26,7 @@ from indexer.console import (
     out,
     reported_errors,
     setup_logging,
+    version_option,
 )
 from indexer.errors import ConfigError, StoreError
 
@@ -40,6 +41,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.callback()(version_option)
 
 
 def chosen_provider(name: str | None, settings: Settings) -> Provider:
@@ -417,6 +419,7 @@ def export(
     Images are never modified; a sidecar written by another program is left alone.
     """
     setup_logging(verbose)
+    import os
     import sys
 
     from indexer import export as exports
@@ -441,7 +444,14 @@ def export(
         elif fmt is not None:
             writer = exports.write_jsonl if fmt == "jsonl" else exports.write_csv
             if output is None:
-                count = writer(store.records(vectors), sys.stdout, facets, vectors)
+                try:
+                    count = writer(store.records(vectors), sys.stdout, facets, vectors)
+                    sys.stdout.flush()
+                except BrokenPipeError:
+                    # `indexer export ... | head`: the reader has what it wanted. Point stdout
+                    # at /dev/null so that the interpreter's final flush stays quiet too.
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    raise typer.Exit(0) from None
             else:
                 with output.open("w", encoding="utf-8", newline="") as fh:
                     count = writer(store.records(vectors), fh, facets, vectors)

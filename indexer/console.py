@@ -60,6 +60,27 @@ def reported_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_ERROR) from exc
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("clothing-indexer")
+        except PackageNotFoundError:  # run from a source tree without installing
+            number = "unknown"
+        out.print(line(f"clothing-indexer {number}"))
+        raise typer.Exit(0)
+
+
+# The app callback both CLIs share (no docstring: it would replace the apps' own help).
+def version_option(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    pass
+
+
 class _Neutralising(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = neutralise(record.getMessage()), None

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from indexer.console import err, line, out, reported_errors, setup_logging, shown
+from indexer.console import err, line, out, reported_errors, setup_logging, shown, version_option
 from indexer.records import Hit
 from query.client import QueryClient, parse_where
 
@@ -18,11 +18,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.callback()(version_option)
 
 WhereOpt = typer.Option(
     [], "--where", "-w", help="Keyword filter FACET=VALUE, e.g. season=summer; repeat to AND."
 )
-LimitOpt = typer.Option(10, "--limit", "-n", min=1, help="Number of results.")
+# No min=1 here: the client says "limit must be at least 1" in one line, not a usage box.
+LimitOpt = typer.Option(10, "--limit", "-n", help="Number of results (at least 1).")
 JsonOpt = typer.Option(False, "--json", help="Print a JSON array instead of a table.")
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each failure.")
 

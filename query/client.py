@@ -214,13 +214,17 @@ class QueryClient:
         for facet, values in (where or {}).items():
             if facet not in vocabulary.facets:
                 raise QueryError(
-                    f"unknown facet {facet!r}; facets are: {', '.join(vocabulary.facets)}"
+                    f"unknown facet {facet!r};{_nearest(facet, vocabulary.facets)} "
+                    f"facets are: {', '.join(vocabulary.facets)}"
                 )
             for value in [values] if isinstance(values, str) else list(values):
                 keyword = vocabulary.canonical(facet, value)
                 if keyword is None:
-                    allowed = ", ".join(vocabulary.facets[facet])
-                    raise QueryError(f"{value!r} is not a {facet} keyword; allowed: {allowed}")
+                    words = vocabulary.facets[facet]
+                    raise QueryError(
+                        f"{value!r} is not a {facet} keyword;{_nearest(value, words)} "
+                        f"allowed: {', '.join(words)}"
+                    )
                 checked.setdefault(facet, []).append(keyword)
         return checked
 
@@ -234,6 +238,15 @@ class QueryClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _nearest(word: str, choices: Sequence[str]) -> str:
+    """ " did you mean 'summer'?" for a misspelling close to one of `choices`, else ""."""
+    import difflib
+
+    by_fold = {c.casefold(): c for c in choices}
+    close = difflib.get_close_matches(word.casefold(), list(by_fold), n=1, cutoff=0.6)
+    return f" did you mean {by_fold[close[0]]!r}?" if close else ""
 
 
 def _depth(limit: int) -> int:
