@@ -37,16 +37,38 @@ def _open_client() -> QueryClient:
     return client
 
 
-def _search(as_json: bool, verbose: bool, ask: Callable[[QueryClient], list[Hit]]) -> None:
+def _search(
+    as_json: bool,
+    verbose: bool,
+    ask: Callable[[QueryClient], list[Hit]],
+    where: dict[str, list[str]] | None = None,
+) -> None:
     setup_logging(verbose)
     with reported_errors(), _open_client() as client:
         hits = ask(client)
+        for facet, provider in client.untagged(where):
+            err.print(line(("note:", "yellow"), " ", _untagged_hint(facet, provider)))
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
     elif not hits:
         out.print(line("no matching images"))
     else:
         out.print(_table(hits))
+
+
+def _untagged_hint(facet: str, provider: str) -> str:
+    """Why `--where FACET=...` matches nothing, and how to get such tags."""
+    start = f"no image in this collection has a {facet} keyword"
+    if provider == "local":
+        return (
+            f"{start}: the local provider tags garment and color (and the facets you trained "
+            f"heads for); teach it {facet} with `indexer train-tagger FOLDER`, or index with "
+            "Gemini (GOOGLE_API_KEY)"
+        )
+    return (
+        f"{start}: the {provider} provider gave none; check the vocabulary's {facet} keywords "
+        "(INDEXER_VOCABULARY)"
+    )
 
 
 def _table(hits: list[Hit]) -> Table:
@@ -70,7 +92,8 @@ def text(
     verbose: bool = VerboseOpt,
 ) -> None:
     """Find images by a natural-language description."""
-    _search(as_json, verbose, lambda c: c.text(text, where=parse_where(where), limit=limit))
+    filters = parse_where(where)
+    _search(as_json, verbose, lambda c: c.text(text, where=filters, limit=limit), filters)
 
 
 @app.command()
@@ -82,7 +105,8 @@ def image(
     verbose: bool = VerboseOpt,
 ) -> None:
     """Find images similar to an example image."""
-    _search(as_json, verbose, lambda c: c.image(path, where=parse_where(where), limit=limit))
+    filters = parse_where(where)
+    _search(as_json, verbose, lambda c: c.image(path, where=filters, limit=limit), filters)
 
 
 @app.command()

@@ -202,6 +202,14 @@ class QueryClient:
             return self._search(outcome.embedding, filters, limit, pictures=False)
         return self._fused(outcome.embedding, outcome.image_embedding, filters, limit)
 
+    def untagged(self, where: Where | None) -> list[tuple[str, str]]:
+        """(facet, provider) for each facet of `where` that no record of the collection has
+        a keyword of, so a caller can say why a filter matches nothing."""
+        if not where:
+            return []
+        store, _ = self._ready()
+        return [(f, store.spec.provider) for f in self.planner.untagged(list(where))]
+
     def record(self, image_id: str) -> StoredRecord | None:
         """The stored record with this id, or None."""
         store, _ = self._ready()

@@ -73,6 +73,12 @@ class Planner:
                 self._sampled_at = time.monotonic()
             return self._sample
 
+    def untagged(self, facets: Sequence[str]) -> list[str]:
+        """Those of `facets` that no sampled record has a keyword of (all records, on a
+        collection smaller than the sample)."""
+        sample = self._keywords()
+        return [f for f in facets if not any(k.get(f) for k in sample)]
+
     def over_fetch(self, limit: int, share: float) -> int | None:
         """How many unfiltered neighbours to read for `limit` matches, or None when letting
         Chroma pre-filter is cheaper."""

