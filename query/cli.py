@@ -40,13 +40,14 @@ def _open_client() -> QueryClient:
 def _search(
     as_json: bool,
     verbose: bool,
-    ask: Callable[[QueryClient], list[Hit]],
-    where: dict[str, list[str]] | None = None,
+    ask: Callable[[QueryClient, dict[str, list[str]]], list[Hit]],
+    where: list[str],
 ) -> None:
     setup_logging(verbose)
     with reported_errors(), _open_client() as client:
-        hits = ask(client)
-        for facet, provider in client.untagged(where):
+        filters = parse_where(where)  # a malformed term is a one-line error like the rest
+        hits = ask(client, filters)
+        for facet, provider in client.untagged(filters):
             err.print(line(("note:", "yellow"), " ", _untagged_hint(facet, provider)))
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
@@ -92,8 +93,7 @@ def text(
     verbose: bool = VerboseOpt,
 ) -> None:
     """Find images by a natural-language description."""
-    filters = parse_where(where)
-    _search(as_json, verbose, lambda c: c.text(text, where=filters, limit=limit), filters)
+    _search(as_json, verbose, lambda c, w: c.text(text, where=w, limit=limit), where)
 
 
 @app.command()
@@ -105,8 +105,7 @@ def image(
     verbose: bool = VerboseOpt,
 ) -> None:
     """Find images similar to an example image."""
-    filters = parse_where(where)
-    _search(as_json, verbose, lambda c: c.image(path, where=filters, limit=limit), filters)
+    _search(as_json, verbose, lambda c, w: c.image(path, where=w, limit=limit), where)
 
 
 @app.command()
