@@ -26,7 +26,7 @@ from typing import Any
 
 from indexer.enrich import one_line
 from indexer.errors import ImageError, ProviderError
-from indexer.images import PreparedImage, SourceImage, prepare, read_source
+from indexer.images import PreparedImage, SourceImage, prepare, reread
 from indexer.pipeline import BatchResult, Indexer, RunReport, Shard
 from indexer.records import Description, Failure, ImageRecord
 from indexer.store.batches import CREATING, BatchEntry
@@ -95,7 +95,7 @@ class BatchIndexer:
                 image = self._prepared(source, report)
                 if image is None:
                     continue
-                cost = len(image.jpeg) * 4 // 3 + _REQUEST_OVERHEAD
+                cost = _cost(image)
                 if job and size + cost > MAX_JOB_BYTES:
                     self._create(job, size, batch)
                     job, size = [], 0
@@ -220,13 +220,8 @@ class BatchIndexer:
         self.log.forget(entry.display_name)
 
     def _reread(self, image_id: str, path: str) -> PreparedImage | None:
-        try:
-            source = read_source(Path(path), self.indexer.settings.max_file_bytes)
-            if source.id != image_id:
-                return None
-            return prepare(source, self.indexer.settings.image_max_side)
-        except ImageError:
-            return None
+        settings = self.indexer.settings
+        return reread(Path(path), image_id, settings.image_max_side, settings.max_file_bytes)
 
     def _redo(self, entry: BatchEntry, state: str, report: RunReport, batch: BatchReport) -> None:
         """An expired, failed or cancelled job: send its images once more; a second time,
@@ -247,11 +242,16 @@ class BatchIndexer:
                     self.indexer.fail([Failure(image_id, path, reason)], report)
                     continue
                 job.append((image, self.provider.batch_request(image, self.enricher.vocabulary)))
-                size += len(image.jpeg) * 4 // 3 + _REQUEST_OVERHEAD
+                size += _cost(image)
             if job:
                 self._create(job, size, batch, again=True)
                 batch.resubmitted_jobs += 1
         self.log.forget(entry.display_name)
+
+
+def _cost(image: PreparedImage) -> int:
+    """Bytes an inline request for `image` adds to a job: base64 JPEG and the instructions."""
+    return len(image.jpeg) * 4 // 3 + _REQUEST_OVERHEAD
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:

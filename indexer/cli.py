@@ -23,6 +23,7 @@ from indexer.console import (
     EXIT_FAILED_IMAGES,
     err,
     line,
+    note,
     out,
     reported_errors,
     setup_logging,
@@ -53,15 +54,8 @@ def chosen_provider(name: str | None, settings: Settings) -> Provider:
         if name != "gemini":
             err.print(line(f"no GOOGLE_API_KEY set: using the offline {name!r} provider"))
     if name == "gemini":
-        announce_endpoint(settings)
+        note(settings.endpoint_notice())  # the key and photos go elsewhere than Google
     return providers.create(name, settings)
-
-
-def announce_endpoint(settings: Settings) -> None:
-    """Say once, on stderr, when the key and photos go somewhere other than Google's API."""
-    notice = settings.endpoint_notice()
-    if notice:
-        err.print(line(("note:", "yellow"), " ", notice))
 
 
 @contextmanager
@@ -145,11 +139,9 @@ def run(
         share = Shard.parse(shard) if shard else None
         settings = load_settings()
         if share and not settings.uses_server:
-            err.print(
-                line(
-                    "note: --shard with the embedded store: run the workers one after another, "
-                    "or share a Chroma server (CHROMA_HOST) to run them at once"
-                )
+            note(
+                "--shard with the embedded store: run the workers one after another, "
+                "or share a Chroma server (CHROMA_HOST) to run them at once"
             )
         if no_wait and not batch:
             raise ConfigError("--no-wait goes with --batch")

@@ -50,6 +50,12 @@ def line(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*(shown(p) if isinstance(p, str) else shown(p[0], p[1]) for p in parts))
 
 
+def note(text: str | None) -> None:
+    """A one-line "note: ..." on stderr, when there is something to say."""
+    if text:
+        err.print(line(("note:", "yellow"), " ", text))
+
+
 @contextmanager
 def reported_errors() -> Iterator[None]:
     """Turn the library's typed errors into a one-line message and an exit code."""

@@ -91,6 +91,16 @@ def read_source(path: Path, max_bytes: int = MAX_FILE_BYTES) -> SourceImage:
     return SourceImage(path, data, info.st_size, info.st_mtime_ns)
 
 
+def reread(path: Path, image_id: str, max_side: int, max_bytes: int) -> PreparedImage | None:
+    """The image at `path` prepared for a model, if the file still holds the bytes indexed
+    as `image_id`; None when it changed, vanished or cannot be read any more."""
+    try:
+        source = read_source(path, max_bytes)
+        return prepare(source, max_side) if source.id == image_id else None
+    except ImageError:
+        return None
+
+
 def open_image(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode to an upright RGB image no larger than `max_side`; raise ImageError if unusable.
 

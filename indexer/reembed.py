@@ -17,9 +17,8 @@ from itertools import islice
 from pathlib import Path
 
 from indexer.enrich import Enricher
-from indexer.errors import ImageError
-from indexer.images import PreparedImage, prepare, read_source
-from indexer.records import EmbeddingSpec, StoredRecord
+from indexer.images import reread
+from indexer.records import EmbeddingSpec
 from indexer.store import ImageStore
 
 
@@ -57,7 +56,11 @@ def reembed(
         done = staging.staged([r.id for r in chunk])
         report.resumed += len(done)
         todo = [r for r in chunk if r.id not in done]
-        pictures = [_picture(r, max_side, max_bytes) for r in todo] if enricher.pictures else []
+        pictures = (
+            [reread(Path(r.path), r.id, max_side, max_bytes) for r in todo]
+            if enricher.pictures
+            else []
+        )
         report.pictures_missing += sum(p is None for p in pictures)
         report.pictures += sum(p is not None for p in pictures)
         staging.write(
@@ -71,14 +74,3 @@ def reembed(
         report.switched = True
     report.seconds = time.monotonic() - started
     return report
-
-
-def _picture(record: StoredRecord, max_side: int, max_bytes: int) -> PreparedImage | None:
-    """The record's picture, if its file still holds the bytes that were indexed."""
-    try:
-        source = read_source(Path(record.path), max_bytes)
-        if source.id != record.id:
-            return None
-        return prepare(source, max_side)
-    except ImageError:
-        return None

@@ -9,7 +9,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from indexer.console import err, line, out, reported_errors, setup_logging, shown, version_option
+from indexer.console import (
+    err,
+    line,
+    note,
+    out,
+    reported_errors,
+    setup_logging,
+    shown,
+    version_option,
+)
 from indexer.records import Hit
 from query.client import QueryClient, parse_where
 
@@ -31,9 +40,8 @@ VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each f
 
 def _open_client() -> QueryClient:
     client = QueryClient.from_env()
-    notice = client.settings.endpoint_notice() if client.settings.google_api_key else None
-    if notice:
-        err.print(line(("note:", "yellow"), " ", notice))
+    if client.settings.google_api_key:
+        note(client.settings.endpoint_notice())
     return client
 
 
@@ -48,7 +56,7 @@ def _search(
         filters = parse_where(where)  # a malformed term is a one-line error like the rest
         hits = ask(client, filters)
         for facet, provider in client.untagged(filters):
-            err.print(line(("note:", "yellow"), " ", _untagged_hint(facet, provider)))
+            note(_untagged_hint(facet, provider))
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
     elif not hits:

@@ -80,13 +80,9 @@ class RecordOut(BaseModel):
     metadata: dict[str, Any]
 
 
-def is_loopback(host: str) -> bool:
-    return is_loopback_host(host)
-
-
 def check_exposure(host: str, token: str | None) -> None:
     """Listening beyond this machine shows the catalog to the network: demand a token."""
-    if not is_loopback(host) and not token:
+    if not is_loopback_host(host) and not token:
         raise ConfigError(
             f"--host {host} is reachable from other machines; set an access token "
             "with --token or QUERY_SERVE_TOKEN"

@@ -69,7 +69,7 @@ def test_upsert_query_filter(store: ImageStore) -> None:
 def test_known_paths_and_moves(store: ImageStore) -> None:
     store.upsert([record("a", [1, 0, 0])])
     assert store.known_paths(["a", "zzz"]) == {"a": "/photos/a.jpg"}
-    store.update_paths({"a": "/elsewhere/a.jpg"})
+    store.update_stats({"a": ("/elsewhere/a.jpg", 10, 20)})
     assert store.known_paths(["a"]) == {"a": "/elsewhere/a.jpg"}
     assert store.query([1, 0, 0], {}, 1)[0].caption == "caption a"  # rest untouched
 
@@ -86,7 +86,7 @@ def test_failures_round_trip_and_clear_by_id_or_path(store: ImageStore) -> None:
 
 def test_records_under_a_folder_are_found_by_the_folder_index(store: ImageStore) -> None:
     store.upsert([record("a", [1, 0, 0]), record("b", [0, 1, 0])])
-    store.update_paths({"b": "/elsewhere/deep/b.jpg"})
+    store.update_stats({"b": ("/elsewhere/deep/b.jpg", 10, 20)})
     assert store.paths_under("/photos") == ["/photos/a.jpg"]
     assert store.paths_under("/elsewhere/") == ["/elsewhere/deep/b.jpg"]
     assert store.paths_under("/photo") == []  # a folder, not a string prefix

@@ -269,11 +269,6 @@ class ImageStore:
         return found
 
     @store_errors
-    def indexed_paths(self, paths: Sequence[str]) -> set[str]:
-        """Those of `paths` that some record points at."""
-        return set(self._records_at(paths).values())
-
-    @store_errors
     def stats_at(self, paths: Sequence[str]) -> dict[str, tuple[str, int, int]]:
         """path -> (id, size, mtime_ns) recorded for the records at these paths, so that a
         re-run or `status` can tell an unchanged file without reading it."""
@@ -304,18 +299,6 @@ class ImageStore:
                         "mtime_ns": stats[i][2],
                     }
                     for i in ids
-                ],
-            )
-
-    @store_errors
-    def update_paths(self, paths: Mapping[str, str]) -> None:
-        """Point records (id -> new path) at where their files moved."""
-        if paths:
-            ids = list(paths)
-            self._collection.update(
-                ids=ids,
-                metadatas=[
-                    {"path": paths[i], schema.FOLDERS: schema.folders_of(paths[i])} for i in ids
                 ],
             )
 
