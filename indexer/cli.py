@@ -21,6 +21,8 @@ from rich.progress import (
 
 from indexer.console import (
     EXIT_FAILED_IMAGES,
+    ReadableCommand,
+    ReadableGroup,
     err,
     line,
     note,
@@ -41,6 +43,7 @@ app = typer.Typer(
     help="Tag, caption and embed clothing photos into a Chroma collection.",
     no_args_is_help=True,
     add_completion=False,
+    cls=ReadableGroup,
 )
 app.callback()(version_option)
 
@@ -53,6 +56,8 @@ def chosen_provider(name: str | None, settings: Settings) -> Provider:
         name = providers.default_name(settings)
         if name != "gemini":
             err.print(line(f"no GOOGLE_API_KEY set: using the offline {name!r} provider"))
+        else:
+            err.print(line(f"using Gemini (an API key is set): {settings.generation_model}"))
     if name == "gemini":
         note(settings.endpoint_notice())  # the key and photos go elsewhere than Google
     return providers.create(name, settings)
@@ -98,12 +103,13 @@ def usage_line(usage: Usage, images: int) -> str:
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each failure.")
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def run(
     paths: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     provider: str | None = typer.Option(
         None,
         "--provider",
+        metavar="gemini|local",
         help="Model provider: gemini or local. Default: gemini when an API key is set, else local.",
     ),
     shard: str | None = typer.Option(
@@ -264,7 +270,7 @@ def run_batch(
         raise typer.Exit(EXIT_FAILED_IMAGES)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def status(
     paths: list[Path] | None = typer.Argument(
         None, help="Folders to count pending images in. Default: every folder ever indexed."
@@ -275,6 +281,7 @@ def status(
     """How many images are indexed, pending and failed, and each failed file with its reason."""
     setup_logging(verbose)
     from indexer.config import load_settings
+    from indexer.files import absolute
     from indexer.pipeline import count_pending
     from indexer.store import ImageStore
 
@@ -282,7 +289,7 @@ def status(
         settings = load_settings()
         store = ImageStore.open(settings)
         failures = store.failures.all()
-        roots = [p.absolute() for p in paths] if paths else [Path(r) for r in store.roots.all()]
+        roots = [absolute(p) for p in paths] if paths else [Path(r) for r in store.roots.all()]
         present = [r for r in roots if r.exists()]
         pending = count_pending(store, present, {f.path for f in failures}, settings.max_file_bytes)
         indexed = store.count()
@@ -335,11 +342,14 @@ def status(
         out.print(line(f"  {failure.path}: {failure.reason}"))
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def watch(
     folders: list[Path] = typer.Argument(..., help="Folders to keep indexed."),
     provider: str | None = typer.Option(
-        None, "--provider", help="Model provider: gemini or local (default as for `run`)."
+        None,
+        "--provider",
+        metavar="gemini|local",
+        help="Model provider: gemini or local (default as for `run`).",
     ),
     settle: float = typer.Option(
         1.0, "--settle", min=0.0, help="Seconds a file must be quiet before it is read."
@@ -389,10 +399,14 @@ def watch(
     )
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def export(
     fmt: str | None = typer.Option(
-        None, "--format", "-f", help="jsonl, csv or parquet: every record as one row."
+        None,
+        "--format",
+        "-f",
+        metavar="jsonl|csv|parquet",
+        help="jsonl, csv or parquet: every record as one row.",
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="File to write (jsonl and csv default to standard output)."
@@ -456,10 +470,13 @@ def export(
                 err.print(line(f"  skipped {sidecar}: {reason}"))
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def reembed(
     provider: str | None = typer.Option(
-        None, "--provider", help="Model provider whose embeddings to move to (default as for run)."
+        None,
+        "--provider",
+        metavar="gemini|local",
+        help="Model provider whose embeddings to move to (default as for run).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     verbose: bool = VerboseOpt,
@@ -556,7 +573,41 @@ def reembed(
     err.print(line(f"collection {store.name!r} now uses {report.target}"))
 
 
-@app.command("train-tagger")
+@app.command(cls=ReadableCommand)
+def reset(
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Delete the collection: its records, image vectors, failure log, folders, usage and
+    batch-job records. Image files are not touched. Asks first unless --yes."""
+    setup_logging(verbose)
+    from indexer.config import load_settings
+    from indexer.store import ImageStore
+
+    with reported_errors():
+        settings = load_settings()
+        where = settings.chroma_location
+        if not yes:
+            typer.confirm(
+                f"Delete collection {settings.collection!r} at {where} and everything kept "
+                "beside it?",
+                abort=True,
+                err=True,
+            )
+        dropped = ImageStore.reset(settings)
+    if not dropped:
+        err.print(line(f"no collection {settings.collection!r} at {where}; nothing to delete"))
+        return
+    records = next((n for name, n in dropped if name == settings.collection), 0)
+    out.print(
+        line(
+            f"deleted collection {settings.collection!r} ({records} records) and "
+            f"{len(dropped) - 1} collection(s) beside it at {where}"
+        )
+    )
+
+
+@app.command("train-tagger", cls=ReadableCommand)
 def train_tagger(
     folder: Path = typer.Argument(..., help="Photos sorted as FOLDER/<facet>/<keyword>/*.jpg."),
     verbose: bool = VerboseOpt,

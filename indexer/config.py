@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     def uses_server(self) -> bool:
         return bool(self.chroma_host)
 
+    @property
+    def chroma_location(self) -> str:
+        """Where the store is, as a user would name it."""
+        if self.uses_server:
+            return f"http://{self.chroma_host}:{self.chroma_port}"
+        return str(self.store_path)
+
 
 def _first_alias(name: str) -> str:
     alias = Settings.model_fields[name].validation_alias

@@ -8,15 +8,19 @@ the cursor, recolour the terminal or reorder text with bidirectional overrides.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.text import Text
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from indexer.errors import IndexerError
 
@@ -43,6 +47,26 @@ def neutralise(text: str) -> str:
 def shown(text: object, style: str = "") -> Text:
     """Data as a Rich Text: no markup, no emoji codes, control characters escaped."""
     return Text(neutralise(str(text)), style=style)
+
+
+def short_path(path: str, width: int, cwd: str | None = None, home: str | None = None) -> str:
+    """`path` as a user would write it, in at most `width` characters: relative to the
+    working folder when under it, `~/...` under the home folder, and the middle folders
+    elided (`/srv/…/summer/dress.jpg`) when still too long; the file name is kept whole."""
+    cwd = os.getcwd() if cwd is None else cwd
+    home = os.path.expanduser("~") if home is None else home
+    text = path
+    if cwd != os.sep and path.startswith(cwd.rstrip(os.sep) + os.sep):
+        text = path[len(cwd.rstrip(os.sep)) + 1 :]
+    elif home not in ("", os.sep) and path.startswith(home.rstrip(os.sep) + os.sep):
+        text = "~" + path[len(home.rstrip(os.sep)) :]
+    if len(text) <= width:
+        return text
+    head, _, name = text.rpartition(os.sep)
+    room = width - len(name) - 2  # "…" and the separator before the name
+    if room <= 0:
+        return "…" + name[-(width - 1) :] if width > 1 else name
+    return head[: room // 2] + "…" + head[len(head) - (room - room // 2) :] + os.sep + name
 
 
 def line(*parts: str | tuple[str, str]) -> Text:
@@ -87,6 +111,41 @@ def version_option(
     pass
 
 
+class _ReadableHelp:
+    """Help that names what to type, not Python's types: `--where FACET=VALUE`, `--limit
+    INTEGER`, `PATHS...` rather than `<list[str]>`, `<int>`, `<list[Path]>`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            # Typer's help asks each parameter for its type's label; answer for it.
+            param.display_type_rich = functools.partial(_readable_type, param)
+        return params
+
+
+class ReadableCommand(_ReadableHelp, TyperCommand):
+    pass
+
+
+class ReadableGroup(_ReadableHelp, TyperGroup):
+    pass
+
+
+_TYPE_NAMES = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "path": "PATH", "Path": "PATH"}
+
+
+def _readable_type(param: Any, ctx: Any) -> str | None:
+    if isinstance(param, TyperArgument) or getattr(param, "is_bool_flag", False):
+        return None  # an argument's name already says it; a flag takes no value
+    if param.metavar:
+        return str(param.metavar)
+    label = str(param.display_type(ctx)).strip("<>")
+    many = label.startswith("list[")
+    label = label.removeprefix("list[").removesuffix("]")
+    label = _TYPE_NAMES.get(label, label if "|" in label else label.upper())
+    return f"{label}..." if many else label
+
+
 class _Neutralising(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = neutralise(record.getMessage()), None
@@ -94,7 +153,9 @@ class _Neutralising(logging.Filter):
 
 
 def setup_logging(verbose: bool) -> None:
-    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    handler = RichHandler(
+        console=err, show_path=False, show_time=False, show_level=False, markup=False
+    )
     handler.addFilter(_Neutralising())
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

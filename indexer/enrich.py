@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from indexer.errors import ProviderError
+from indexer.errors import EndpointUnreachableError, ProviderError
 from indexer.keywords import EmbeddingCache, KeywordMapper, MappedKeywords
 from indexer.records import Description, EmbeddingSpec, Failure, ImageRecord, StoredRecord
 from indexer.vocabulary import Keywords, Vocabulary
@@ -135,6 +135,8 @@ class Enricher:
             tagged = self._tag(described, outcomes)
             for item, record in zip(tagged, self._records(tagged), strict=True):
                 outcomes[item.image.id] = record
+        except EndpointUnreachableError:
+            raise  # the run stops; these images stay pending
         except ProviderError as exc:
             reason = f"embedding failed: {one_line(exc)}"
             for image, _ in described:

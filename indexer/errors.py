@@ -20,9 +20,18 @@ class ProviderError(IndexerError):
 class TransientProviderError(ProviderError):
     """A model call failed in a way worth retrying (429, 5xx, timeout, connection)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, kind: str = "error") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.kind = kind  # "HTTP 429", "timeout", ...: what a user is told once per run
+
+
+class EndpointUnreachableError(TransientProviderError):
+    """The API's host refused the connection or does not resolve: no image can succeed, so
+    the run stops instead of failing every image after its retries."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="unreachable")
 
 
 class BlockedResponseError(ProviderError):

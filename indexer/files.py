@@ -17,6 +17,12 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 _READ_CHUNK = 1024 * 1024
 
 
+def absolute(path: Path | str) -> Path:
+    """`path` made absolute with `.` and `..` resolved as written (symbolic links kept), so
+    a record's path names the file the same way whichever folder the command ran in."""
+    return Path(os.path.abspath(path))
+
+
 def _kind(mode: int) -> str:
     for test, name in (
         (stat.S_ISDIR, "a folder"),

@@ -24,6 +24,7 @@ from pathlib import Path
 from indexer.config import Settings
 from indexer.enrich import Enricher, one_line
 from indexer.errors import ConfigError, ImageError
+from indexer.files import absolute
 from indexer.images import (
     MAX_FILE_BYTES,
     SourceImage,
@@ -168,7 +169,7 @@ class Indexer:
         """Walk `paths` and yield, a batch at a time, the images that still need a model:
         known ones are settled (moves recorded), unreadable ones recorded as failures."""
         # Absolute paths: records must make sense to tools run from anywhere else.
-        roots = [Path(p).absolute() for p in paths]
+        roots = [absolute(p) for p in paths]
         if remember:
             self.store.roots.remember([display_path(r) for r in roots])
         seen: set[str] = set()

@@ -132,3 +132,21 @@ class Usage:
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.output_tokens + self.thinking_tokens
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A record as the catalog listing knows it: enough to order, filter and count."""
+
+    id: str
+    indexed_at: str  # ISO 8601, UTC: sorts as it reads
+    keywords: Keywords
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the collection, newest first, under some filters."""
+
+    total: int  # records matching the filters
+    records: list[StoredRecord]
+    counts: dict[str, dict[str, int]]  # facet -> keyword -> matching records that have it

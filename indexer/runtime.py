@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ import numpy as np
 
 from indexer.errors import ConfigError
 from indexer.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 TEXT_MODEL = "all-MiniLM-L6-v2"
 IMAGE_MODEL = "efficientnet-lite2"
@@ -69,6 +72,7 @@ def exported(name: str, weights: Path, cache: Path, export: Any) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):  # two processes starting at once export once
         if not target.is_file():
+            log.warning("preparing the %s model for ONNX Runtime (once, about 20 s)", name)
             with atomic_write(target) as tmp:
                 export(tmp)
     return target
@@ -161,8 +165,10 @@ class ImageModel:
 def _export_text(target: Path) -> None:
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hf_logging.disable_progress_bar()  # a bar of its own would break the CLI's one-line notes
     base = AutoModel.from_pretrained(str(_text_model_dir())).eval()
 
     class Hidden(torch.nn.Module):

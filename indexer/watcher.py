@@ -19,6 +19,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from indexer.files import absolute
 from indexer.images import EXTENSIONS, display_path
 from indexer.pipeline import Indexer, RunReport
 
@@ -73,7 +74,7 @@ class Watcher:
         on_change: Callable[[str, WatchReport], None] | None = None,
     ) -> None:
         self.indexer = indexer
-        self.roots = [Path(r).absolute() for r in roots]
+        self.roots = [absolute(r) for r in roots]
         self.settle = settle
         self.report = WatchReport()
         self._notify = on_change or (lambda _what, _report: None)

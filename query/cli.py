@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,15 +12,19 @@ import typer
 from rich.table import Table
 
 from indexer.console import (
+    ReadableCommand,
+    ReadableGroup,
     err,
     line,
     note,
     out,
     reported_errors,
     setup_logging,
+    short_path,
     shown,
     version_option,
 )
+from indexer.errors import ConfigError
 from indexer.records import Hit
 from query.client import QueryClient, parse_where
 
@@ -26,11 +32,16 @@ app = typer.Typer(
     help="Search the clothing image collection by text or by example image.",
     no_args_is_help=True,
     add_completion=False,
+    cls=ReadableGroup,
 )
 app.callback()(version_option)
 
 WhereOpt = typer.Option(
-    [], "--where", "-w", help="Keyword filter FACET=VALUE, e.g. season=summer; repeat to AND."
+    [],
+    "--where",
+    "-w",
+    metavar="FACET=VALUE",
+    help="Keyword filter FACET=VALUE, e.g. season=summer; repeat to AND.",
 )
 # No min=1 here: the client says "limit must be at least 1" in one line, not a usage box.
 LimitOpt = typer.Option(10, "--limit", "-n", help="Number of results (at least 1).")
@@ -81,18 +92,28 @@ def _untagged_hint(facet: str, provider: str) -> str:
 
 
 def _table(hits: list[Hit]) -> Table:
+    keywords = [
+        "; ".join(f"{f}: {', '.join(ws)}" for f, ws in hit.keywords.items() if ws) for hit in hits
+    ]
+    # Paths get what the other columns leave (those wrap beyond 30 characters), and are
+    # shortened to fit rather than wrapped, which would split the file name.
+    others = sum(
+        min(30, max(map(len, col), default=0)) for col in (keywords, [h.caption for h in hits])
+    )
+    room = max(16, out.width - others - len(str(len(hits))) - 5 - 16)
+    paths = [short_path(hit.path, room) for hit in hits]
     table = Table(show_lines=False)
-    for column in ("#", "score", "path", "keywords", "caption"):
-        table.add_column(column, overflow="fold")
-    for rank, hit in enumerate(hits, 1):
-        keywords = "; ".join(f"{f}: {', '.join(ws)}" for f, ws in hit.keywords.items() if ws)
-        table.add_row(
-            str(rank), f"{hit.score:.3f}", shown(hit.path), shown(keywords), shown(hit.caption)
-        )
+    table.add_column("#")
+    table.add_column("score")
+    table.add_column("path", no_wrap=True, min_width=max(map(len, paths), default=4))
+    table.add_column("keywords", overflow="fold")
+    table.add_column("caption", overflow="fold")
+    for rank, (hit, path, words) in enumerate(zip(hits, paths, keywords, strict=True), 1):
+        table.add_row(str(rank), f"{hit.score:.3f}", shown(path), shown(words), shown(hit.caption))
     return table
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def text(
     text: str = typer.Argument(..., help='What to look for, e.g. "colorful dress".'),
     where: list[str] = WhereOpt,
@@ -104,7 +125,7 @@ def text(
     _search(as_json, verbose, lambda c, w: c.text(text, where=w, limit=limit), where)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def image(
     path: Path = typer.Argument(..., help="An image file; it is not added to the collection."),
     where: list[str] = WhereOpt,
@@ -116,7 +137,7 @@ def image(
     _search(as_json, verbose, lambda c, w: c.image(path, where=w, limit=limit), where)
 
 
-@app.command()
+@app.command(cls=ReadableCommand)
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8080, "--port", help="Port to listen on."),
@@ -144,16 +165,27 @@ def serve(
         check_exposure(host, token)
         client.record("0" * 32)  # fail now, with a clear message, if there is no collection
         app_ = create_app(client, client.settings.home / "thumbnails", token, host=host)
-    err.print(
-        line(f"serving {client.settings.collection!r} at http://{host}:{port}/ (Ctrl-C to stop)")
+        sock = _bound(host, port)  # bound before "serving" is said, so the line is true
+    address = f"[{host}]" if ":" in host else host
+    url = f"http://{address}:{sock.getsockname()[1]}/"
+    err.print(line(f"serving {client.settings.collection!r} at {url} (Ctrl-C to stop)"))
+    config = uvicorn.Config(
+        app_, log_level="info" if verbose else "warning", log_config=access_log_config()
     )
-    uvicorn.run(
-        app_,
-        host=host,
-        port=port,
-        log_level="info" if verbose else "warning",
-        log_config=access_log_config(),
-    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or a one-line error (port taken, no such address)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is already in use; pick another with --port"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def main() -> None:

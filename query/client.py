@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from indexer.config import Settings, load_settings
 from indexer.errors import ConfigError, ImageError, QueryError
-from indexer.records import Failure, Hit, StoredRecord
+from indexer.records import Failure, Hit, Listed, Page, StoredRecord
 from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class QueryClient:
         self._enricher: Enricher | None = None
         self._planner: Planner | None = None
         self._checked = False
+        self._listed: tuple[int, list[Listed]] | None = None
         self._lock = threading.RLock()
 
     @classmethod
@@ -201,6 +202,40 @@ class QueryClient:
         if not pictured or outcome.image_embedding is None:
             return self._search(outcome.embedding, filters, limit, pictures=False)
         return self._fused(outcome.embedding, outcome.image_embedding, filters, limit)
+
+    def browse(self, where: Where | None = None, limit: int = 24, offset: int = 0) -> Page:
+        """The collection itself, newest first: the records matching `where` from `offset`,
+        how many match, and for each keyword how many of them have it (what a filter chip
+        would leave)."""
+        filters = self.check_where(where)
+        _check_limit(limit)
+        if offset < 0:
+            raise QueryError("offset must be at least 0")
+        matching = [
+            r
+            for r in self._listing()
+            if all(w in r.keywords.get(f, ()) for f, words in filters.items() for w in words)
+        ]
+        counts: dict[str, dict[str, int]] = {}
+        for r in matching:
+            for facet, words in r.keywords.items():
+                for word in words:
+                    per = counts.setdefault(facet, {})
+                    per[word] = per.get(word, 0) + 1
+        store, _ = self._ready()
+        shown = store.by_ids([r.id for r in matching[offset : offset + limit]])
+        return Page(len(matching), shown, counts)
+
+    def _listing(self) -> list[Listed]:
+        """Every record, newest first; read again only when the collection's size changed
+        (one count per call, not one listing)."""
+        store, _ = self._ready()
+        size = store.count()
+        with self._lock:
+            if self._listed is None or self._listed[0] != size:
+                newest = sorted(store.listing(), key=lambda r: (r.indexed_at, r.id), reverse=True)
+                self._listed = (size, newest)
+            return self._listed[1]
 
     def untagged(self, where: Where | None) -> list[tuple[str, str]]:
         """(facet, provider) for each facet of `where` that no record of the collection has

@@ -76,8 +76,18 @@ class RecordOut(BaseModel):
     path: str
     keywords: dict[str, list[str]]
     caption: str
+    provider: str
+    indexed_at: str
+    thumbnail: str
     image: str
     metadata: dict[str, Any]
+
+
+class PageOut(BaseModel):
+    total: int
+    offset: int
+    images: list[RecordOut]
+    counts: dict[str, dict[str, int]]
 
 
 def check_exposure(host: str, token: str | None) -> None:
@@ -155,6 +165,19 @@ def create_app(
 
     guarded = [Depends(authorised)]
 
+    def record_out(found: StoredRecord) -> RecordOut:
+        return RecordOut(
+            id=found.id,
+            path=found.path,
+            keywords=found.keywords,
+            caption=found.caption,
+            provider=str(found.metadata.get("provider", "")),
+            indexed_at=str(found.metadata.get("indexed_at", "")),
+            thumbnail=f"/api/images/{found.id}/thumbnail",
+            image=f"/api/images/{found.id}/file",
+            metadata=dict(found.metadata),
+        )
+
     def hits_out(hits: list[Any]) -> list[HitOut]:
         return [
             HitOut(
@@ -199,6 +222,24 @@ def create_app(
     def facets() -> dict[str, list[str]]:
         """Each facet's allowed keywords: what `where` accepts."""
         return {f: list(words) for f, words in client.vocabulary.facets.items()}
+
+    @app.get("/api/images", dependencies=guarded)
+    def browse(
+        where: Annotated[
+            list[str], Query(description="FACET=VALUE, e.g. season=summer; repeat to AND.")
+        ] = [],  # noqa: B006 - FastAPI copies defaults
+        limit: Annotated[int, Query(ge=1, le=500)] = 24,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> PageOut:
+        """The collection itself, newest first, filtered by keyword: a page of records, how
+        many match, and per facet how many of them have each keyword."""
+        page = ask(lambda: client.browse(parse_where(where), limit=limit, offset=offset))
+        return PageOut(
+            total=page.total,
+            offset=offset,
+            images=[record_out(r) for r in page.records],
+            counts=page.counts,
+        )
 
     @app.get("/api/search", dependencies=guarded)
     def search_text(
@@ -273,14 +314,7 @@ def create_app(
         found = stored(image_id)
         if not os.path.isfile(found.path):
             raise HTTPException(410, "the image file is no longer there")
-        return RecordOut(
-            id=found.id,
-            path=found.path,
-            keywords=found.keywords,
-            caption=found.caption,
-            image=f"/api/images/{image_id}/file",
-            metadata=dict(found.metadata),
-        )
+        return record_out(found)
 
     @app.get("/api/images/{image_id}/file", dependencies=guarded)
     def original(image_id: str) -> Response:

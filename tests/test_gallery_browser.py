@@ -4,6 +4,7 @@ type a query, apply a filter, upload an image, see the right results. Saves scre
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -105,43 +106,116 @@ def _watch_console(page: Page) -> list[str]:
     return problems
 
 
-def test_search_filter_and_upload_in_a_real_browser(gallery: str, tmp_path: Path) -> None:
+def test_the_gallery_opens_on_the_collection_and_chips_filter_it(
+    gallery: str, tmp_path: Path
+) -> None:
+    """Issue 15: no empty page; chips work without a query; counts and greyed keywords;
+    the filters live in the address, so reload, back and a shared link work."""
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         problems = _watch_console(page)
         page.goto(gallery)
-
-        page.fill("#q", "a dress")
-        page.press("#q", "Enter")
         cards = page.locator(".card")
-        expect(cards).to_have_count(4)
-        expect(cards.first.locator(".caption")).to_contain_text("dress")
+        expect(cards).to_have_count(4)  # the collection, before any query
+        expect(page.locator("#status")).to_have_text("4 images, newest first")
         expect(cards.first.locator("img")).to_have_js_property("complete", True)
+        summer = page.locator('.chip[data-facet="season"][data-keyword="summer"]')
+        expect(summer.locator(".n")).to_have_text("1")
+        white = page.locator('.chip[data-facet="color"][data-keyword="white"]')
+        expect(white.locator(".n")).to_have_text("0")
+        expect(white).to_have_class(re.compile(r"\bnone\b"))  # greyed: no image has it
+        page.screenshot(path=str(tmp_path / "gallery-landing.png"), full_page=True)
 
-        page.click('.chip[data-facet="season"][data-keyword="summer"]')
+        summer.click()  # a chip without a query filters the collection
         expect(cards).to_have_count(1)
         expect(cards.first.locator(".caption")).to_have_text("A red summer dress.")
-        page.screenshot(path=str(tmp_path / "gallery-filtered.png"), full_page=True)
+        assert page.url.endswith("/?where=season=summer")
+        expect(page.locator('.chip[data-facet="garment"][data-keyword="jeans"]')).to_have_class(
+            re.compile(r"\bnone\b")
+        )
+        page.reload()
+        expect(cards).to_have_count(1)
+        expect(summer).to_have_attribute("aria-pressed", "true")
+        page.go_back()
+        expect(cards).to_have_count(4)
+        expect(summer).to_have_attribute("aria-pressed", "false")
 
-        page.click('.chip[data-facet="season"][data-keyword="summer"]')  # filter off again
+        # A shared link with a query and a filter, spelt as a person would type it.
+        page.goto(gallery + "?q=a%20dress&where=Color=Yellow")
+        expect(page.locator("#q")).to_have_value("a dress")
+        expect(cards).to_have_count(1)
+        expect(cards.first.locator(".caption")).to_have_text("A yellow spring dress.")
+        expect(page.locator('.chip[data-facet="color"][data-keyword="yellow"]')).to_have_attribute(
+            "aria-pressed", "true"
+        )
+        browser.close()
+    assert problems == []  # the page's own script and style run under its policy
+
+
+def test_search_by_keyboard_and_a_readable_record_card(gallery: str, tmp_path: Path) -> None:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        problems = _watch_console(page)
+        page.goto(gallery)
+        cards = page.locator(".card")
+        expect(cards).to_have_count(4)
+        expect(page.locator("#q")).to_be_focused()
+        page.keyboard.type("a black coat")
+        page.keyboard.press("Enter")
+        expect(page.locator("#status")).to_have_text("4 best matches")
+        expect(cards.first.locator(".caption")).to_have_text("A black wool winter coat.")
+        assert page.url.endswith("/?q=a%20black%20coat")
+        cards.first.focus()
+        page.keyboard.press("Enter")  # a focused card opens with the keyboard
+        detail = page.locator("#detail")
+        expect(detail).to_be_visible()
+        expect(page.locator("#detail-caption")).to_have_text("A black wool winter coat.")
+        fields = page.locator("#detail-fields")
+        expect(fields.locator("dt")).to_contain_text(["garment", "season", "color", "path"])
+        expect(fields).to_contain_text("coat")
+        expect(fields).to_contain_text("black.jpg")
+        expect(fields).to_contain_text("gemini")
+        assert "{" not in fields.inner_text()  # a card, not raw JSON
+        expect(page.locator("#full")).to_have_js_property("complete", True)
+        page.screenshot(path=str(tmp_path / "gallery-card.png"), full_page=True)
+        page.keyboard.press("Escape")
+        expect(detail).not_to_be_visible()
+        browser.close()
+    assert problems == []
+
+
+def test_an_uploaded_photo_is_shown_beside_its_results(gallery: str, tmp_path: Path) -> None:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        problems = _watch_console(page)
+        page.goto(gallery)
+        cards = page.locator(".card")
         expect(cards).to_have_count(4)
         example = garment_image(tmp_path / "example.png", "blue", size=(300, 300))
         page.set_input_files("#upload", str(example))
-        expect(page.locator("#status")).to_have_text("4 results")
+        preview = page.locator("#query-photo")
+        expect(preview).to_be_visible()
+        expect(preview).to_have_js_property("complete", True)
+        assert preview.evaluate("img => img.naturalWidth") == 300  # the photo itself
+        expect(page.locator("#query-name")).to_have_text("example.png")
+        expect(page.locator("#status")).to_have_text("4 best matches")
         expect(cards.first.locator(".caption")).to_have_text("Blue denim jeans.")
         thumbnail = cards.first.locator("img")
         expect(thumbnail).to_have_js_property("complete", True)
         assert thumbnail.evaluate("img => img.naturalWidth") > 0  # a real picture arrived
-
-        cards.first.click()
-        expect(page.locator("#detail")).to_be_visible()
-        expect(page.locator("#record")).to_contain_text('"jeans"')
-        page.screenshot(path=str(tmp_path / "gallery.png"), full_page=True)
+        page.click('.chip[data-facet="season"][data-keyword="summer"]')  # filters the upload
+        expect(cards).to_have_count(1)
+        expect(preview).to_be_visible()
+        page.screenshot(path=str(tmp_path / "gallery-upload.png"), full_page=True)
+        page.click("#clear-image")
+        expect(preview).not_to_be_visible()
+        expect(page.locator("#status")).to_have_text("1 image, newest first")
         browser.close()
-    assert problems == []  # the page's own script and style run under its policy
-    assert (tmp_path / "gallery.png").stat().st_size > 10_000
-    print(f"screenshots: {tmp_path / 'gallery.png'}, {tmp_path / 'gallery-filtered.png'}")
+    assert problems == []
+    assert (tmp_path / "gallery-upload.png").stat().st_size > 10_000
 
 
 def test_a_token_in_the_address_is_swapped_for_a_cookie(photos: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,38 @@ def test_serve_refuses_a_public_address_without_a_token(photos: Path) -> None:
 
     result = CliRunner().invoke(query_app, ["serve", "--host", "0.0.0.0", "--port", "1"])
     assert result.exit_code == 2 and "access token" in result.output
+
+
+def test_browse_lists_the_collection_newest_first_with_keyword_counts(
+    photos: Path, fake: FakeGemini, tmp_path: Path
+) -> None:
+    time.sleep(1.1)  # indexing times are kept to the second; the next run is a second later
+    fake.by_color["yellow"] = {
+        "keywords": {"garment": ["dress"], "season": ["spring"], "color": ["yellow"]},
+        "caption": "A yellow spring dress.",
+    }
+    later = tmp_path / "later"
+    garment_image(later / "yellow.jpg", "yellow")
+    assert CliRunner().invoke(indexer_app, ["run", str(later)]).exit_code == 0
+    api = TestClient(
+        create_app(QueryClient.from_env(), tmp_path / "thumbs"), base_url="http://127.0.0.1"
+    )
+    first = api.get("/api/images", params={"limit": 2}).json()
+    assert first["total"] == 4 and first["offset"] == 0
+    assert Path(first["images"][0]["path"]).name == "yellow.jpg"  # the newest
+    assert first["images"][0]["provider"] == "gemini"
+    assert first["images"][0]["thumbnail"].endswith("/thumbnail")
+    assert first["counts"]["season"] == {"summer": 2, "fall": 1, "spring": 1}
+    assert first["counts"]["garment"]["dress"] == 2
+    rest = api.get("/api/images", params={"limit": 2, "offset": 2}).json()
+    seen = [i["id"] for i in first["images"] + rest["images"]]
+    assert len(set(seen)) == 4  # pages neither repeat nor skip a record
+    summer = api.get("/api/images", params=[("where", "season=summer")]).json()
+    assert summer["total"] == 2
+    assert {Path(i["path"]).name for i in summer["images"]} == {"red.jpg", "green.jpg"}
+    assert summer["counts"]["color"] == {"red": 1, "green": 1}  # counted within the filter
+    both = api.get("/api/images", params=[("where", "season=summer"), ("where", "color=Green")])
+    assert [Path(i["path"]).name for i in both.json()["images"]] == ["green.jpg"]
+    typo = api.get("/api/images", params=[("where", "season=sumer")])
+    assert typo.status_code == 400 and "did you mean 'summer'?" in typo.json()["detail"]
+    assert api.get("/api/images", params={"offset": -1}).status_code == 422

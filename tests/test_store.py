@@ -94,10 +94,12 @@ def test_records_under_a_folder_are_found_by_the_folder_index(store: ImageStore)
 
 
 def test_another_embedding_model_is_refused(tmp_path: Path, store: ImageStore) -> None:
+    store.upsert([record("a", [1, 0, 0], color=["red"])])
     store.close()  # its writer lock; this test opens the same store again
     conf = settings(tmp_path)
-    with pytest.raises(EmbeddingMismatchError, match=r"built with fake:model-a \(3-d\)"):
+    with pytest.raises(EmbeddingMismatchError, match=r"built with fake:model-a \(3-d\)") as refused:
         ImageStore.open(conf, write=True, spec=EmbeddingSpec("fake", "model-b", 3))
+    assert "indexer reset" in str(refused.value)
     with pytest.raises(EmbeddingMismatchError):
         ImageStore.open(conf, spec=EmbeddingSpec("fake", "model-a", 4))
     assert ImageStore.open(conf, spec=SPEC).spec == SPEC
@@ -147,3 +149,37 @@ def test_image_vectors_are_fused_with_the_caption_route(tmp_path: Path) -> None:
     candidates = reader.candidates([1, 0, 0], [0.0, 1.0], {"season": ["summer"]}, 3)
     filtered = ranking.fused(candidates, [1, 0, 0], [0.0, 1.0], 3)
     assert {h.id for h in filtered} == {"a", "b"}
+
+
+def test_an_empty_collection_takes_the_next_writers_space(
+    tmp_path: Path, store: ImageStore
+) -> None:
+    """A first run that reached no model leaves an empty collection; it must not lock out
+    the provider the user tries next."""
+    store.close()
+    conf = settings(tmp_path)
+    other = EmbeddingSpec("local", "all-MiniLM-L6-v2", 4)
+    with ImageStore.open(conf, write=True, spec=other, image_spec=other) as adopted:
+        assert adopted.spec == other
+        adopted.upsert([record("a", [1, 0, 0, 0], color=["red"])])
+    with pytest.raises(EmbeddingMismatchError):  # now that it holds a record, it is refused
+        ImageStore.open(conf, write=True, spec=SPEC)
+
+
+def test_reset_drops_the_collection_and_its_siblings_only(
+    tmp_path: Path, store: ImageStore
+) -> None:
+    store.upsert([record("a", [1, 0, 0], color=["red"])])
+    store.failures.record([Failure("b", "/photos/b.jpg", "corrupt")])
+    store.roots.remember(["/photos"])
+    store.close()
+    with ImageStore.open(settings(tmp_path, "test-items-2"), write=True, spec=SPEC) as neighbour:
+        neighbour.upsert([record("z", [0, 0, 1])])  # a name that merely starts the same
+    dropped = dict(ImageStore.reset(settings(tmp_path)))
+    assert dropped["test-items"] == 1
+    assert {"test-items-failures", "test-items-roots"} <= set(dropped)
+    assert "test-items-2" not in dropped
+    with pytest.raises(StoreError, match="no collection"):
+        ImageStore.open(settings(tmp_path))
+    assert ImageStore.open(settings(tmp_path, "test-items-2")).count() == 1
+    assert ImageStore.reset(settings(tmp_path)) == []

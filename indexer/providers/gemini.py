@@ -16,16 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from tenacity import (
-    Retrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
+from tenacity import Retrying, retry_if_exception_type
 
+from indexer.config import GOOGLE_API_HOST
 from indexer.errors import (
     BlockedResponseError,
     ConfigError,
+    EndpointUnreachableError,
     MalformedResponseError,
     ProviderError,
     TransientProviderError,
@@ -33,7 +30,12 @@ from indexer.errors import (
 from indexer.images import PreparedImage
 from indexer.providers.base import Provider
 from indexer.providers.gemini_batch import GeminiBatches
-from indexer.providers.gemini_transport import FairLimiter, WaitRetryAfter, translate
+from indexer.providers.gemini_transport import (
+    FairLimiter,
+    RetryPolicy,
+    WaitRetryAfter,
+    translate,
+)
 from indexer.records import Description, EmbeddingSpec, Usage
 from indexer.vocabulary import Vocabulary
 
@@ -149,11 +151,13 @@ class GeminiProvider(GeminiBatches, Provider):
         self._embedding_limiter = FairLimiter(settings.embedding_rpm)
         self._submit = threading.Lock()
         self._usage = Usage()
+        self._unreachable: EndpointUnreachableError | None = None
+        policy = RetryPolicy(settings.max_attempts, log)
         self._retrying = Retrying(
-            stop=stop_after_attempt(settings.max_attempts),
+            stop=policy.stop,
             wait=WaitRetryAfter(settings.retry_initial_wait, settings.retry_max_wait),
             retry=retry_if_exception_type(TransientProviderError),
-            before_sleep=before_sleep_log(log, logging.INFO),
+            before_sleep=policy.before_sleep,
             sleep=sleep,
             reraise=True,
         )
@@ -172,6 +176,10 @@ class GeminiProvider(GeminiBatches, Provider):
     def image_spec(self) -> EmbeddingSpec | None:
         """A multimodal embedding model puts pictures in the same space as text."""
         return self.embedding_spec if is_multimodal(self._settings.embedding_model) else None
+
+    @property
+    def endpoint(self) -> str:
+        return self._settings.gemini_base_url or f"https://{GOOGLE_API_HOST}"
 
     @property
     def usage(self) -> Usage:
@@ -206,11 +214,19 @@ class GeminiProvider(GeminiBatches, Provider):
         return genai.Client(api_key=self._settings.google_api_key, http_options=options)
 
     def _call(self, limiter: FairLimiter, fn: Callable[[], T]) -> T:
-        """A call within a per-minute quota: every attempt, retries too, waits its turn."""
+        """A call within a per-minute quota: every attempt that may reach the API, retries
+        too, waits its turn (one whose connection was refused used no quota)."""
+        refused = False
 
         def limited() -> T:
-            limiter.acquire()
-            return fn()
+            nonlocal refused
+            if not refused:
+                limiter.acquire()
+            try:
+                return fn()
+            except Exception as exc:
+                refused = isinstance(translate(exc), EndpointUnreachableError)
+                raise
 
         return self._call_plain(limited)
 
@@ -238,7 +254,11 @@ class GeminiProvider(GeminiBatches, Provider):
         pool = self._executor()
         with self._submit:  # one batch's requests queue together, in order
             futures = [pool.submit(one, image) for image in images]
-        return [f.result() for f in futures]
+        answers = [f.result() for f in futures]
+        for answer in answers:
+            if isinstance(answer, EndpointUnreachableError):
+                raise answer  # the run stops: no other image can succeed either
+        return answers
 
     def _generation_config(self, vocabulary: Vocabulary) -> Any:
         """The one request configuration, for online calls and batch jobs alike."""
@@ -270,15 +290,26 @@ class GeminiProvider(GeminiBatches, Provider):
         """A call outside the per-minute quotas, retried like every other."""
 
         def attempt() -> T:
+            if self._unreachable is not None:
+                raise self._unreachable  # another request already gave up on the endpoint
             try:
                 return fn()
             except Exception as exc:
                 typed = translate(exc)
                 if typed is None:
                     raise
+                if isinstance(typed, EndpointUnreachableError):
+                    typed = EndpointUnreachableError(
+                        f"cannot reach the Gemini API at {self.endpoint} ({typed}); check "
+                        "the network, or GEMINI_BASE_URL"
+                    )
                 raise typed from exc
 
-        return self._retrying(attempt)
+        try:
+            return self._retrying(attempt)
+        except EndpointUnreachableError as exc:
+            self._unreachable = exc
+            raise
 
     def _count(self, response: Any) -> None:
         meta = getattr(response, "usage_metadata", None)

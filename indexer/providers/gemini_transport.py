@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
 import re
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 from pyrate_limiter import Duration, Limiter, Rate
 from tenacity import RetryCallState, wait_exponential_jitter
 
-from indexer.errors import ProviderError, TransientProviderError
+from indexer.errors import EndpointUnreachableError, ProviderError, TransientProviderError
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -45,14 +46,15 @@ def _retry_after(exc: Any) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
+def _transport_errors(kind: str) -> tuple[type[BaseException], ...]:
+    """httpx's exception classes named `kind` (and the httpx2 fork's, when installed)."""
     import httpx
 
-    classes: list[type[BaseException]] = [httpx.TimeoutException, httpx.TransportError]
+    classes: list[type[BaseException]] = [getattr(httpx, kind)]
     try:  # the SDK uses the httpx2 fork when it is installed
         import httpx2  # type: ignore[import-not-found]
 
-        classes += [httpx2.TimeoutException, httpx2.TransportError]
+        classes.append(getattr(httpx2, kind))
     except ImportError:
         pass
     return tuple(classes)
@@ -65,15 +67,58 @@ def translate(exc: Exception) -> ProviderError | None:
     if isinstance(exc, errors.APIError):
         message = f"HTTP {exc.code} {exc.status or ''}: {exc.message or ''}".strip()
         if exc.code in RETRYABLE_STATUS:
-            return TransientProviderError(message, retry_after=_retry_after(exc))
+            return TransientProviderError(
+                message, retry_after=_retry_after(exc), kind=f"HTTP {exc.code} {exc.status or ''}"
+            )
         return ProviderError(message)
     if isinstance(exc, errors.UnknownApiResponseError | json.JSONDecodeError):
         # An HTTP body cut off mid-way is a transport problem: worth another try.
-        return TransientProviderError(f"truncated or invalid JSON from the API: {exc}"[:300])
-    if isinstance(exc, _transport_errors()):
-        kind = "timed out" if "Timeout" in type(exc).__name__ else "failed"
-        return TransientProviderError(f"request {kind}: {type(exc).__name__} {exc}".strip())
+        return TransientProviderError(
+            f"truncated or invalid JSON from the API: {exc}"[:300], kind="truncated answers"
+        )
+    if isinstance(exc, _transport_errors("ConnectError")):
+        # Refused, or a name that does not resolve (a timeout while connecting is not this).
+        return EndpointUnreachableError(f"{exc}".strip() or type(exc).__name__)
+    if isinstance(exc, _transport_errors("TimeoutException")):
+        return TransientProviderError(
+            f"request timed out: {type(exc).__name__} {exc}".strip(), kind="timeouts"
+        )
+    if isinstance(exc, _transport_errors("TransportError")):
+        return TransientProviderError(
+            f"request failed: {type(exc).__name__} {exc}".strip(), kind="dropped connections"
+        )
     return None
+
+
+# An unreachable host is tried this many times (a second or two) before the run gives up.
+UNREACHABLE_ATTEMPTS = 3
+
+
+class RetryPolicy:
+    """When to give up, and what to tell the user while retrying: one line per kind of
+    trouble (HTTP 429, timeouts, ...), not one per request; -v logs every retry."""
+
+    def __init__(self, max_attempts: int, log: logging.Logger) -> None:
+        self._max_attempts = max_attempts
+        self._log = log
+        self._told: set[str] = set()
+        self._lock = threading.Lock()
+
+    def stop(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, EndpointUnreachableError):
+            return state.attempt_number >= min(UNREACHABLE_ATTEMPTS, self._max_attempts)
+        return state.attempt_number >= self._max_attempts
+
+    def before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        kind = getattr(exc, "kind", "errors")
+        self._log.info("retrying after %s: %s", kind, exc)
+        with self._lock:
+            if kind in self._told:
+                return
+            self._told.add(kind)
+        self._log.warning("Gemini: %s; retrying with backoff (said once; -v shows each)", kind)
 
 
 class WaitRetryAfter:
@@ -86,6 +131,8 @@ class WaitRetryAfter:
     def __call__(self, state: RetryCallState) -> float:
         wait = self._backoff(state)
         exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, EndpointUnreachableError):
+            return min(float(wait), 1.0)  # a refused connection is retried briefly
         asked = getattr(exc, "retry_after", None)
         if asked is not None:
             wait = max(wait, min(float(asked), max(self._maximum, 1.0)))

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.errors import EmbeddingMismatchError, StoreBusyError, StoreError
 from indexer.ranking import as_hit
-from indexer.records import EmbeddingSpec, Hit, ImageRecord, Neighbour, StoredRecord
+from indexer.records import EmbeddingSpec, Hit, ImageRecord, Listed, Neighbour, StoredRecord
 from indexer.store import schema
 from indexer.store.batches import BatchLog
 from indexer.store.connection import chunks, connect, now, store_errors
 from indexer.store.failures import FailureLog
 from indexer.store.roots import RootList
-from indexer.store.staging import Staging, finish_switch
+from indexer.store.staging import NEXT, RETIRED, Staging, finish_switch
 from indexer.store.usage import UsageLog
 from indexer.vocabulary import Keywords
 
@@ -39,6 +39,13 @@ __all__ = ["FailureLog", "ImageStore", "RootList", "UsageLog", "where_clause"]
 FACET_PREFIX = schema.FACET_PREFIX
 # ef_search 200 (Chroma's default is 100): recall@10 >= 0.98 on near-duplicate catalogs.
 _COSINE = {"hnsw": {"space": "cosine", "ef_search": 200}}
+
+
+def sibling_names(name: str) -> list[str]:
+    """The collection `name` and every collection the store keeps beside it."""
+    kept = [name, f"{name}-images"]
+    kept += [f"{name}-{log.suffix}" for log in (FailureLog, RootList, UsageLog, BatchLog)]
+    return kept + [f"{each}{suffix}" for each in kept[:2] for suffix in (NEXT, RETIRED)]
 
 
 def where_clause(filters: Mapping[str, Sequence[str]]) -> dict[str, Any] | None:
@@ -147,6 +154,7 @@ class ImageStore:
                 embedding_function=None,
             )
             self._upgrade()
+            self._adopt_if_empty(spec, image_spec)
             self.check(spec)
             if image_spec is None:
                 self._visual = self._existing(f"{self.name}-images")
@@ -161,6 +169,28 @@ class ImageStore:
         except BaseException:
             self.close()
             raise
+
+    def _adopt_if_empty(self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None) -> None:
+        """A collection that holds no record yet (a first run that reached no model) takes
+        the space of whichever provider writes to it next, instead of refusing it."""
+        records = self._collection
+        visual = self._existing(f"{self.name}-images")
+        same_pictures = visual is None or image_spec is None
+        if not same_pictures and visual is not None:
+            same_pictures = schema.spec_of(visual.metadata or {}) == image_spec
+        if schema.spec_of(records.metadata or {}) == spec and same_pictures:
+            return
+        if records.count() or (visual is not None and visual.count()):
+            return
+        if visual is not None:
+            self._client.delete_collection(visual.name)
+        self._client.delete_collection(self.name)
+        self._records = self._client.create_collection(
+            self.name,
+            configuration=_COSINE,  # type: ignore[arg-type]
+            metadata=schema.spec_metadata(spec, now()),
+            embedding_function=None,
+        )
 
     def _upgrade(self) -> None:
         if schema.upgrade(self._client, self.name, [f"{self.name}-images"]):
@@ -186,8 +216,33 @@ class ImageStore:
             raise EmbeddingMismatchError(
                 f"collection {collection.name!r} was built with {recorded}, but {spec} is "
                 f"configured; run `indexer reembed` to move it to {spec} (no generation "
-                f"calls), or use it as it is with {same}"
+                f"calls), use it as it is with {same}, or start over with `indexer reset`"
             )
+
+    @classmethod
+    def reset(cls, settings: Settings) -> list[tuple[str, int]]:
+        """Drop the collection and every collection kept beside it (image vectors, failure
+        log, roots, usage, batch jobs, a staged re-embedding). Returns what was dropped, with
+        each one's entry count. Takes the writer lock on the embedded store."""
+        client, location = connect(settings)
+        store = cls(client, settings.collection, location)
+        if not settings.uses_server:
+            store._lock_path = settings.store_path / "writer.lock"
+        store._lock_for_writing()
+        try:
+            return store._drop_all()
+        finally:
+            store.close()
+
+    @store_errors
+    def _drop_all(self) -> list[tuple[str, int]]:
+        dropped = []
+        for name in sibling_names(self.name):
+            found = self._existing(name)
+            if found is not None:
+                dropped.append((name, found.count()))
+                self._client.delete_collection(name)
+        return dropped
 
     def staging(self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None) -> Staging:
         """Collections to re-embed this one into `spec` beside it (see store.staging)."""
@@ -355,6 +410,35 @@ class ImageStore:
             offset += page
 
     @store_errors
+    def listing(self, page: int = 2000) -> list[Listed]:
+        """Every record's id, time of indexing and keywords (no documents, no vectors)."""
+        listed: list[Listed] = []
+        offset = 0
+        while True:
+            got = self._collection.get(limit=page, offset=offset, include=["metadatas"])
+            for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+                meta = meta or {}
+                at = str(meta.get("indexed_at", ""))
+                listed.append(Listed(rid, at, schema.filter_keywords(meta)))
+            if len(got["ids"]) < page:
+                return listed
+            offset += page
+
+    @store_errors
+    def by_ids(self, ids: Sequence[str]) -> list[StoredRecord]:
+        """The records with these ids, in that order (missing ones left out)."""
+        if not ids:
+            return []
+        got = self._collection.get(ids=list(ids), include=["metadatas", "documents"])
+        found = {
+            rid: schema.stored(rid, m, doc)
+            for rid, m, doc in zip(
+                got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True
+            )
+        }
+        return [found[rid] for rid in ids if rid in found]
+
+    @store_errors
     def _page(self, offset: int, limit: int, vectors: bool) -> list[StoredRecord]:
         include = ["metadatas", "documents", *(["embeddings"] if vectors else [])]
         got = self._collection.get(limit=limit, offset=offset, include=include)  # type: ignore[arg-type]
@@ -454,18 +538,8 @@ class ImageStore:
     def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
         """Hits for (id, score) pairs, in that order; ids without a record are left out
         (an image vector whose record a crash never wrote)."""
-        if not scored:
-            return []
-        got = self._collection.get(
-            ids=[rid for rid, _ in scored], include=["metadatas", "documents"]
-        )
-        records = {
-            rid: schema.stored(rid, m, doc)
-            for rid, m, doc in zip(
-                got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True
-            )
-        }
-        return [as_hit(records[rid], score) for rid, score in scored if rid in records]
+        found = {r.id: r for r in self.by_ids([rid for rid, _ in scored])}
+        return [as_hit(found[rid], score) for rid, score in scored if rid in found]
 
     @store_errors
     def with_vectors(self, ids: Sequence[str]) -> list[StoredRecord]:

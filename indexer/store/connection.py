@@ -53,7 +53,7 @@ def connect(settings: Settings) -> tuple[ClientAPI, str]:
                 port=settings.chroma_port,
                 settings=chroma_settings,
             )
-            return client, f"http://{settings.chroma_host}:{settings.chroma_port}"
+            return client, settings.chroma_location
         settings.store_path.mkdir(parents=True, exist_ok=True)
         client = chromadb.PersistentClient(path=str(settings.store_path), settings=chroma_settings)
         return client, str(settings.store_path)
