@@ -41,7 +41,7 @@ WhereOpt = typer.Option(
     "--where",
     "-w",
     metavar="FACET=VALUE",
-    help="Keyword filter FACET=VALUE, e.g. season=summer; repeat to AND.",
+    help="Keyword filter FACET=VALUE, e.g. color=red; repeat to AND.",
 )
 # No min=1 here: the client says "limit must be at least 1" in one line, not a usage box.
 LimitOpt = typer.Option(10, "--limit", "-n", help="Number of results (at least 1).")

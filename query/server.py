@@ -226,7 +226,7 @@ def create_app(
     @app.get("/api/images", dependencies=guarded)
     def browse(
         where: Annotated[
-            list[str], Query(description="FACET=VALUE, e.g. season=summer; repeat to AND.")
+            list[str], Query(description="FACET=VALUE, e.g. color=red; repeat to AND.")
         ] = [],  # noqa: B006 - FastAPI copies defaults
         limit: Annotated[int, Query(ge=1, le=500)] = 24,
         offset: Annotated[int, Query(ge=0)] = 0,
@@ -245,7 +245,7 @@ def create_app(
     def search_text(
         q: Annotated[str, Query(description='What to look for, e.g. "colorful dress".')],
         where: Annotated[
-            list[str], Query(description="FACET=VALUE, e.g. season=summer; repeat to AND.")
+            list[str], Query(description="FACET=VALUE, e.g. color=red; repeat to AND.")
         ] = [],  # noqa: B006 - FastAPI copies defaults
         limit: Annotated[int, Query(ge=1, le=500)] = 24,
     ) -> list[HitOut]:
