@@ -54,7 +54,7 @@ def read_regular_stat(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[byte
     except FileNotFoundError as exc:
         if os.path.islink(path):
             raise ImageError("broken symbolic link (its target does not exist)") from exc
-        raise ImageError("file does not exist (it may have been moved or deleted)") from exc
+        raise ImageError("file does not exist") from exc
     except OSError as exc:
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "rb", buffering=0) as fh:

