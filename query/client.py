@@ -11,6 +11,7 @@ Importing this module loads no model code and opens no store; both happen on fir
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ QueryResult = Hit
 Where = Mapping[str, str | Sequence[str]]
 # Candidates per route for fused ranking: enough that the best of either route is seen.
 _FUSION_DEPTH = 4
+LISTING_REFRESH = 30.0  # seconds; how stale the gallery's newest-first listing may get
 
 
 def parse_where(terms: Sequence[str]) -> dict[str, list[str]]:
@@ -59,7 +61,7 @@ class QueryClient:
         self._enricher: Enricher | None = None
         self._planner: Planner | None = None
         self._checked = False
-        self._listed: tuple[int, list[Listed]] | None = None
+        self._listed: tuple[float, list[Listed]] | None = None  # (when read, records)
         self._lock = threading.RLock()
 
     @classmethod
@@ -227,15 +229,18 @@ class QueryClient:
         return Page(len(matching), shown, counts)
 
     def _listing(self) -> list[Listed]:
-        """Every record, newest first; read again only when the collection's size changed
-        (one count per call, not one listing)."""
+        """Every record, newest first. Read again when the collection's size changed, but at
+        most every LISTING_REFRESH seconds: a run indexing into a large collection would
+        otherwise make every page view read the whole catalog."""
         store, _ = self._ready()
-        size = store.count()
         with self._lock:
-            if self._listed is None or self._listed[0] != size:
-                newest = sorted(store.listing(), key=lambda r: (r.indexed_at, r.id), reverse=True)
-                self._listed = (size, newest)
-            return self._listed[1]
+            listed = self._listed
+            fresh = listed is not None and time.monotonic() - listed[0] < LISTING_REFRESH
+            if listed is not None and (fresh or len(listed[1]) == store.count()):
+                return listed[1]
+            newest = sorted(store.listing(), key=lambda r: (r.indexed_at, r.id), reverse=True)
+            self._listed = (time.monotonic(), newest)
+            return newest
 
     def untagged(self, where: Where | None) -> list[tuple[str, str]]:
         """(facet, provider) for each facet of `where` that no record of the collection has
