@@ -53,6 +53,7 @@ class Planner:
         self._sampled_at = 0.0
         self._records = 0
         self._lock = threading.Lock()
+        self.last_plan: list[str] = []  # the steps of the latest `nearest`, for benchmarks
 
     def share(self, where: Where) -> float:
         """Estimated fraction of the catalog that `where` matches (1.0 without a filter)."""
@@ -84,7 +85,10 @@ class Planner:
         Chroma pre-filter is cheaper."""
         if share < BROAD:
             return None
-        fetch = max(50, math.ceil(limit / share * 1.5))
+        return self._affordable(max(50, math.ceil(limit / share * 1.5)))
+
+    def _affordable(self, fetch: int) -> int | None:
+        """`fetch`, if reading that many neighbours costs less than a pre-filtered query."""
         scan_ms = self._records * self._scan_ms
         if fetch > MAX_FETCH or fetch * FETCH_MS_PER_NEIGHBOUR > scan_ms:
             return None
@@ -93,14 +97,23 @@ class Planner:
     def nearest(
         self, vector: Sequence[float], limit: int, where: Where, pictures: bool = False
     ) -> list[Neighbour]:
-        """The `limit` nearest records that satisfy `where` (all of them if fewer match)."""
+        """The `limit` nearest records that satisfy `where` (all of them if fewer match).
+        `last_plan` says how: each over-fetch's size, then "pre-filter" if it came to that."""
+        self.last_plan = []
         if not where:
             return self._store.nearest(vector, limit, None, pictures)
         fetch = self.over_fetch(limit, self.share(where))
-        while fetch is not None and fetch <= MAX_FETCH:
+        while fetch is not None:
+            self.last_plan.append(f"over-fetch {fetch}")
             near = self._store.nearest(vector, fetch, None, pictures)
             kept = [n for n in near if matches(n.keywords, where)]
             if len(kept) >= limit or len(near) < fetch:  # enough, or nothing more to read
                 return kept[:limit]
-            fetch *= 4  # the sample overestimated the share here: widen, then give up
+            # Matches are rarer near this query than in the catalog (keywords follow the
+            # vectors: few summer clothes lie near "wool coat"). Plan again from the share
+            # seen here, and pre-filter as soon as that is cheaper, instead of widening blind.
+            seen = (len(kept) + 1) / (len(near) + 2)
+            wider = self.over_fetch(limit, seen)
+            fetch = None if wider is None else self._affordable(max(wider, 2 * fetch))
+        self.last_plan.append("pre-filter")
         return self._store.nearest(vector, limit, where, pictures)

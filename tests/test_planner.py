@@ -88,3 +88,37 @@ def test_a_limit_beyond_the_matches_returns_every_match(catalog: tuple) -> None:
     assert len(hats) == 30  # all of them
     summer = planner.nearest(vectors[0].tolist(), 2000, {"season": ["summer"]})
     assert len(summer) == 1500 and all(int(n.id) % 2 for n in summer)
+
+
+def test_matches_rare_near_the_query_switch_to_pre_filtering_at_once(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Half the catalog is summer, but none of the 400 records nearest the query is: the
+    first over-fetch finds no match, and the planner goes straight to pre-filtering (cheaper
+    here than reading ever more neighbours) with the exact answer."""
+    rng = np.random.default_rng(3)
+    cluster = rng.normal(size=(400, 16)) * 0.05 + np.eye(16)[0]  # all winter, near e1
+    rest = rng.normal(size=(2600, 16))
+    vectors = np.concatenate([cluster, rest]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    keywords = [{"season": ["winter" if i < 400 or i % 2 else "summer"]} for i in range(3000)]
+    settings = load_settings(chroma_path=tmp_path_factory.mktemp("db"), collection="skewed")
+    store = ImageStore.open(settings, write=True, spec=SPEC)
+    store.upsert(
+        [
+            ImageRecord(f"{i:06d}", f"/c/{i}.jpg", "x", kw, kw, v.tolist(), {}, "v")
+            for i, (kw, v) in enumerate(zip(keywords, vectors, strict=True))
+        ]
+    )
+    planner = Planner(store, scan_ms_per_record=0.005)  # a 15 ms scan: over-fetch 50 first
+    where = {"season": ["summer"]}
+    assert planner.share(where) == pytest.approx(0.43, abs=0.05)
+    query = np.eye(16, dtype=np.float32)[0]
+    got = [n.id for n in planner.nearest(query.tolist(), 10, where)]
+    assert got == exact(vectors, keywords, query, where, 10)
+    assert planner.last_plan == ["over-fetch 50", "pre-filter"]
+    # Away from the cluster the matches are as common as in the catalog: one over-fetch.
+    other = vectors[2999]
+    got = [n.id for n in planner.nearest(other.tolist(), 10, where)]
+    assert got == exact(vectors, keywords, other, where, 10)
+    assert planner.last_plan == ["over-fetch 50"]
