@@ -506,6 +506,7 @@ def reembed(
         model = chosen_provider(provider, settings)
         resources.callback(model.close)
         enricher = Enricher.create(settings, model, Vocabulary.load(settings.vocabulary_file))
+        spec, image_spec = enricher.spec, enricher.image_spec
         if store.spec == enricher.spec and store.image_spec == enricher.image_spec:
             err.print(line(f"collection {store.name!r} is already built with {store.spec}"))
             return
@@ -571,6 +572,11 @@ def reembed(
         err.print(line("interrupted; run `indexer reembed` again to continue"))
         raise typer.Exit(130)
     err.print(line(f"collection {store.name!r} now uses {report.target}"))
+    if settings.partition_facets:
+        # The keyword partitions held the old vectors: build them in the new space now, so
+        # that filtered queries stay fast without waiting for the next `indexer run`.
+        with reported_errors():
+            ImageStore.open(settings, write=True, spec=spec, image_spec=image_spec).close()
 
 
 @app.command(cls=ReadableCommand)

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         0.7, ge=0.0, le=1.0, validation_alias=_env("INDEXER_KEYWORD_THRESHOLD")
     )
     image_vectors: bool = Field(True, validation_alias=_env("INDEXER_IMAGE_VECTORS"))
+    # Facets whose keywords get a partition each (store/partitions.py): filters on them stay
+    # fast at any catalog size, for a copy of each vector per facet. Empty: none.
+    partition_facets_text: str = Field(
+        "garment,season", validation_alias=_env("INDEXER_PARTITION_FACETS")
+    )
     max_file_bytes: int = Field(
         200 * 1024 * 1024, ge=1024, validation_alias=_env("INDEXER_MAX_FILE_BYTES")
     )
@@ -150,6 +155,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def partition_facets(self) -> tuple[str, ...]:
+        return tuple(f.strip() for f in self.partition_facets_text.split(",") if f.strip())
 
     @property
     def uses_server(self) -> bool:

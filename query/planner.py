@@ -80,16 +80,16 @@ class Planner:
         sample = self._keywords()
         return [f for f in facets if not any(k.get(f) for k in sample)]
 
-    def over_fetch(self, limit: int, share: float) -> int | None:
-        """How many unfiltered neighbours to read for `limit` matches, or None when letting
-        Chroma pre-filter is cheaper."""
+    def over_fetch(self, limit: int, share: float, records: int | None = None) -> int | None:
+        """How many unfiltered neighbours to read for `limit` matches among `records` (the
+        catalog by default), or None when letting Chroma pre-filter is cheaper."""
         if share < BROAD:
             return None
-        return self._affordable(max(50, math.ceil(limit / share * 1.5)))
+        return self._affordable(max(50, math.ceil(limit / share * 1.5)), records)
 
-    def _affordable(self, fetch: int) -> int | None:
+    def _affordable(self, fetch: int, records: int | None = None) -> int | None:
         """`fetch`, if reading that many neighbours costs less than a pre-filtered query."""
-        scan_ms = self._records * self._scan_ms
+        scan_ms = (self._records if records is None else records) * self._scan_ms
         if fetch > MAX_FETCH or fetch * FETCH_MS_PER_NEIGHBOUR > scan_ms:
             return None
         return fetch
@@ -98,14 +98,52 @@ class Planner:
         self, vector: Sequence[float], limit: int, where: Where, pictures: bool = False
     ) -> list[Neighbour]:
         """The `limit` nearest records that satisfy `where` (all of them if fewer match).
-        `last_plan` says how: each over-fetch's size, then "pre-filter" if it came to that."""
+        `last_plan` says how: the partition searched, each over-fetch's size, and
+        "pre-filter" if it came to that."""
         self.last_plan = []
         if not where:
             return self._store.nearest(vector, limit, None, pictures)
-        fetch = self.over_fetch(limit, self.share(where))
+        share = self.share(where)
+        term = self._partition_term(where, pictures)
+        if term is None:
+            return self._filtered(vector, limit, where, pictures, None, share, self._records)
+        # A partition holds exactly the records with that keyword: search it, and filter the
+        # other terms within it, where a scan is as small as the partition.
+        facet, keyword = term
+        self.last_plan.append(f"partition {facet}={keyword}")
+        rest = {f: [w for w in words if (f, w) != term] for f, words in where.items()}
+        rest = {f: words for f, words in rest.items() if words}
+        if not rest:
+            return self._store.nearest(vector, limit, None, pictures, partition=term)
+        within = self.share({facet: [keyword]})
+        size = max(1, round(within * self._records))
+        return self._filtered(
+            vector, limit, rest, pictures, term, share / within if within else 0.0, size
+        )
+
+    def _partition_term(self, where: Where, pictures: bool) -> tuple[str, str] | None:
+        """The filter term with the fewest records among those with a partition."""
+        partitioned = self._store.partitioned(pictures)
+        terms = [(f, w) for f, words in where.items() if f in partitioned for w in words]
+        if not terms:
+            return None
+        return min(terms, key=lambda t: self.share({t[0]: [t[1]]}))
+
+    def _filtered(
+        self,
+        vector: Sequence[float],
+        limit: int,
+        where: Where,
+        pictures: bool,
+        partition: tuple[str, str] | None,
+        share: float,
+        records: int,
+    ) -> list[Neighbour]:
+        """Over-fetch and filter while that is cheaper than Chroma's scan, else pre-filter."""
+        fetch = self.over_fetch(limit, share, records)
         while fetch is not None:
             self.last_plan.append(f"over-fetch {fetch}")
-            near = self._store.nearest(vector, fetch, None, pictures)
+            near = self._store.nearest(vector, fetch, None, pictures, partition)
             kept = [n for n in near if matches(n.keywords, where)]
             if len(kept) >= limit or len(near) < fetch:  # enough, or nothing more to read
                 return kept[:limit]
@@ -113,7 +151,7 @@ class Planner:
             # vectors: few summer clothes lie near "wool coat"). Plan again from the share
             # seen here, and pre-filter as soon as that is cheaper, instead of widening blind.
             seen = (len(kept) + 1) / (len(near) + 2)
-            wider = self.over_fetch(limit, seen)
-            fetch = None if wider is None else self._affordable(max(wider, 2 * fetch))
+            wider = self.over_fetch(limit, seen, records)
+            fetch = None if wider is None else self._affordable(max(wider, 2 * fetch), records)
         self.last_plan.append("pre-filter")
-        return self._store.nearest(vector, limit, where, pictures)
+        return self._store.nearest(vector, limit, where, pictures, partition)

@@ -8,9 +8,11 @@ Fills a fresh collection with N records shaped like real ones (one keyword per f
 a "keywords. caption" vector from the offline provider's MiniLM), then times the search as
 `QueryClient` runs it (the planner, then Chroma), with the query embedding computed once
 beforehand and reported separately, and prints p50 and p99 per filter, and recall@10 against
-exact brute-force search with the same filter over the same vectors. With `--json` the last
-line is one JSON object: {"records", "mode", "embedding_ms", "cases": [{"filter",
-"matching_fraction", "p50_ms", "p99_ms", "recall_at_10"}]}.
+exact brute-force search with the same filter over the same vectors, and how the planner ran
+it (which keyword partition, over-fetch or pre-filter). With `--json` the last line is one
+JSON object: {"records", "mode", "partitioned", "embedding_ms", "cases": [{"filter", "plan",
+"matching_fraction", "p50_ms", "p99_ms", "recall_at_10"}]}. `--partition-facets ''` measures
+the planner without partitions.
 
 Vectors: 2,000 distinct generated documents are embedded with MiniLM, and each record takes
 one of them plus noise, so that filling a million records takes minutes, not hours.
@@ -49,15 +51,23 @@ DISTINCT = 2_000
 
 
 @contextmanager
-def store_settings(mode: str, tmp: Path) -> Iterator[Settings]:
+def store_settings(mode: str, tmp: Path, partitions: str | None) -> Iterator[Settings]:
+    # The user's exported models, not a fresh export into the throwaway home.
+    extra: dict[str, object] = {"models_path": load_settings().models_dir}
+    if partitions is not None:
+        extra["partition_facets_text"] = partitions
     if mode == "embedded":
-        yield load_settings(home=tmp, collection="bench")
+        yield load_settings(home=tmp, collection="bench", **extra)
         return
     server = ChromaServer(tmp / "server", tmp / "server.log")
     server.start()
     try:
         yield load_settings(
-            home=tmp, collection="bench", chroma_host=server.host, chroma_port=server.port
+            home=tmp,
+            collection="bench",
+            chroma_host=server.host,
+            chroma_port=server.port,
+            **extra,
         )
     finally:
         server.stop()
@@ -105,12 +115,20 @@ CASES: list[tuple[str, dict[str, list[str]]]] = [
     ("none", {}),
     ("season=summer", {"season": ["summer"]}),
     ("garment=dress,season=summer", {"garment": ["dress"], "season": ["summer"]}),
+    # Colour is not partitioned by default: the planner's over-fetch / pre-filter path.
+    ("color=red", {"color": ["red"]}),
+    ("color=red,material=silk", {"color": ["red"], "material": ["silk"]}),
 ]
 
 
-def measure(mode: str, records: int, queries: int) -> dict[str, object]:
+def measure(
+    mode: str, records: int, queries: int, partitions: str | None = None
+) -> dict[str, object]:
     vocab = Vocabulary.load()
-    with tempfile.TemporaryDirectory() as tmp, store_settings(mode, Path(tmp)) as settings:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        store_settings(mode, Path(tmp), partitions) as settings,
+    ):
         provider = LocalProvider(settings)
         store = ImageStore.open(settings, write=True, spec=provider.embedding_spec)
         started = time.monotonic()
@@ -125,6 +143,7 @@ def measure(mode: str, records: int, queries: int) -> dict[str, object]:
         cases = []
         for label, where in CASES:
             mask = np.array([matches(k, where) for k in keywords]) if where else None
+            client.planner.nearest(query_vectors[0], 10, where)  # each plan's first use
             times, recalls = [], []
             for vector in query_vectors:
                 t0 = time.perf_counter()
@@ -139,6 +158,7 @@ def measure(mode: str, records: int, queries: int) -> dict[str, object]:
             times.sort()
             case = {
                 "filter": label,
+                "plan": " -> ".join(client.planner.last_plan) or "unfiltered",
                 "matching_fraction": round(float(mask.mean()) if mask is not None else 1.0, 4),
                 "p50_ms": round(statistics.median(times), 2),
                 "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))], 2),
@@ -148,13 +168,14 @@ def measure(mode: str, records: int, queries: int) -> dict[str, object]:
             print(
                 f"  {records:>8} {mode:8s} {label:28s} share {case['matching_fraction']:.3f}  "
                 f"p50 {case['p50_ms']:6.1f} ms  p99 {case['p99_ms']:6.1f} ms  "
-                f"recall@10 {case['recall_at_10']:.3f}",
+                f"recall@10 {case['recall_at_10']:.3f}  ({case['plan']})",
                 flush=True,
             )
         store.close()
         return {
             "records": records,
             "mode": mode,
+            "partitioned": list(settings.partition_facets),
             "embedding_ms": round(embedding_ms, 2),
             "cases": cases,
         }
@@ -166,9 +187,14 @@ def main() -> None:
     parser.add_argument("--mode", choices=["embedded", "server"], action="append")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    parser.add_argument(
+        "--partition-facets",
+        help="facets to partition (default: INDEXER_PARTITION_FACETS, garment,season); "
+        "'' for none, to measure the planner alone",
+    )
     args = parser.parse_args()
     results = [
-        measure(mode, records, args.queries)
+        measure(mode, records, args.queries, args.partition_facets)
         for records in args.records or [10_000, 100_000]
         for mode in args.mode or ["embedded", "server"]
     ]

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from indexer.config import load_settings
 from indexer.providers.gemini import description_from_json
+from indexer.store import ImageStore
 from tests.conftest import garment_image
 from tests.fake_gemini import FakeGemini
 
@@ -121,6 +123,14 @@ def test_reembed_moves_a_text_only_collection_without_generation(
     assert names(cli("query", "text", "magenta", "--json", "-n", "1")) == ["magenta.jpg"]
     assert json.loads(cli("indexer", "status", "--json").stdout)["indexed"] == 4
     assert "already built with" in cli("indexer", "reembed").stderr
+    # The keyword partitions were built again in the new space, pictures included.
+    store = ImageStore.open(load_settings())
+    assert store.partitioned() == store.partitioned(pictures=True) == {"garment", "season"}
+    for parts in (store._parts, store._visual_parts):
+        assert parts is not None
+        hats = parts.collection("garment", "hat")
+        assert hats is not None and (hats.metadata or {})["embedding_model"] == "gemini-embedding-2"
+    assert names(cli("query", "text", "red", "-w", "garment=hat", "--json")) == ["magenta.jpg"]
 
 
 def test_a_killed_reembed_leaves_the_old_collection_answering_and_resumes(

@@ -27,7 +27,10 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageStore, np.nd
         }
         for i in range(3000)
     ]
-    settings = load_settings(chroma_path=tmp_path_factory.mktemp("db"), collection="planner")
+    # Without keyword partitions: these tests are about over-fetching and pre-filtering.
+    settings = load_settings(
+        chroma_path=tmp_path_factory.mktemp("db"), collection="planner", partition_facets_text=""
+    )
     store = ImageStore.open(settings, write=True, spec=SPEC)
     for start in range(0, 3000, 500):
         store.upsert(
@@ -102,7 +105,9 @@ def test_matches_rare_near_the_query_switch_to_pre_filtering_at_once(
     vectors = np.concatenate([cluster, rest]).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     keywords = [{"season": ["winter" if i < 400 or i % 2 else "summer"]} for i in range(3000)]
-    settings = load_settings(chroma_path=tmp_path_factory.mktemp("db"), collection="skewed")
+    settings = load_settings(
+        chroma_path=tmp_path_factory.mktemp("db"), collection="skewed", partition_facets_text=""
+    )
     store = ImageStore.open(settings, write=True, spec=SPEC)
     store.upsert(
         [
@@ -122,3 +127,58 @@ def test_matches_rare_near_the_query_switch_to_pre_filtering_at_once(
     got = [n.id for n in planner.nearest(other.tolist(), 10, where)]
     assert got == exact(vectors, keywords, other, where, 10)
     assert planner.last_plan == ["over-fetch 50"]
+
+
+@pytest.fixture(scope="module")
+def partitioned(
+    catalog: tuple, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[ImageStore, np.ndarray, list]:
+    """The same catalog with garment and season partitioned, built when a writer opens it."""
+    _plain, vectors, keywords = catalog
+    settings = load_settings(
+        chroma_path=tmp_path_factory.mktemp("db"), collection="parted", partition_facets_text=""
+    )
+    with ImageStore.open(settings, write=True, spec=SPEC) as plain:
+        plain.upsert(
+            [
+                ImageRecord(f"{i:06d}", f"/c/{i}.jpg", "x", kw, kw, v.tolist(), {}, "v")
+                for i, (kw, v) in enumerate(zip(keywords, vectors, strict=True))
+            ]
+        )
+    parted = load_settings(
+        chroma_path=settings.chroma_path,
+        collection="parted",
+        partition_facets_text="garment,season",
+    )
+    ImageStore.open(parted, write=True, spec=SPEC).close()  # builds the partitions
+    return ImageStore.open(parted), vectors, keywords
+
+
+@pytest.mark.parametrize(
+    ("where", "plan"),
+    [
+        ({"season": ["summer"]}, ["partition season=summer"]),
+        ({"garment": ["hat"]}, ["partition garment=hat"]),
+        # The rarer term's partition is searched; the other term is filtered within it.
+        ({"garment": ["hat"], "season": ["summer"]}, ["partition garment=hat"]),
+        ({"garment": ["dress"], "season": ["winter"]}, ["partition season=winter"]),
+    ],
+)
+def test_partitioned_facets_are_searched_in_their_partition_with_exact_results(
+    partitioned: tuple, where: dict, plan: list[str]
+) -> None:
+    store, vectors, keywords = partitioned
+    assert store.partitioned() == {"garment", "season"}
+    planner = Planner(store)
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        query = rng.normal(size=16).astype(np.float32)
+        query /= np.linalg.norm(query)
+        got = [n.id for n in planner.nearest(query.tolist(), 10, where)]
+        assert got == exact(vectors, keywords, query, where, 10)
+        assert planner.last_plan[: len(plan)] == plan
+
+
+def test_a_keyword_no_record_has_finds_nothing_in_a_partitioned_facet(partitioned: tuple) -> None:
+    store, vectors, _ = partitioned
+    assert Planner(store).nearest(vectors[0].tolist(), 10, {"garment": ["coat"]}) == []

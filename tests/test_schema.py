@@ -103,7 +103,7 @@ def old_store(env: dict[str, str], fake: FakeGemini, monkeypatch: pytest.MonkeyP
 
 
 def test_a_schema_1_collection_is_upgraded_and_queried(old_store: Path) -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     found = subprocess.run(
         [sys.executable, "-m", "query", "text", "summer dress", "-w", "season=summer", "--json"],
         capture_output=True,
@@ -117,7 +117,7 @@ def test_a_schema_1_collection_is_upgraded_and_queried(old_store: Path) -> None:
         "/shop/summer/green.jpg",
     }
     version, folders = recorded_state(old_store)
-    assert version == 2 and all("/shop" in f for f in folders)
+    assert version == 3 and all("/shop" in f for f in folders)
     store = ImageStore.open(load_settings())
     assert sorted(store.paths_under("/shop/summer")) == [
         "/shop/summer/green.jpg",
@@ -135,7 +135,7 @@ def test_an_interrupted_upgrade_is_finished_on_the_next_open(
     store = ImageStore.open(load_settings())
     assert store.count() == 3
     version, folders = recorded_state(path)
-    assert version == 2 and all(f and f[0].startswith("/shop/") for f in folders)
+    assert version == 3 and all(f and f[0].startswith("/shop/") for f in folders)
     status = subprocess.run(
         [sys.executable, "-m", "indexer", "status", "--json"],
         capture_output=True,

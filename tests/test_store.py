@@ -183,3 +183,68 @@ def test_reset_drops_the_collection_and_its_siblings_only(
         ImageStore.open(settings(tmp_path))
     assert ImageStore.open(settings(tmp_path, "test-items-2")).count() == 1
     assert ImageStore.reset(settings(tmp_path)) == []
+
+
+def partition_ids(store: ImageStore, facet: str, keyword: str) -> set[str]:
+    found = store._parts.collection(facet, keyword) if store._parts else None
+    return set(found.get(include=[])["ids"]) if found is not None else set()
+
+
+def test_writes_keep_the_keyword_partitions_in_step(tmp_path: Path) -> None:
+    conf = load_settings(chroma_path=tmp_path / "db", collection="parts")
+    assert conf.partition_facets == ("garment", "season")
+    with ImageStore.open(conf, write=True, spec=SPEC) as store:
+        store.upsert(
+            [
+                record("a", [1, 0, 0], garment=["dress"], season=["summer", "spring"]),
+                record("b", [0, 1, 0], garment=["coat"], season=["winter"], color=["red"]),
+                record("c", [0, 0, 1], color=["red"]),  # no partitioned keyword
+            ]
+        )
+        assert partition_ids(store, "season", "summer") == {"a"}
+        assert partition_ids(store, "season", "spring") == {"a"}
+        assert partition_ids(store, "garment", "coat") == {"b"}
+        # Re-tagged: out of the old keyword's partition, into the new one's.
+        store.upsert([record("a", [1, 0, 0], garment=["skirt"], season=["summer"])])
+        assert partition_ids(store, "garment", "dress") == set()
+        assert partition_ids(store, "garment", "skirt") == {"a"}
+        assert partition_ids(store, "season", "spring") == set()
+        # Forgotten: out of every partition.
+        assert store.remove_paths(["/photos/b.jpg"]) == 1
+        assert partition_ids(store, "garment", "coat") == set()
+        assert partition_ids(store, "season", "winter") == set()
+        near = store.nearest([1, 0, 0], 5, {"garment": ["skirt"]}, partition=("season", "summer"))
+        assert [n.id for n in near] == ["a"]
+    reader = ImageStore.open(conf)
+    assert reader.partitioned() == {"garment", "season"}
+    assert [n.id for n in reader.nearest([0, 0, 1], 5, partition=("garment", "skirt"))] == ["a"]
+    assert reader.nearest([0, 0, 1], 5, partition=("garment", "hat")) == []
+
+
+def test_partitions_are_built_for_an_existing_collection_and_dropped_when_unconfigured(
+    tmp_path: Path,
+) -> None:
+    plain = load_settings(chroma_path=tmp_path / "db", collection="later", partition_facets_text="")
+    with ImageStore.open(plain, write=True, spec=SPEC) as store:
+        store.upsert(
+            [record(f"r{i}", [1, i, 0], garment=["hat" if i % 2 else "dress"]) for i in range(6)]
+        )
+    assert ImageStore.open(plain).partitioned() == set()
+    garment = load_settings(
+        chroma_path=tmp_path / "db", collection="later", partition_facets_text="garment"
+    )
+    with ImageStore.open(garment, write=True, spec=SPEC) as store:
+        assert partition_ids(store, "garment", "hat") == {"r1", "r3", "r5"}
+    assert ImageStore.open(plain).partitioned() == {"garment"}  # readers use what is complete
+    ImageStore.open(plain, write=True, spec=SPEC).close()  # no longer configured: dropped
+    assert ImageStore.open(plain).partitioned() == set()
+    assert not any("--kw--" in c.name for c in ImageStore.open(plain)._client.list_collections())
+
+
+def test_reset_drops_the_partitions_too(tmp_path: Path) -> None:
+    conf = load_settings(chroma_path=tmp_path / "db", collection="gone")
+    with ImageStore.open(conf, write=True, spec=SPEC) as store:
+        store.upsert([record("a", [1, 0, 0], garment=["dress"], season=["summer"])])
+    dropped = [name for name, _ in ImageStore.reset(conf)]
+    assert sum("--kw--" in name for name in dropped) == 2
+    assert ImageStore.open(conf, write=True, spec=SPEC).partitioned() == {"garment", "season"}

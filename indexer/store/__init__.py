@@ -12,6 +12,7 @@ or writing (collections created, spec checked, and on the embedded store the wri
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 from indexer.errors import EmbeddingMismatchError, StoreBusyError, StoreError
 from indexer.ranking import as_hit
 from indexer.records import EmbeddingSpec, Hit, ImageRecord, Listed, Neighbour, StoredRecord
-from indexer.store import schema
+from indexer.store import partitions, schema
 from indexer.store.batches import BatchLog
-from indexer.store.connection import chunks, connect, now, store_errors
+from indexer.store.connection import chunks, connect, fresh_metadata, now, store_errors
 from indexer.store.failures import FailureLog
+from indexer.store.partitions import Partitions
 from indexer.store.roots import RootList
 from indexer.store.staging import NEXT, RETIRED, Staging, finish_switch
 from indexer.store.usage import UsageLog
@@ -34,11 +36,12 @@ if TYPE_CHECKING:
 
     from indexer.config import Settings
 
+log = logging.getLogger(__name__)
+
 __all__ = ["FailureLog", "ImageStore", "RootList", "UsageLog", "where_clause"]
 
 FACET_PREFIX = schema.FACET_PREFIX
-# ef_search 200 (Chroma's default is 100): recall@10 >= 0.98 on near-duplicate catalogs.
-_COSINE = {"hnsw": {"space": "cosine", "ef_search": 200}}
+_COSINE = schema.COSINE
 
 
 def sibling_names(name: str) -> list[str]:
@@ -78,6 +81,10 @@ class ImageStore:
         self._visual: Collection | None = None  # "<name>-images": one image vector per record
         self._lock_path: Path | None = None
         self._writer_lock: Any = None  # filelock.FileLock while writing an embedded store
+        # Keyword partitions of the records and of the image vectors (store/partitions.py):
+        # a writer keeps the configured facets'; a reader searches the complete ones.
+        self._parts: Partitions | None = None
+        self._visual_parts: Partitions | None = None
 
     @classmethod
     def open(
@@ -104,6 +111,11 @@ class ImageStore:
             if spec is None:
                 raise ValueError("opening a store for writing needs the embedding spec")
             store._open_for_writing(spec, image_spec)
+            try:
+                store._keep_partitions(settings.partition_facets)
+            except BaseException:
+                store.close()
+                raise
         else:
             if exclusive:
                 store._lock_for_writing()
@@ -141,6 +153,9 @@ class ImageStore:
         self._visual = self._existing(f"{self.name}-images")
         if spec is not None:
             self.check(spec)
+        self._parts, self._visual_parts = self._partitions(
+            partitions.complete_facets(self._records.metadata or {})
+        )
 
     @store_errors
     def _open_for_writing(self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None) -> None:
@@ -192,6 +207,50 @@ class ImageStore:
             embedding_function=None,
         )
 
+    def _partitions(self, facets: Sequence[str]) -> tuple[Partitions | None, Partitions | None]:
+        if not facets:
+            return None, None
+        text = Partitions(self._client, self.name, self.spec, facets)
+        visual = self._visual
+        pictures = None
+        if visual is not None:
+            pictures = Partitions(
+                self._client, visual.name, schema.spec_of(visual.metadata or {}), facets
+            )
+        return text, pictures
+
+    @store_errors
+    def _keep_partitions(self, facets: Sequence[str]) -> None:
+        """Partition the configured facets: build the ones the collection lacks (from its
+        records and image vectors), drop the ones no longer configured, then record which
+        are complete. Facets recorded complete are kept up to date by every write."""
+        done = partitions.complete_facets(fresh_metadata(self._client, self.name))
+        wanted = set(facets)
+        self._parts, self._visual_parts = self._partitions(sorted(wanted | done))
+        missing, dropped = sorted(wanted - done), sorted(done - wanted)
+        if not missing and not dropped:
+            self._parts, self._visual_parts = self._partitions(sorted(wanted))
+            return
+        for parts, source in ((self._parts, self._records), (self._visual_parts, self._visual)):
+            if parts is None or source is None:
+                continue
+            parts.drop(missing + dropped)  # a half-built facet is built again from scratch
+            if missing:
+                building = Partitions(self._client, parts.base, parts.spec, missing)
+                count = partitions.build(source, building)
+                if count:
+                    log.warning(
+                        "partitioned %d records of %r by %s", count, source.name, ", ".join(missing)
+                    )
+        partitions.mark_complete(self._client, self.name, sorted(wanted))
+        self._records = self._client.get_collection(self.name, embedding_function=None)
+        self._parts, self._visual_parts = self._partitions(sorted(wanted))
+
+    def partitioned(self, pictures: bool = False) -> frozenset[str]:
+        """The facets whose keyword partitions a search may use."""
+        parts = self._visual_parts if pictures else self._parts
+        return frozenset(parts.facets) if parts is not None else frozenset()
+
     def _upgrade(self) -> None:
         if schema.upgrade(self._client, self.name, [f"{self.name}-images"]):
             self._records = self._client.get_collection(self.name, embedding_function=None)
@@ -237,7 +296,10 @@ class ImageStore:
     @store_errors
     def _drop_all(self) -> list[tuple[str, int]]:
         dropped = []
-        for name in sibling_names(self.name):
+        kept = sibling_names(self.name)
+        for base in (self.name, f"{self.name}-images"):
+            kept += partitions.partition_names(self._client, base)
+        for name in kept:
             found = self._existing(name)
             if found is not None:
                 dropped.append((name, found.count()))
@@ -362,6 +424,21 @@ class ImageStore:
         """Write complete records, vectors and metadata together, in one call."""
         if not records:
             return
+        if self._parts is not None:
+            # Partitions first, like image vectors: the main record marks an image indexed.
+            before = self._keywords_of([r.id for r in records])
+            ids = [r.id for r in records]
+            self._parts.write(
+                ids, [r.embedding for r in records], [r.keywords for r in records], before
+            )
+            pictured = [r for r in records if r.image_embedding is not None]
+            if self._visual_parts is not None and pictured:
+                self._visual_parts.write(
+                    [r.id for r in pictured],
+                    [r.image_embedding for r in pictured],  # type: ignore[misc]
+                    [r.keywords for r in pictured],
+                    before,
+                )
         schema.write(self._collection, self._visual, records, [now()] * len(records))
         # A path shows one image: a record of what the file held before it was edited goes.
         written = {r.id for r in records}
@@ -376,11 +453,25 @@ class ImageStore:
                 found[rid] = str((meta or {}).get("path", ""))
         return found
 
+    def _keywords_of(self, ids: Sequence[str]) -> dict[str, Keywords]:
+        """The stored keywords of those of `ids` that have a record."""
+        found: dict[str, Keywords] = {}
+        for chunk in chunks(list(ids)):
+            got = self._collection.get(ids=list(chunk), include=["metadatas"])
+            for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+                found[rid] = schema.filter_keywords(meta or {})
+        return found
+
     def _delete(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
         for chunk in chunks(list(ids)):
             self._collection.delete(ids=list(chunk))
             if self._visual is not None:
                 self._visual.delete(ids=list(chunk))
+        for parts in (self._parts, self._visual_parts):
+            if parts is not None:
+                parts.remove(ids)
 
     @store_errors
     def remove_paths(self, paths: Sequence[str]) -> int:
@@ -485,11 +576,18 @@ class ImageStore:
         k: int,
         where: Mapping[str, Sequence[str]] | None = None,
         pictures: bool = False,
+        partition: tuple[str, str] | None = None,
     ) -> list[Neighbour]:
         """The `k` nearest records by caption vector (or, with `pictures`, by image vector),
-        filtered in Chroma when `where` is given. Each with its keywords, for a planner that
-        filters over-fetched results itself (query/planner.py)."""
+        filtered in Chroma when `where` is given; within the records that have keyword
+        `partition` (facet, keyword) when given, from that keyword's partition. Each with its
+        keywords, for a planner that filters over-fetched results itself."""
         collection = self._visual if pictures else self._collection
+        if partition is not None:
+            parts = self._visual_parts if pictures else self._parts
+            if parts is None or partition[0] not in parts.facets:
+                raise ValueError(f"facet {partition[0]!r} is not partitioned")
+            collection = parts.collection(*partition)  # None: no record has that keyword
         if collection is None:
             return []
         found = collection.query(

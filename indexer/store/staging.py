@@ -91,14 +91,14 @@ class Staging:
         keep = {k: v for k, v in live.items() if k == "roots_json"}
         self._records = self._client.get_or_create_collection(
             self.name + NEXT,
-            configuration={"hnsw": {"space": "cosine"}},  # type: ignore[arg-type]
+            configuration=schema.COSINE,  # type: ignore[arg-type]
             metadata={**schema.spec_metadata(self.spec, now()), **keep},
             embedding_function=None,
         )
         if self.image_spec is not None:
             self._visual = self._client.get_or_create_collection(
                 f"{self.name}-images{NEXT}",
-                configuration={"hnsw": {"space": "cosine"}},  # type: ignore[arg-type]
+                configuration=schema.COSINE,  # type: ignore[arg-type]
                 metadata=schema.spec_metadata(self.image_spec, now()),
                 embedding_function=None,
             )

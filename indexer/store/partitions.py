@@ -1,0 +1,180 @@
+"""Keyword partitions: each record's vector also kept in one small collection per keyword of
+the facets shops filter on, so that a filter is an unfiltered search of a small collection.
+
+Chroma answers a filtered query by gathering every matching id from its metadata store and
+handing the allow-list to HNSW: about 0.6 us a record whatever the filter matches (60 ms at
+100,000 records, 0.6 s at a million), while an unfiltered HNSW search takes milliseconds.
+With `garment` partitioned, `garment=dress` is an unfiltered search of
+`<name>--kw--garment--dress-<hash>`; other terms are filtered within it, where the scan is
+small. The cost is a copy of each vector per partitioned facet (about 3x the vector storage
+with two facets), and a few more writes per batch.
+
+A partition holds the record's vector and its `kw_` keys, nothing else. The main collection's
+metadata names the facets whose partitions are complete (`partitions`); readers use only
+those. Writers keep every configured facet's partitions, and build the missing ones from the
+main collection when they open it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from indexer.records import EmbeddingSpec
+from indexer.store import schema
+from indexer.store.connection import chunks, fresh_metadata, now
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+log = logging.getLogger(__name__)
+
+INFIX = "--kw--"
+COMPLETE = "partitions"  # main collection metadata: comma-separated complete facets
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "k"
+
+
+def _facet_prefix(base: str, facet: str) -> str:
+    return f"{base}{INFIX}{_slug(facet)}--"
+
+
+def partition_name(base: str, facet: str, keyword: str) -> str:
+    """A Chroma-safe collection name for one keyword's partition of `base`. The hash keeps
+    "tank top" and "tank-top" apart."""
+    digest = hashlib.sha256(f"{facet}\0{keyword}".encode()).hexdigest()[:6]
+    return f"{_facet_prefix(base, facet)}{_slug(keyword)}-{digest}"
+
+
+def complete_facets(meta: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(f for f in str(meta.get(COMPLETE, "")).split(",") if f)
+
+
+class Partitions:
+    """The keyword partitions of one collection (the records, or their image vectors)."""
+
+    def __init__(
+        self, client: ClientAPI, base: str, spec: EmbeddingSpec, facets: Sequence[str]
+    ) -> None:
+        self._client = client
+        self.base = base
+        self.spec = spec
+        self.facets = tuple(facets)
+        self._opened: dict[str, Collection] = {}
+
+    def _get(self, name: str, create: bool) -> Collection | None:
+        from chromadb.errors import NotFoundError
+
+        if name in self._opened:
+            return self._opened[name]
+        try:
+            found = self._client.get_collection(name, embedding_function=None)
+        except NotFoundError:
+            if not create:
+                return None
+            found = self._client.get_or_create_collection(
+                name,
+                configuration=schema.COSINE,  # type: ignore[arg-type]
+                metadata=schema.spec_metadata(self.spec, now()),
+                embedding_function=None,
+            )
+        self._opened[name] = found
+        return found
+
+    def collection(self, facet: str, keyword: str) -> Collection | None:
+        """The partition to search for facet=keyword; None when no record has that keyword."""
+        return self._get(partition_name(self.base, facet, keyword), create=False)
+
+    def names(self) -> list[str]:
+        """Every partition collection of `base` that exists, whatever its facet."""
+        return partition_names(self._client, self.base)
+
+    def write(
+        self,
+        ids: Sequence[str],
+        vectors: Sequence[Sequence[float]],
+        keywords: Sequence[Mapping[str, Sequence[str]]],
+        before: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    ) -> None:
+        """Put each record in the partition of each keyword it has, and take it out of those
+        of keywords it had `before` (the stored record's keywords) and has no more."""
+        adds: dict[str, list[int]] = defaultdict(list)
+        removes: dict[str, list[str]] = defaultdict(list)
+        for row, (rid, words) in enumerate(zip(ids, keywords, strict=True)):
+            for facet in self.facets:
+                now_in = set(words.get(facet, ()))
+                for word in now_in:
+                    adds[partition_name(self.base, facet, word)].append(row)
+                for word in set((before or {}).get(rid, {}).get(facet, ())) - now_in:
+                    removes[partition_name(self.base, facet, word)].append(rid)
+        for name, gone in removes.items():
+            found = self._get(name, create=False)
+            if found is not None:
+                found.delete(ids=gone)
+        for name, rows in adds.items():
+            target = self._get(name, create=True)
+            assert target is not None
+            target.upsert(
+                ids=[ids[r] for r in rows],
+                embeddings=[list(vectors[r]) for r in rows],
+                metadatas=[_lean(keywords[r]) for r in rows],  # type: ignore[misc]
+            )
+
+    def remove(self, ids: Sequence[str]) -> None:
+        """Take these records out of every partition."""
+        for name in self.names():
+            found = self._get(name, create=False)
+            if found is not None:
+                for chunk in chunks(list(ids)):
+                    found.delete(ids=list(chunk))
+
+    def drop(self, facets: Sequence[str] | None = None) -> None:
+        """Delete the partitions of `facets` (all when None)."""
+        prefixes = tuple(_facet_prefix(self.base, f) for f in facets or ())
+        for name in self.names():
+            if facets is None or name.startswith(prefixes):
+                self._client.delete_collection(name)
+                self._opened.pop(name, None)
+
+
+def _lean(keywords: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        f"{schema.FACET_PREFIX}{facet}": list(words) for facet, words in keywords.items() if words
+    }
+    return meta or {"_": 0}  # Chroma wants metadata on every record when some have it
+
+
+def partition_names(client: ClientAPI, base: str) -> list[str]:
+    """Every partition collection of `base` that exists."""
+    prefix = base + INFIX
+    return [c.name for c in client.list_collections() if c.name.startswith(prefix)]
+
+
+def mark_complete(client: ClientAPI, name: str, facets: Sequence[str]) -> None:
+    meta = fresh_metadata(client, name)
+    client.get_collection(name, embedding_function=None).modify(
+        metadata={**meta, COMPLETE: ",".join(sorted(facets))}
+    )
+
+
+def build(records: Collection, partitions: Partitions, page: int = 1000) -> int:
+    """Fill `partitions` from every record of `records` (their vectors and `kw_` keys; the
+    image-vector collection has both too). Idempotent; returns how many records it wrote."""
+    offset = written = 0
+    while True:
+        got = records.get(limit=page, offset=offset, include=["metadatas", "embeddings"])
+        ids = list(got["ids"])
+        if ids:
+            keywords = [schema.filter_keywords(m or {}) for m in got["metadatas"] or []]
+            partitions.write(ids, [list(v) for v in got["embeddings"]], keywords)
+            written += len(ids)
+        if len(ids) < page:
+            return written
+        offset += page
