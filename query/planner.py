@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from indexer.records import Neighbour
@@ -50,6 +51,7 @@ class Planner:
         self._store = store
         self._scan_ms = scan_ms_per_record
         self._sample: list[Keywords] = []
+        self._rows: dict[tuple[str, str], int] = {}  # keyword -> bitset of sampled records
         self._sampled_at = 0.0
         self._records = 0
         self._lock = threading.Lock()
@@ -62,7 +64,13 @@ class Planner:
         sample = self._keywords()
         if not sample:
             return 0.0
-        return sum(matches(k, where) for k in sample) / len(sample)
+        # One bit per sampled record and keyword: a share is an AND and a popcount, some
+        # microseconds, where testing 4,000 records in Python took milliseconds a term.
+        rows = (1 << len(sample)) - 1
+        for facet, words in where.items():
+            for word in words:
+                rows &= self._rows.get((facet, word), 0)
+        return rows.bit_count() / len(sample)
 
     def _keywords(self) -> list[Keywords]:
         with self._lock:
@@ -72,6 +80,12 @@ class Planner:
                 self._records = self._store.count()
                 self._sample = self._store.sample_keywords(SAMPLE_SIZE)
                 self._sampled_at = time.monotonic()
+                rows: dict[tuple[str, str], int] = defaultdict(int)
+                for i, keywords in enumerate(self._sample):
+                    for facet, words in keywords.items():
+                        for word in words:
+                            rows[(facet, word)] |= 1 << i
+                self._rows = dict(rows)
             return self._sample
 
     def untagged(self, facets: Sequence[str]) -> list[str]:
