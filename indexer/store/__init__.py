@@ -51,10 +51,12 @@ def sibling_names(name: str) -> list[str]:
     return kept + [f"{each}{suffix}" for each in kept[:2] for suffix in (NEXT, RETIRED)]
 
 
-def where_clause(filters: Mapping[str, Sequence[str]]) -> dict[str, Any] | None:
+def where_clause(
+    filters: Mapping[str, Sequence[str]], prefix: str = FACET_PREFIX
+) -> dict[str, Any] | None:
     """Chroma filter for "each facet contains each of its keywords", ANDed."""
     terms = [
-        {f"{FACET_PREFIX}{facet}": {"$contains": keyword}}
+        {f"{prefix}{facet}": {"$contains": keyword}}
         for facet, keywords in filters.items()
         for keyword in keywords
     ]
@@ -583,21 +585,23 @@ class ImageStore:
         `partition` (facet, keyword) when given, from that keyword's partition. Each with its
         keywords, for a planner that filters over-fetched results itself."""
         collection = self._visual if pictures else self._collection
+        prefix = FACET_PREFIX
         if partition is not None:
             parts = self._visual_parts if pictures else self._parts
             if parts is None or partition[0] not in parts.facets:
                 raise ValueError(f"facet {partition[0]!r} is not partitioned")
             collection = parts.collection(*partition)  # None: no record has that keyword
+            prefix = partitions.key_prefix(collection.name) if collection is not None else prefix
         if collection is None:
             return []
         found = collection.query(
             query_embeddings=[list(vector)],
             n_results=max(1, k),
-            where=where_clause(where or {}),  # type: ignore[arg-type]
+            where=where_clause(where or {}, prefix),  # type: ignore[arg-type]
             include=["metadatas", "distances"],
         )
         return [
-            Neighbour(rid, 1.0 - float(d), schema.filter_keywords(m or {}))
+            Neighbour(rid, 1.0 - float(d), schema.filter_keywords(m or {}, prefix))
             for rid, m, d in zip(
                 found["ids"][0],
                 (found["metadatas"] or [[]])[0],

@@ -109,12 +109,12 @@ def stored(
     )
 
 
-def filter_keywords(meta: Mapping[str, Any]) -> Keywords:
-    """The filterable keyword lists (`kw_<facet>`) of a record's metadata."""
+def filter_keywords(meta: Mapping[str, Any], prefix: str = FACET_PREFIX) -> Keywords:
+    """The filterable keyword lists (`<prefix><facet>`) of a record's metadata."""
     return {
-        k[len(FACET_PREFIX) :]: list(v)
+        k[len(prefix) :]: list(v)
         for k, v in meta.items()
-        if k.startswith(FACET_PREFIX) and isinstance(v, list)
+        if k.startswith(prefix) and isinstance(v, list)
     }
 
 
