@@ -230,3 +230,28 @@ def test_a_token_in_the_address_is_swapped_for_a_cookie(photos: Path, tmp_path: 
         expect(page.locator(".chip").first).to_be_visible()
         browser.close()
     assert problems == []
+
+
+def test_show_more_pages_through_a_larger_collection(photos: Path, tmp_path: Path) -> None:
+    more = tmp_path / "more"
+    for i in range(26):  # 30 images in all: more than one page of 24
+        garment_image(
+            more / f"{i:02d}.jpg", ["red", "blue", "yellow", "black"][i % 4], (200 + i, 260)
+        )
+    assert CliRunner().invoke(indexer_app, ["run", str(more)]).exit_code == 0
+    with serving(tmp_path) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        problems = _watch_console(page)
+        page.goto(url)
+        cards = page.locator(".card")
+        expect(cards).to_have_count(24)
+        expect(page.locator("#status")).to_have_text("30 images, newest first (showing 24)")
+        page.click("#more")
+        expect(cards).to_have_count(30)
+        expect(page.locator("#status")).to_have_text("30 images, newest first")
+        expect(page.locator("#more")).not_to_be_visible()
+        ids = cards.evaluate_all("cards => cards.map(c => c.dataset.id)")
+        assert len(set(ids)) == 30  # the second page neither repeats nor skips a record
+        browser.close()
+    assert problems == []
