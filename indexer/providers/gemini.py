@@ -34,6 +34,7 @@ from indexer.providers.gemini_transport import (
     FairLimiter,
     RetryPolicy,
     WaitRetryAfter,
+    refused,
     translate,
 )
 from indexer.records import Description, EmbeddingSpec, Usage
@@ -216,16 +217,16 @@ class GeminiProvider(GeminiBatches, Provider):
     def _call(self, limiter: FairLimiter, fn: Callable[[], T]) -> T:
         """A call within a per-minute quota: every attempt that may reach the API, retries
         too, waits its turn (one whose connection was refused used no quota)."""
-        refused = False
+        was_refused = False
 
         def limited() -> T:
-            nonlocal refused
-            if not refused:
+            nonlocal was_refused
+            if not was_refused:
                 limiter.acquire()
             try:
                 return fn()
             except Exception as exc:
-                refused = isinstance(translate(exc), EndpointUnreachableError)
+                was_refused = refused(exc)
                 raise
 
         return self._call_plain(limited)

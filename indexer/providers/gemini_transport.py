@@ -60,6 +60,12 @@ def _transport_errors(kind: str) -> tuple[type[BaseException], ...]:
     return tuple(classes)
 
 
+def refused(exc: BaseException) -> bool:
+    """The connection was refused, or the name does not resolve: no request reached the
+    API (a timeout while connecting is not this)."""
+    return isinstance(exc, _transport_errors("ConnectError"))
+
+
 def translate(exc: Exception) -> ProviderError | None:
     """Our typed error for an SDK or transport exception, or None if it is a bug of ours."""
     from google.genai import errors
@@ -76,8 +82,7 @@ def translate(exc: Exception) -> ProviderError | None:
         return TransientProviderError(
             f"truncated or invalid JSON from the API: {exc}"[:300], kind="truncated answers"
         )
-    if isinstance(exc, _transport_errors("ConnectError")):
-        # Refused, or a name that does not resolve (a timeout while connecting is not this).
+    if refused(exc):
         return EndpointUnreachableError(f"{exc}".strip() or type(exc).__name__)
     if isinstance(exc, _transport_errors("TimeoutException")):
         return TransientProviderError(

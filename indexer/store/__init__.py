@@ -104,20 +104,11 @@ class ImageStore:
         `exclusive` also takes the writer lock (to rewrite the collection's vectors).
         Writing (`spec` required): collections are created as needed and checked against
         `spec` and `image_spec`; on the embedded store a second writer is refused."""
-        client, location = connect(settings)
-        retry = settings.store_retry_seconds if settings.uses_server else 0.0
-        store = cls(client, settings.collection, location, retry)
-        if not settings.uses_server:
-            store._lock_path = settings.store_path / "writer.lock"
+        store = cls._connected(settings)
         if write:
             if spec is None:
                 raise ValueError("opening a store for writing needs the embedding spec")
-            store._open_for_writing(spec, image_spec)
-            try:
-                store._keep_partitions(settings.partition_facets)
-            except BaseException:
-                store.close()
-                raise
+            store._open_for_writing(spec, image_spec, settings.partition_facets)
         else:
             if exclusive:
                 store._lock_for_writing()
@@ -126,6 +117,16 @@ class ImageStore:
             except BaseException:
                 store.close()
                 raise
+        return store
+
+    @classmethod
+    def _connected(cls, settings: Settings) -> ImageStore:
+        """A store on the configured Chroma, no collection opened yet."""
+        client, location = connect(settings)
+        retry = settings.store_retry_seconds if settings.uses_server else 0.0
+        store = cls(client, settings.collection, location, retry)
+        if not settings.uses_server:
+            store._lock_path = settings.store_path / "writer.lock"
         return store
 
     # --- opening ---
@@ -160,7 +161,9 @@ class ImageStore:
         )
 
     @store_errors
-    def _open_for_writing(self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None) -> None:
+    def _open_for_writing(
+        self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None, facets: Sequence[str]
+    ) -> None:
         self._lock_for_writing()
         try:
             finish_switch(self._client, self.name)
@@ -175,14 +178,15 @@ class ImageStore:
             self.check(spec)
             if image_spec is None:
                 self._visual = self._existing(f"{self.name}-images")
-                return
-            self._visual = self._client.get_or_create_collection(
-                f"{self.name}-images",
-                configuration=_COSINE,  # type: ignore[arg-type]
-                metadata=schema.spec_metadata(image_spec, now()),
-                embedding_function=None,
-            )
-            self._refuse_other_space(self._visual, image_spec)
+            else:
+                self._visual = self._client.get_or_create_collection(
+                    f"{self.name}-images",
+                    configuration=_COSINE,  # type: ignore[arg-type]
+                    metadata=schema.spec_metadata(image_spec, now()),
+                    embedding_function=None,
+                )
+                self._refuse_other_space(self._visual, image_spec)
+            self._keep_partitions(facets)
         except BaseException:
             self.close()
             raise
@@ -210,42 +214,37 @@ class ImageStore:
         )
 
     def _partitions(self, facets: Sequence[str]) -> tuple[Partitions | None, Partitions | None]:
+        """The partitions of `facets`, of the records and of the image vectors."""
         if not facets:
             return None, None
-        text = Partitions(self._client, self.name, self.spec, facets)
-        visual = self._visual
-        pictures = None
-        if visual is not None:
-            pictures = Partitions(
-                self._client, visual.name, schema.spec_of(visual.metadata or {}), facets
-            )
-        return text, pictures
+        return self._partitions_of(self._records, facets), self._partitions_of(self._visual, facets)
 
-    @store_errors
+    def _partitions_of(self, source: Collection | None, facets: Sequence[str]) -> Partitions | None:
+        if source is None:
+            return None
+        spec = schema.spec_of(source.metadata or {})
+        return Partitions(self._client, source.name, spec, facets)
+
     def _keep_partitions(self, facets: Sequence[str]) -> None:
         """Partition the configured facets: build the ones the collection lacks (from its
         records and image vectors), drop the ones no longer configured, then record which
         are complete. Facets recorded complete are kept up to date by every write."""
         done = partitions.complete_facets(fresh_metadata(self._client, self.name))
         wanted = set(facets)
-        self._parts, self._visual_parts = self._partitions(sorted(wanted | done))
         missing, dropped = sorted(wanted - done), sorted(done - wanted)
-        if not missing and not dropped:
-            self._parts, self._visual_parts = self._partitions(sorted(wanted))
-            return
-        for parts, source in ((self._parts, self._records), (self._visual_parts, self._visual)):
-            if parts is None or source is None:
-                continue
-            parts.drop(missing + dropped)  # a half-built facet is built again from scratch
-            if missing:
-                building = Partitions(self._client, parts.base, parts.spec, missing)
-                count = partitions.build(source, building)
+        if missing or dropped:
+            for source in (self._records, self._visual):
+                building = self._partitions_of(source, missing)
+                if source is None or building is None:
+                    continue
+                building.drop(missing + dropped)  # a half-built facet is built from scratch
+                count = partitions.build(source, building) if missing else 0
                 if count:
                     log.warning(
                         "partitioned %d records of %r by %s", count, source.name, ", ".join(missing)
                     )
-        partitions.mark_complete(self._client, self.name, sorted(wanted))
-        self._records = self._client.get_collection(self.name, embedding_function=None)
+            partitions.mark_complete(self._client, self.name, sorted(wanted))
+            self._records = self._client.get_collection(self.name, embedding_function=None)
         self._parts, self._visual_parts = self._partitions(sorted(wanted))
 
     def partitioned(self, pictures: bool = False) -> frozenset[str]:
@@ -285,10 +284,7 @@ class ImageStore:
         """Drop the collection and every collection kept beside it (image vectors, failure
         log, roots, usage, batch jobs, a staged re-embedding). Returns what was dropped, with
         each one's entry count. Takes the writer lock on the embedded store."""
-        client, location = connect(settings)
-        store = cls(client, settings.collection, location)
-        if not settings.uses_server:
-            store._lock_path = settings.store_path / "writer.lock"
+        store = cls._connected(settings)
         store._lock_for_writing()
         try:
             return store._drop_all()

@@ -53,13 +53,14 @@ def connect(settings: Settings) -> tuple[ClientAPI, str]:
                 port=settings.chroma_port,
                 settings=chroma_settings,
             )
-            return client, settings.chroma_location
-        settings.store_path.mkdir(parents=True, exist_ok=True)
-        client = chromadb.PersistentClient(path=str(settings.store_path), settings=chroma_settings)
-        return client, str(settings.store_path)
+        else:
+            settings.store_path.mkdir(parents=True, exist_ok=True)
+            client = chromadb.PersistentClient(
+                path=str(settings.store_path), settings=chroma_settings
+            )
     except Exception as exc:  # chromadb raises bare ValueError/ConnectError alike
-        where = settings.chroma_host or settings.store_path
-        raise StoreError(f"cannot open Chroma at {where}: {exc}") from exc
+        raise StoreError(f"cannot open Chroma at {settings.chroma_location}: {exc}") from exc
+    return client, settings.chroma_location
 
 
 def _transient(exc: BaseException) -> bool:
