@@ -98,6 +98,18 @@ def gallery(photos: Path, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@contextmanager
+def browsing() -> Iterator[tuple[Page, list[str]]]:
+    """A page in headless Chromium, and what its console reports (see _watch_console)."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        try:
+            yield page, _watch_console(page)
+        finally:
+            browser.close()
+
+
 def _watch_console(page: Page) -> list[str]:
     """Collect what the browser reports, Content-Security-Policy violations included."""
     problems: list[str] = []
@@ -111,10 +123,7 @@ def test_the_gallery_opens_on_the_collection_and_chips_filter_it(
 ) -> None:
     """Issue 15: no empty page; chips work without a query; counts and greyed keywords;
     the filters live in the address, so reload, back and a shared link work."""
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        problems = _watch_console(page)
+    with browsing() as (page, problems):
         page.goto(gallery)
         cards = page.locator(".card")
         expect(cards).to_have_count(4)  # the collection, before any query
@@ -149,15 +158,11 @@ def test_the_gallery_opens_on_the_collection_and_chips_filter_it(
         expect(page.locator('.chip[data-facet="color"][data-keyword="yellow"]')).to_have_attribute(
             "aria-pressed", "true"
         )
-        browser.close()
     assert problems == []  # the page's own script and style run under its policy
 
 
 def test_search_by_keyboard_and_a_readable_record_card(gallery: str, tmp_path: Path) -> None:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        problems = _watch_console(page)
+    with browsing() as (page, problems):
         page.goto(gallery)
         cards = page.locator(".card")
         expect(cards).to_have_count(4)
@@ -182,15 +187,11 @@ def test_search_by_keyboard_and_a_readable_record_card(gallery: str, tmp_path: P
         page.screenshot(path=str(tmp_path / "gallery-card.png"), full_page=True)
         page.keyboard.press("Escape")
         expect(detail).not_to_be_visible()
-        browser.close()
     assert problems == []
 
 
 def test_an_uploaded_photo_is_shown_beside_its_results(gallery: str, tmp_path: Path) -> None:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        problems = _watch_console(page)
+    with browsing() as (page, problems):
         page.goto(gallery)
         cards = page.locator(".card")
         expect(cards).to_have_count(4)
@@ -213,22 +214,17 @@ def test_an_uploaded_photo_is_shown_beside_its_results(gallery: str, tmp_path: P
         page.click("#clear-image")
         expect(preview).not_to_be_visible()
         expect(page.locator("#status")).to_have_text("1 image, newest first")
-        browser.close()
     assert problems == []
     assert (tmp_path / "gallery-upload.png").stat().st_size > 10_000
 
 
 def test_a_token_in_the_address_is_swapped_for_a_cookie(photos: Path, tmp_path: Path) -> None:
-    with serving(tmp_path, "--token", "s3cret") as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page()
-        problems = _watch_console(page)
+    with serving(tmp_path, "--token", "s3cret") as url, browsing() as (page, problems):
         page.goto(url + "?token=s3cret")
         expect(page.locator(".chip").first).to_be_visible()  # the API answered the cookie
         assert "token" not in page.url
         page.reload()  # the cookie alone keeps the page working
         expect(page.locator(".chip").first).to_be_visible()
-        browser.close()
     assert problems == []
 
 
@@ -239,10 +235,7 @@ def test_show_more_pages_through_a_larger_collection(photos: Path, tmp_path: Pat
             more / f"{i:02d}.jpg", ["red", "blue", "yellow", "black"][i % 4], (200 + i, 260)
         )
     assert CliRunner().invoke(indexer_app, ["run", str(more)]).exit_code == 0
-    with serving(tmp_path) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        problems = _watch_console(page)
+    with serving(tmp_path) as url, browsing() as (page, problems):
         page.goto(url)
         cards = page.locator(".card")
         expect(cards).to_have_count(24)
@@ -253,5 +246,4 @@ def test_show_more_pages_through_a_larger_collection(photos: Path, tmp_path: Pat
         expect(page.locator("#more")).not_to_be_visible()
         ids = cards.evaluate_all("cards => cards.map(c => c.dataset.id)")
         assert len(set(ids)) == 30  # the second page neither repeats nor skips a record
-        browser.close()
     assert problems == []

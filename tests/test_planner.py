@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.config import load_settings
+from indexer.config import Settings, load_settings
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import ImageStore
 from query.planner import Planner, matches
@@ -31,24 +31,19 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageStore, np.nd
     settings = load_settings(
         chroma_path=tmp_path_factory.mktemp("db"), collection="planner", partition_facets_text=""
     )
+    return filled(settings, vectors, keywords), vectors, keywords
+
+
+def filled(settings: Settings, vectors: np.ndarray, keywords: list) -> ImageStore:
+    """A store open for writing that holds record i with vectors[i] and keywords[i]."""
     store = ImageStore.open(settings, write=True, spec=SPEC)
-    for start in range(0, 3000, 500):
-        store.upsert(
-            [
-                ImageRecord(
-                    f"{i:06d}",
-                    f"/c/{i}.jpg",
-                    "x",
-                    keywords[i],
-                    keywords[i],
-                    vectors[i].tolist(),
-                    {},
-                    "v",
-                )
-                for i in range(start, start + 500)
-            ]
-        )
-    return store, vectors, keywords
+    store.upsert(
+        [
+            ImageRecord(f"{i:06d}", f"/c/{i}.jpg", "x", kw, kw, v.tolist(), {}, "v")
+            for i, (kw, v) in enumerate(zip(keywords, vectors, strict=True))
+        ]
+    )
+    return store
 
 
 def exact(vectors: np.ndarray, keywords: list, query: np.ndarray, where: dict, k: int) -> list:
@@ -108,13 +103,7 @@ def test_matches_rare_near_the_query_switch_to_pre_filtering_at_once(
     settings = load_settings(
         chroma_path=tmp_path_factory.mktemp("db"), collection="skewed", partition_facets_text=""
     )
-    store = ImageStore.open(settings, write=True, spec=SPEC)
-    store.upsert(
-        [
-            ImageRecord(f"{i:06d}", f"/c/{i}.jpg", "x", kw, kw, v.tolist(), {}, "v")
-            for i, (kw, v) in enumerate(zip(keywords, vectors, strict=True))
-        ]
-    )
+    store = filled(settings, vectors, keywords)
     planner = Planner(store, scan_ms_per_record=0.005)  # a 15 ms scan: over-fetch 50 first
     where = {"season": ["summer"]}
     assert planner.share(where) == pytest.approx(0.43, abs=0.05)
@@ -138,13 +127,7 @@ def partitioned(
     settings = load_settings(
         chroma_path=tmp_path_factory.mktemp("db"), collection="parted", partition_facets_text=""
     )
-    with ImageStore.open(settings, write=True, spec=SPEC) as plain:
-        plain.upsert(
-            [
-                ImageRecord(f"{i:06d}", f"/c/{i}.jpg", "x", kw, kw, v.tolist(), {}, "v")
-                for i, (kw, v) in enumerate(zip(keywords, vectors, strict=True))
-            ]
-        )
+    filled(settings, vectors, keywords).close()
     parted = load_settings(
         chroma_path=settings.chroma_path,
         collection="parted",
