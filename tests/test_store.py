@@ -248,3 +248,14 @@ def test_reset_drops_the_partitions_too(tmp_path: Path) -> None:
     dropped = [name for name, _ in ImageStore.reset(conf)]
     assert sum("--kw--" in name for name in dropped) == 2
     assert ImageStore.open(conf, write=True, spec=SPEC).partitioned() == {"garment", "season"}
+
+
+def test_keywords_of_any_spelling_get_valid_distinct_partition_names(tmp_path: Path) -> None:
+    """Vocabularies are the user's: markup, accents, control characters, a 600-character
+    keyword, and two keywords that differ only in punctuation each get a partition."""
+    hostile = ["<b>tank top</b>", "tank-top", "tank top", "café", "\x1b[31mred", "x" * 600, "--"]
+    conf = load_settings(chroma_path=tmp_path / "db", collection="odd")
+    with ImageStore.open(conf, write=True, spec=SPEC) as store:
+        store.upsert([record(f"r{i}", [1, i, 0], garment=[word]) for i, word in enumerate(hostile)])
+        for i, word in enumerate(hostile):
+            assert partition_ids(store, "garment", word) == {f"r{i}"}

@@ -40,7 +40,8 @@ COMPLETE = "partitions"  # main collection metadata: comma-separated complete fa
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "k"
+    # Bounded: Chroma names are 3-512 characters, and the hash beside it keeps names apart.
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-") or "k"
 
 
 def _facet_prefix(base: str, facet: str) -> str:
