@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -247,3 +248,22 @@ def test_show_more_pages_through_a_larger_collection(photos: Path, tmp_path: Pat
         ids = cards.evaluate_all("cards => cards.map(c => c.dataset.id)")
         assert len(set(ids)) == 30  # the second page neither repeats nor skips a record
     assert problems == []
+
+
+def test_a_hostile_address_is_shown_as_text(gallery: str) -> None:
+    """The address is anyone's link: its query and filters reach the page and the API as
+    data. Markup stays text (no element, no script), and a bad filter is one error line."""
+    bait = '<img src=x onerror="document.title=1">'
+    with browsing() as (page, problems):
+        page.goto(
+            gallery + "?q=" + urllib.parse.quote(bait) + "&where=color=" + urllib.parse.quote(bait)
+        )
+        expect(page.locator("#status")).to_have_class("error")
+        expect(page.locator("#status")).to_contain_text("is not a color keyword")
+        expect(page.locator("#q")).to_have_value(bait)
+        assert page.locator("img[src='x']").count() == 0
+        assert page.title() == "Clothing search"
+    # The one thing the browser reports is the refused search: no policy violation.
+    assert problems == [
+        "Failed to load resource: the server responded with a status of 400 (Bad Request)"
+    ]
