@@ -52,6 +52,8 @@ DISTINCT = 2_000
 
 @contextmanager
 def store_settings(mode: str, tmp: Path, partitions: str | None) -> Iterator[Settings]:
+    """Chroma on disk under `tmp/chroma`, opened embedded or through a `chroma run` server on
+    that same folder (so one fill serves both modes with `--store`)."""
     # The user's exported models, not a fresh export into the throwaway home.
     extra: dict[str, object] = {"models_path": load_settings().models_dir}
     if partitions is not None:
@@ -59,7 +61,7 @@ def store_settings(mode: str, tmp: Path, partitions: str | None) -> Iterator[Set
     if mode == "embedded":
         yield load_settings(home=tmp, collection="bench", **extra)
         return
-    server = ChromaServer(tmp / "server", tmp / "server.log")
+    server = ChromaServer(tmp / "chroma", tmp / "server.log")
     server.start()
     try:
         yield load_settings(
@@ -74,9 +76,10 @@ def store_settings(mode: str, tmp: Path, partitions: str | None) -> Iterator[Set
 
 
 def fill(
-    store: ImageStore, provider: LocalProvider, vocab: Vocabulary, records: int
+    store: ImageStore, provider: LocalProvider, vocab: Vocabulary, records: int, write: bool
 ) -> tuple[np.ndarray, list[Keywords]]:
-    """Write `records` records; return their vectors and keywords for exact search."""
+    """Write `records` records (or, with `write` false, generate the same ones again for a
+    store filled before); return their vectors and keywords for exact search."""
     rng = random.Random(0)
     noise = np.random.default_rng(0)
     kinds: list[tuple[Keywords, str]] = []
@@ -93,6 +96,8 @@ def fill(
         chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
         vectors[start : start + len(picks)] = chunk
         keywords.extend(kinds[j][0] for j in picks)
+        if not write:
+            continue
         store.upsert(
             [
                 ImageRecord(
@@ -121,19 +126,39 @@ CASES: list[tuple[str, dict[str, list[str]]]] = [
 ]
 
 
+@contextmanager
+def folder(kept: Path | None, records: int) -> Iterator[Path]:
+    if kept is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp)
+    else:
+        (kept / str(records)).mkdir(parents=True, exist_ok=True)
+        yield kept / str(records)
+
+
 def measure(
-    mode: str, records: int, queries: int, partitions: str | None = None
+    mode: str,
+    records: int,
+    queries: int,
+    partitions: str | None = None,
+    kept: Path | None = None,
 ) -> dict[str, object]:
     vocab = Vocabulary.load()
     with (
-        tempfile.TemporaryDirectory() as tmp,
-        store_settings(mode, Path(tmp), partitions) as settings,
+        folder(kept, records) as tmp,
+        store_settings(mode, tmp, partitions) as settings,
     ):
         provider = LocalProvider(settings)
         store = ImageStore.open(settings, write=True, spec=provider.embedding_spec)
         started = time.monotonic()
-        vectors, keywords = fill(store, provider, vocab, records)
-        print(f"{mode}: filled {store.count()} records in {time.monotonic() - started:.0f}s")
+        filled = store.count()
+        if filled not in (0, records):
+            raise SystemExit(f"{tmp} holds {filled} records, not {records}: remove it first")
+        vectors, keywords = fill(store, provider, vocab, records, write=not filled)
+        if filled:
+            print(f"{mode}: reusing the {filled} records kept in {tmp}")
+        else:
+            print(f"{mode}: filled {store.count()} records in {time.monotonic() - started:.0f}s")
         client = QueryClient(settings, store=store, provider=provider)
         texts = [f"{t} {i}" for i in range(queries) for t in TEXTS][:queries]
         t0 = time.perf_counter()
@@ -192,9 +217,16 @@ def main() -> None:
         help="facets to partition (default: INDEXER_PARTITION_FACETS, garment,season); "
         "'' for none, to measure the planner alone",
     )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="keep the filled collection in STORE/<records> and reuse it on the next run "
+        "(a million records take most of an hour to fill; the server mode opens the same "
+        "folder); partitioning is fixed by the first fill",
+    )
     args = parser.parse_args()
     results = [
-        measure(mode, records, args.queries, args.partition_facets)
+        measure(mode, records, args.queries, args.partition_facets, args.store)
         for records in args.records or [10_000, 100_000]
         for mode in args.mode or ["embedded", "server"]
     ]

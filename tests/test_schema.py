@@ -15,8 +15,9 @@ from chromadb.api.client import SharedSystemClient
 from chromadb.config import Settings as ChromaSettings
 
 from indexer.config import load_settings
+from indexer.records import EmbeddingSpec
 from indexer.store import ImageStore
-from indexer.store.schema import SCHEMA_VERSION
+from indexer.store.schema import SCHEMA_VERSION, SEARCH_EF
 from tests.fake_gemini import FakeGemini, fake_embedding
 
 # Three records as schema 1 wrote them (indexer/store.py before this change): no `folders`.
@@ -143,3 +144,33 @@ def test_an_interrupted_upgrade_is_finished_on_the_next_open(
         timeout=120,
     )
     assert status.returncode == 0 and json.loads(status.stdout)["indexed"] == 3
+
+
+def test_a_writer_gives_old_collections_and_partitions_the_current_search_width(
+    old_store: Path,
+) -> None:
+    """ef_search lives in each collection's configuration; one made when it was smaller (the
+    schema-1 store has Chroma's default, 100) would keep its lower recall for ever."""
+    client = _client(old_store)
+    assert client.get_collection("clothing").configuration["hnsw"]["ef_search"] < SEARCH_EF
+    settings = load_settings()
+    ImageStore.open(
+        settings, write=True, spec=EmbeddingSpec("gemini", "gemini-embedding-001", 768)
+    ).close()
+    SharedSystemClient.clear_system_cache()
+    client = _client(old_store)
+    names = [c.name for c in client.list_collections()]
+    parts = [n for n in names if "--kw--" in n]
+    assert parts  # the writer built the default facets' partitions
+    for name in ["clothing", *parts]:
+        assert client.get_collection(name).configuration["hnsw"]["ef_search"] == SEARCH_EF
+    # A partition left at the old width is widened too when a writer opens it.
+    client.get_collection(parts[0]).modify(configuration={"hnsw": {"ef_search": 200}})
+    SharedSystemClient.clear_system_cache()
+    ImageStore.open(
+        settings, write=True, spec=EmbeddingSpec("gemini", "gemini-embedding-001", 768)
+    ).close()
+    SharedSystemClient.clear_system_cache()
+    assert (
+        _client(old_store).get_collection(parts[0]).configuration["hnsw"]["ef_search"] == SEARCH_EF
+    )

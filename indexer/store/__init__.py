@@ -255,6 +255,10 @@ class ImageStore:
     def _upgrade(self) -> None:
         if schema.upgrade(self._client, self.name, [f"{self.name}-images"]):
             self._records = self._client.get_collection(self.name, embedding_function=None)
+        siblings = [f"{self.name}-images", *partitions.partition_names(self._client, self.name)]
+        for collection in (self._records, *map(self._existing, siblings)):
+            if collection is not None:
+                schema.widen_search(collection)
 
     def _existing(self, name: str) -> Collection | None:
         from chromadb.errors import NotFoundError
