@@ -7,19 +7,22 @@ Data: clothing-small/train, plus a stratified half of clothing-extra (seed 0). T
 of clothing-extra and clothing-small/validation are held out from training and from every
 choice below, and looked at once, at the end.
 
-Choices, by 5-fold cross-validation on the training photos only, scored as the targets are
-stated: the mean of the class-balanced accuracy (mean per-class recall) on the ten familiar
-types and on the seven new ones. Tried: the L2 weight; class weights (inverse frequency to a
-power: 0 keeps the catalog's priors, 1 makes each type count alike, which with four blouses
-pulls T-shirts into rare types); horizontal-flip augmentation of the training features; and
-flip test-time averaging (probabilities averaged over the photo and its mirror image; a
-second forward pass per image, kept only if it gains half a point).
+Choices, by 5-fold cross-validation on the training photos only: the L2 weight; class
+weights (inverse frequency to a power: 0 keeps the catalog's priors, 1 makes each type count
+alike, which with four blouses pulls T-shirts into rare types); and one offset added to the
+seven new types' biases (a calibrated threshold: below 0, a new type must be surer to win).
+The rule, since no recipe reaches the issue's targets on these features: the most accurate
+on the new types (class-balanced) among the recipes within one point of the best
+class-balanced accuracy on the ten familiar types, so the new types cost the common ones at
+most a point. (Flip augmentation and flip test-time averaging were tried before and gained
+less than half a point, at a second forward pass per photo.)
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import itertools
 import sys
 import time
@@ -27,7 +30,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -88,7 +90,7 @@ def splits() -> dict[str, list[tuple[Path, str]]]:
 def features(
     name: str, items: list[tuple[Path, str]], encoder: ImageEncoder, cache: Path | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Features of each photo and of its mirror image: (n, 2, 1280)."""
+    """Features of each photo, (n, views, 1280): the first view is the photo as indexed."""
     file = cache / f"{name}.npz" if cache else None
     if file is not None and file.exists():
         return np.load(file)["features"], np.array([y for _, y in items])
@@ -98,71 +100,66 @@ def features(
         images = [
             open_image(read_source(p).data, 2 * INPUT_SIZE) for p, _ in items[start : start + 32]
         ]
-        plain = encoder.encode(images)
-        mirrored = encoder.encode([ImageOps.mirror(i) for i in images])
-        out.append(np.stack([plain, mirrored], axis=1))
+        out.append(encoder.encode(images)[:, None])
     feats = np.concatenate(out)
     seconds = time.monotonic() - started
-    print(f"{name}: {len(items)} photos, two views each, in {seconds:.0f}s")
+    print(f"{name}: {len(items)} photos in {seconds:.0f}s")
     if file is not None:
         np.savez_compressed(file, features=feats)
     return feats, np.array([y for _, y in items])
 
 
-def predict(head: LinearHead, x: np.ndarray, tta: bool) -> np.ndarray:
-    probs = head.probabilities(x[:, 0])
-    if tta:
-        probs = (probs + head.probabilities(x[:, 1])) / 2
-    return np.array(head.classes)[probs.argmax(axis=1)]
+def predict(head: LinearHead, x: np.ndarray) -> np.ndarray:
+    return np.array(head.classes)[head.probabilities(x[:, 0]).argmax(axis=1)]
 
 
 def balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([np.mean(predicted[truth == c] == c) for c in np.unique(truth)]))
 
 
-def fit(x: np.ndarray, y: np.ndarray, l2: float, balance: float, augment: bool) -> LinearHead:
-    if augment:
-        x2, y2 = np.concatenate([x[:, 0], x[:, 1]]), np.concatenate([y, y])
-    else:
-        x2, y2 = x[:, 0], y
-    return train_head("garment", x2, [str(v) for v in y2], MODEL_ID, l2=l2, balance=balance)
+def fit(x: np.ndarray, y: np.ndarray, l2: float, balance: float, offset: float) -> LinearHead:
+    head = train_head("garment", x[:, 0], [str(v) for v in y], MODEL_ID, l2=l2, balance=balance)
+    new = np.array([c not in FAMILIAR for c in head.classes])
+    return dataclasses.replace(head, bias=(head.bias + offset * new).astype(np.float32))
 
 
-def score(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Mean of the familiar ten's and the new types' class-balanced accuracy."""
-    familiar = np.isin(truth, list(FAMILIAR))
-    return (
-        balanced_accuracy(predicted[familiar], truth[familiar])
-        + balanced_accuracy(predicted[~familiar], truth[~familiar])
-    ) / 2
+OFFSETS = tuple(np.round(np.arange(-3.0, 2.01, 0.25), 2))
 
 
-def choose(x: np.ndarray, y: np.ndarray) -> dict[str, object]:
-    """The recipe with the best 5-fold score (see `score`) on the training photos."""
+def choose(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The recipe the rule in the module's docstring picks, on 5-fold cross-validation."""
     fold = np.random.default_rng(1).integers(0, 5, len(y))
+    familiar = np.isin(y, list(FAMILIAR))
     results = []
-    for l2, balance, augment in itertools.product((1e-3, 3e-3), (0.0, 0.5, 0.75), (False, True)):
-        scores: dict[bool, list[float]] = {False: [], True: []}
+    for l2, balance in itertools.product((1e-3, 3e-3), (0.0, 0.25, 0.5, 0.75)):
+        predicted = {offset: np.empty(len(y), dtype=object) for offset in OFFSETS}
         for k in range(5):
-            head = fit(x[fold != k], y[fold != k], l2, balance, augment)
-            for tta in (False, True):
-                scores[tta].append(score(predict(head, x[fold == k], tta), y[fold == k]))
-        for tta in (False, True):
-            recipe = {"l2": l2, "balance": balance, "augment": augment, "tta": tta}
-            print(f"  {recipe}: CV score {np.mean(scores[tta]):.4f}", flush=True)
-            results.append((float(np.mean(scores[tta])), recipe))
-    best = max(results, key=lambda r: r[0])
-    plain = next(s for s, r in results if r == {**best[1], "tta": False})
-    # A second forward pass per image must earn its keep: half a point or more.
-    chosen = (
-        best[1] if not best[1]["tta"] or best[0] - plain >= 0.005 else {**best[1], "tta": False}
+            head = fit(x[fold != k], y[fold != k], l2, balance, 0.0)
+            new = np.array([c not in FAMILIAR for c in head.classes])
+            logits = x[fold == k][:, 0] @ head.weights + head.bias
+            for offset in OFFSETS:
+                predicted[offset][fold == k] = np.array(head.classes)[
+                    (logits + offset * new).argmax(axis=1)
+                ]
+        for offset in OFFSETS:
+            p = predicted[offset]
+            recipe = {"l2": l2, "balance": balance, "offset": float(offset)}
+            old = balanced_accuracy(p[familiar], y[familiar])
+            new_types = balanced_accuracy(p[~familiar], y[~familiar])
+            results.append((old, new_types, recipe))
+    best_old = max(r[0] for r in results)
+    old, new_types, chosen = max(
+        (r for r in results if r[0] >= best_old - 0.01), key=lambda r: r[1]
     )
-    print(f"chose {chosen}")
+    print(
+        f"familiar types at best {best_old:.3f} (CV, class-balanced); chose {chosen}: "
+        f"familiar {old:.3f}, new types {new_types:.3f}"
+    )
     return chosen
 
 
-def report(name: str, head: LinearHead, x: np.ndarray, y: np.ndarray, tta: bool) -> None:
-    predicted = predict(head, x, tta)
+def report(name: str, head: LinearHead, x: np.ndarray, y: np.ndarray) -> None:
+    predicted = predict(head, x)
     right, total = Counter(y[predicted == y]), Counter(y)
     for keyword in sorted(total):
         print(f"    {keyword:16s} {right[keyword] / total[keyword]:.3f}  ({total[keyword]})")
@@ -191,12 +188,12 @@ def main() -> None:
     x, y = data["train"]
     print(f"training photos: {len(y)}, per type: {dict(sorted(Counter(y).items()))}")
     recipe = choose(x, y)
-    head = fit(x, y, float(recipe["l2"]), float(recipe["balance"]), bool(recipe["augment"]))  # type: ignore[arg-type]
+    head = fit(x, y, recipe["l2"], recipe["balance"], recipe["offset"])
     print("held-out results (looked at once):")
     for name in ("validation", "holdout"):
-        report(name, head, *data[name], bool(recipe["tta"]))
+        report(name, head, *data[name])
     head.save(args.out)
-    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB); flip TTA: {recipe['tta']}")
+    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)")
 
 
 if __name__ == "__main__":

@@ -92,3 +92,29 @@ def test_describe_and_embed_images_share_one_forward_pass(
     assert encoder.images_encoded == 3
     fresh = ImageEncoder(models_dir).encode([decode(img) for img in images])
     assert np.allclose(np.array(vectors), fresh, atol=1e-5)
+
+
+def test_every_garment_type_with_photos_is_tagged_offline(
+    provider: LocalProvider, dataset: Path
+) -> None:
+    """The shipped head knows all 17 labelled types, each a default-vocabulary keyword, and
+    names the new ones on photos held out from its training (the old ten-type head never
+    did): hoodies, blazers, tank tops and bodysuits from clothing-extra's held-out half."""
+    from scripts.train_garment_head import CLASS_TO_KEYWORD, splits
+
+    extra = dataset.parent / "clothing-extra"
+    if not (extra / "labels.csv").is_file():
+        pytest.skip("shared clothing-extra dataset is absent")
+    head = provider.heads["garment"]
+    assert set(head.classes) == set(CLASS_TO_KEYWORD.values())
+    assert set(head.classes) <= set(VOCAB.facets["garment"])
+    new = {"hoodie", "blazer", "tank top", "bodysuit"}
+    held_out = [(p, k) for p, k in splits()["holdout"] if k in new]
+    picked = [item for kind in sorted(new) for item in [x for x in held_out if x[1] == kind][:6]]
+    answers = provider.describe([prepare(read_source(p), 768) for p, _ in picked], VOCAB)
+    right = [
+        a.keywords.get("garment") == [k]
+        for a, (_, k) in zip(answers, picked, strict=True)
+        if isinstance(a, Description)
+    ]
+    assert len(right) == 24 and sum(right) >= 6  # 0 of 24 for the ten-type head
