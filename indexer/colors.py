@@ -69,6 +69,14 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
 
 _NAMES = list(REFERENCE)
 _REF_LAB = _lab(np.array([REFERENCE[n] for n in _NAMES], dtype=np.float64))
+_REF_NORM = (_REF_LAB**2).sum(axis=1)
+
+
+def _nearest(lab: np.ndarray) -> np.ndarray:
+    """Index of each Lab row's nearest reference colour. |a-r|^2 = |a|^2 - 2a.r + |r|^2, and
+    |a|^2 is the same for every r: one small matrix product, not an (n, refs, 3) array (the
+    colour vote had been a sixth of an offline run's CPU time)."""
+    return np.argmin(_REF_NORM - 2.0 * (lab @ _REF_LAB.T), axis=1)
 
 
 def dominant_color(img: Image.Image, allowed: Iterable[str]) -> str | None:
@@ -81,7 +89,7 @@ def dominant_color(img: Image.Image, allowed: Iterable[str]) -> str | None:
     weights = _centre_weights(h, w) * _foreground_weights(lab, h, w)
     if weights.sum() <= 0:
         return None
-    nearest = np.argmin(((lab[:, None, :] - _REF_LAB[None, :, :]) ** 2).sum(axis=2), axis=1)
+    nearest = _nearest(lab)
     votes = np.bincount(nearest, weights=weights, minlength=len(_NAMES))
     winner = _NAMES[int(np.argmax(votes))]
     name = ALIASES.get(winner, winner)
@@ -107,7 +115,7 @@ def _foreground_weights(lab: np.ndarray, h: int, w: int) -> np.ndarray:
         ]
     )
     # A few background colours: the border's pixels grouped by their nearest reference.
-    near = np.argmin(((border[:, None, :] - _REF_LAB[None, :, :]) ** 2).sum(axis=2), axis=1)
+    near = _nearest(border)
     counts = np.bincount(near, minlength=len(_NAMES))
     weights = np.ones(len(lab))
     for ref in np.flatnonzero(counts >= 0.2 * len(border)):
