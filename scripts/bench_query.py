@@ -142,6 +142,7 @@ def measure(
     queries: int,
     partitions: str | None = None,
     kept: Path | None = None,
+    fill_only: bool = False,
 ) -> dict[str, object]:
     vocab = Vocabulary.load()
     with (
@@ -159,6 +160,9 @@ def measure(
             print(f"{mode}: reusing the {filled} records kept in {tmp}")
         else:
             print(f"{mode}: filled {store.count()} records in {time.monotonic() - started:.0f}s")
+        if fill_only:
+            store.close()
+            return {"records": records, "mode": mode, "cases": []}
         client = QueryClient(settings, store=store, provider=provider)
         texts = [f"{t} {i}" for i in range(queries) for t in TEXTS][:queries]
         t0 = time.perf_counter()
@@ -224,9 +228,14 @@ def main() -> None:
         "(a million records take most of an hour to fill; the server mode opens the same "
         "folder); partitioning is fixed by the first fill",
     )
+    parser.add_argument(
+        "--fill-only", action="store_true", help="fill STORE and stop (time the queries later)"
+    )
     args = parser.parse_args()
+    if args.fill_only and args.store is None:
+        parser.error("--fill-only needs --store")
     results = [
-        measure(mode, records, args.queries, args.partition_facets, args.store)
+        measure(mode, records, args.queries, args.partition_facets, args.store, args.fill_only)
         for records in args.records or [10_000, 100_000]
         for mode in args.mode or ["embedded", "server"]
     ]
