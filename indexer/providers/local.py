@@ -42,12 +42,12 @@ TEXT_DIM = 384
 # only answers split between several keywords. A fixed 0.3 left 14% of photos untagged by
 # the 17-type garment head (cross-validated on its training photos), 3/17 leaves 2%.
 MIN_CONFIDENCE = 0.3
+FEATURE_CACHE_SIZE = 512  # a few batches in flight, never the whole catalog
+PLURAL_GARMENTS = {"pants", "shorts", "shoes", "jeans"}
 
 
 def min_confidence(head: LinearHead) -> float:
     return min(MIN_CONFIDENCE, 3 / len(head.classes))
-FEATURE_CACHE_SIZE = 512  # a few batches in flight, never the whole catalog
-PLURAL_GARMENTS = {"pants", "shorts", "shoes", "jeans"}
 
 
 def load_heads(user_dir: Path | None) -> dict[str, LinearHead]:
