@@ -255,10 +255,13 @@ class ImageStore:
     def _upgrade(self) -> None:
         if schema.upgrade(self._client, self.name, [f"{self.name}-images"]):
             self._records = self._client.get_collection(self.name, embedding_function=None)
+        # Partitions search as wide as their catalog: at a million records, the summer
+        # partition's recall needed it too.
+        ef = schema.search_ef(self._records.count())
         siblings = [f"{self.name}-images", *partitions.partition_names(self._client, self.name)]
         for collection in (self._records, *map(self._existing, siblings)):
             if collection is not None:
-                schema.widen_search(collection)
+                schema.widen_search(collection, ef)
 
     def _existing(self, name: str) -> Collection | None:
         from chromadb.errors import NotFoundError
