@@ -184,11 +184,11 @@ def measure(
                 scores = vectors @ np.asarray(vector, dtype=np.float32)
                 if mask is not None:
                     scores = np.where(mask, scores, -np.inf)
-                truth = {f"{i:08d}" for i in np.argsort(-scores)[:10] if np.isfinite(scores[i])}
+                order = np.argsort(-scores)[:10]
+                truth = {f"{i:08d}" for i in order if np.isfinite(scores[i])}
                 recalls.append(len(truth & {n.id for n in near}) / max(len(truth), 1))
                 # ann-benchmarks' "knn" recall: a hit counts if it is no further than the
                 # exact 10th neighbour plus 1e-3 (near-ties are interchangeable).
-                order = np.argsort(-scores)[:10]
                 kth = scores[order[-1]] if len(truth) == 10 else -np.inf
                 got = [scores[int(n.id)] >= kth - 1e-3 for n in near]
                 tied.append(min(sum(got), len(truth)) / max(len(truth), 1))

@@ -98,7 +98,8 @@ def main() -> None:
             Indexer(settings, enricher, store).run([Path(p) for p in held_out], remember=False)
 
         client = QueryClient(settings, store=store, provider=provider)
-        stored = {h.path: h.keywords.get("garment", []) for h in client.text("clothes", limit=1000)}
+        every_record = client.text("clothes", limit=1000)
+        stored = {h.path: h.keywords.get("garment", []) for h in every_record}
         print("garment tags stored, per class:")
         validation = {
             p: CLASS_TO_KEYWORD[Path(p).parent.name] for p in stored if p.startswith(str(DATASET))
@@ -107,7 +108,7 @@ def main() -> None:
         if held_out:
             accuracy_per_class("clothing-extra held-out half", held_out, stored)
 
-        everything = [h for h in client.text("clothes", limit=1000) if h.path in validation]
+        everything = [h for h in every_record if h.path in validation]
         class_of = {h.id: Path(h.path).parent.name for h in everything}
 
         precisions = []

@@ -206,7 +206,7 @@ def search_ef(records: int) -> int:
     return LARGE_SEARCH_EF if records >= LARGE_CATALOG else SEARCH_EF
 
 
-def widen_search(collection: Collection, ef: int = SEARCH_EF) -> None:
+def widen_search(collection: Collection, ef: int) -> None:
     """Give a collection made with a smaller ef_search `ef`; Chroma keeps it in the
     collection's configuration, so it holds from the next time the index is loaded."""
     hnsw = (collection.configuration or {}).get("hnsw") or {}
