@@ -55,7 +55,7 @@ class LinearHead:
     def load(cls, path: Path) -> LinearHead:
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(
+                head = cls(
                     facet=str(data["facet"]),
                     classes=tuple(str(c) for c in data["classes"]),
                     weights=data["weights"].astype(np.float32),
@@ -64,6 +64,15 @@ class LinearHead:
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise ConfigError(f"cannot read tagger head {path}: {exc}") from exc
+        # A file in the heads folder is anyone's: one with no classes, or shapes that do not
+        # agree, would fail later mid-run with a bare numpy error (or a division by zero).
+        n = len(head.classes)
+        if n < 2 or head.weights.ndim != 2 or head.weights.shape[1] != n or head.bias.shape != (n,):
+            raise ConfigError(
+                f"cannot read tagger head {path}: {n} keywords, weights {head.weights.shape}, "
+                f"bias {head.bias.shape}"
+            )
+        return head
 
 
 _INPUT_SCALE = 10.0

@@ -59,3 +59,28 @@ def test_training_needs_two_keywords_and_files_must_be_heads(tmp_path: Path) -> 
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(ConfigError, match="cannot read tagger head"):
         LinearHead.load(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize(
+    "classes, weights, bias",
+    [
+        ([], np.zeros((4, 0)), np.zeros(0)),  # no keyword: 3 / len(classes) divided by zero
+        (["dress"], np.zeros((4, 1)), np.zeros(1)),
+        (["dress", "hat"], np.zeros((4, 3)), np.zeros(2)),
+        (["dress", "hat"], np.zeros((4, 2)), np.zeros(5)),
+    ],
+)
+def test_a_malformed_head_file_is_refused_when_loaded(
+    tmp_path: Path, classes: list[str], weights: np.ndarray, bias: np.ndarray
+) -> None:
+    path = tmp_path / "garment.npz"
+    np.savez(
+        path,
+        facet="garment",
+        classes=np.array(classes, dtype=str),
+        weights=weights,
+        bias=bias,
+        feature_model="efficientnet-lite2",
+    )
+    with pytest.raises(ConfigError, match="cannot read tagger head"):
+        LinearHead.load(path)
