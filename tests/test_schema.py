@@ -104,7 +104,7 @@ def old_store(env: dict[str, str], fake: FakeGemini, monkeypatch: pytest.MonkeyP
 
 
 def test_a_schema_1_collection_is_upgraded_and_queried(old_store: Path) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     found = subprocess.run(
         [sys.executable, "-m", "query", "text", "summer dress", "-w", "season=summer", "--json"],
         capture_output=True,
@@ -118,7 +118,7 @@ def test_a_schema_1_collection_is_upgraded_and_queried(old_store: Path) -> None:
         "/shop/summer/green.jpg",
     }
     version, folders = recorded_state(old_store)
-    assert version == 3 and all("/shop" in f for f in folders)
+    assert version == SCHEMA_VERSION and all("/shop" in f for f in folders)
     store = ImageStore.open(load_settings())
     assert sorted(store.paths_under("/shop/summer")) == [
         "/shop/summer/green.jpg",
@@ -136,7 +136,7 @@ def test_an_interrupted_upgrade_is_finished_on_the_next_open(
     store = ImageStore.open(load_settings())
     assert store.count() == 3
     version, folders = recorded_state(path)
-    assert version == 3 and all(f and f[0].startswith("/shop/") for f in folders)
+    assert version == SCHEMA_VERSION and all(f and f[0].startswith("/shop/") for f in folders)
     status = subprocess.run(
         [sys.executable, "-m", "indexer", "status", "--json"],
         capture_output=True,
@@ -200,3 +200,51 @@ def test_a_large_catalog_gets_the_wider_search_on_its_next_writer_open(
     for name in searched:
         got = client.get_collection(name).configuration["hnsw"]["ef_search"]
         assert got == schema.LARGE_SEARCH_EF, name
+
+
+def _as_schema_3(path: Path) -> None:
+    """Take partition records back to schema 3's layout: keywords in their metadata only,
+    no document; the main collection at version 3 with its partitions recorded complete."""
+    client = _client(path)
+    for collection in client.list_collections():
+        if "--kw--" not in collection.name:
+            continue
+        part = client.get_collection(collection.name)
+        got = part.get(include=["embeddings", "metadatas"])
+        part.delete(ids=got["ids"])
+        part.add(ids=got["ids"], embeddings=got["embeddings"], metadatas=got["metadatas"])
+    records = client.get_collection("clothing")
+    meta = dict(records.metadata or {})
+    assert meta["partitions"]  # the writer had recorded its partitions complete
+    records.modify(metadata={**meta, "schema_version": 3})
+    SharedSystemClient.clear_system_cache()
+
+
+def test_schema_3_partitions_are_not_searched_until_a_writer_rebuilds_them(
+    old_store: Path,
+) -> None:
+    """Schema 4 reads a partition record's keywords from its document, which schema 3 did not
+    write: in those partitions every over-fetch would find no match and fall back to Chroma's
+    scan. The upgrade stops readers from using them; the next writer rebuilds them."""
+    from query import QueryClient
+
+    spec = EmbeddingSpec("gemini", "gemini-embedding-001", 768)
+    ImageStore.open(load_settings(), write=True, spec=spec).close()
+    SharedSystemClient.clear_system_cache()
+    _as_schema_3(old_store)
+    where = {"garment": ["dress"], "season": ["summer"]}
+
+    def search() -> tuple[list[str], list[str]]:
+        SharedSystemClient.clear_system_cache()
+        with QueryClient.from_env() as client:
+            paths = [r.path for r in client.text("summer dress", where)]
+            return paths, client.planner.last_plan
+
+    paths, plan = search()  # a reader upgrades the store no writer holds
+    assert paths == ["/shop/summer/red.jpg"]
+    assert not any(step.startswith("partition") for step in plan), plan
+    assert recorded_state(old_store)[0] == SCHEMA_VERSION
+    ImageStore.open(load_settings(), write=True, spec=spec).close()
+    paths, plan = search()
+    assert paths == ["/shop/summer/red.jpg"]
+    assert plan and plan[0].startswith("partition"), plan

@@ -11,7 +11,7 @@ from indexer import ranking
 from indexer.config import Settings, load_settings
 from indexer.errors import EmbeddingMismatchError, StoreError
 from indexer.records import EmbeddingSpec, Failure, ImageRecord
-from indexer.store import ImageStore, where_clause
+from indexer.store import ImageStore, partitions, where_clause
 
 SPEC = EmbeddingSpec("fake", "model-a", 3)
 
@@ -259,3 +259,29 @@ def test_keywords_of_any_spelling_get_valid_distinct_partition_names(tmp_path: P
         store.upsert([record(f"r{i}", [1, i, 0], garment=[word]) for i, word in enumerate(hostile)])
         for i, word in enumerate(hostile):
             assert partition_ids(store, "garment", word) == {f"r{i}"}
+
+
+def test_a_partition_document_holds_the_record_keywords() -> None:
+    keywords = {"season": ["summer", "spring"], "garment": ["dress"], "color": []}
+    assert partitions.keywords_of_document(partitions.document(keywords)) == {
+        "garment": ["dress"],
+        "season": ["summer", "spring"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, {}),
+        ("", {}),
+        ("not json", {}),
+        ('["dress"]', {}),
+        ('{"garment":"dress","season":["summer",3,null]}', {"season": ["summer"]}),
+    ],
+)
+def test_a_partition_document_that_is_not_keywords_reads_as_none(
+    text: str | None, expected: dict[str, list[str]]
+) -> None:
+    """A partition's document is read for every over-fetched neighbour; one that is not the
+    keyword object it should be counts as a record without keywords, never a failed search."""
+    assert partitions.keywords_of_document(text) == expected

@@ -597,20 +597,23 @@ class ImageStore:
             prefix = partitions.key_prefix(collection.name) if collection is not None else prefix
         if collection is None:
             return []
+        # A partition's keywords are read from its documents, a fraction of the metadata's
+        # cost (partitions.py); the main collection's from its filter keys.
         found = collection.query(
             query_embeddings=[list(vector)],
             n_results=max(1, k),
             where=where_clause(where or {}, prefix),  # type: ignore[arg-type]
-            include=["metadatas", "distances"],
+            include=["documents" if partition else "metadatas", "distances"],
         )
+        ids, scores = found["ids"][0], [1.0 - float(d) for d in (found["distances"] or [[]])[0]]
+        if partition is not None:
+            keywords = map(partitions.keywords_of_document, (found["documents"] or [[]])[0])
+        else:
+            metas = (found["metadatas"] or [[]])[0]
+            keywords = (schema.filter_keywords(m or {}, prefix) for m in metas)
         return [
-            Neighbour(rid, 1.0 - float(d), schema.filter_keywords(m or {}, prefix))
-            for rid, m, d in zip(
-                found["ids"][0],
-                (found["metadatas"] or [[]])[0],
-                (found["distances"] or [[]])[0],
-                strict=True,
-            )
+            Neighbour(rid, score, words)
+            for rid, score, words in zip(ids, scores, keywords, strict=True)
         ]
 
     def query(

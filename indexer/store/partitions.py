@@ -9,8 +9,11 @@ With `garment` partitioned, `garment=dress` is an unfiltered search of
 small. The cost is a copy of each vector per partitioned facet (about 3x the vector storage
 with two facets), and a few more writes per batch.
 
-A partition holds the record's vector and its keywords, under key names of its own
-(`key_prefix`), nothing else. The main collection's
+A partition holds the record's vector and its keywords twice: as list-valued keys of its own
+(`key_prefix`), which Chroma filters on, and as one compact JSON document, which a planner
+reads for every over-fetched neighbour: reading a document is one row where the keys are one
+per facet (830 neighbours of a 46,000-record partition at a million records: 13 ms with the
+document, 35 ms with the keys; 2,000: 26 against 96 ms). The main collection's
 metadata names the facets whose partitions are complete (`partitions`); readers use only
 those. Writers keep every configured facet's partitions, and build the missing ones from the
 main collection when they open it.
@@ -19,6 +22,7 @@ main collection when they open it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections import defaultdict
@@ -137,6 +141,7 @@ class Partitions:
                 ids=[ids[r] for r in rows],
                 embeddings=[list(vectors[r]) for r in rows],
                 metadatas=[_lean(keywords[r], prefix) for r in rows],  # type: ignore[misc]
+                documents=[document(keywords[r]) for r in rows],
             )
 
     def remove(self, ids: Sequence[str]) -> None:
@@ -161,6 +166,27 @@ def _lean(keywords: Mapping[str, Sequence[str]], prefix: str) -> dict[str, Any]:
         f"{prefix}{facet}": list(words) for facet, words in keywords.items() if words
     }
     return meta or {"_": 0}  # Chroma wants metadata on every record when some have it
+
+
+def document(keywords: Mapping[str, Sequence[str]]) -> str:
+    """A partition record's keywords as its document."""
+    return json.dumps({f: list(w) for f, w in sorted(keywords.items()) if w}, separators=(",", ":"))
+
+
+def keywords_of_document(text: str | None) -> dict[str, list[str]]:
+    """The keywords a partition document holds; none when it holds no such object (a record
+    that then matches no filter term, rather than a failed search)."""
+    try:
+        data = json.loads(text or "")
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(f): [w for w in words if isinstance(w, str)]
+        for f, words in data.items()
+        if isinstance(words, list)
+    }
 
 
 def partition_names(client: ClientAPI, base: str) -> list[str]:

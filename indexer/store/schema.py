@@ -186,7 +186,23 @@ def _mark_partitioned(records: Collection) -> None:
     one, which would not, must refuse to write to them."""
 
 
-MIGRATIONS: tuple[Callable[[Collection], None], ...] = (_add_folders, _mark_partitioned)
+def _rebuild_partitions(records: Collection) -> None:
+    """3 -> 4: partition records now carry their keywords as a document too, which searches
+    read instead of the metadata (in a schema-3 partition every over-fetch would see no
+    match and fall back to Chroma's scan). Forget which facets were partitioned, so that no
+    reader uses the old ones and the next writer rebuilds them."""
+    from indexer.store.partitions import COMPLETE
+
+    meta = dict(records.metadata or {})
+    if meta.pop(COMPLETE, None) is not None:
+        records.modify(metadata=meta)
+
+
+MIGRATIONS: tuple[Callable[[Collection], None], ...] = (
+    _add_folders,
+    _mark_partitioned,
+    _rebuild_partitions,
+)
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 
