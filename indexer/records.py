@@ -81,6 +81,7 @@ class Neighbour:
     id: str
     score: float  # cosine similarity
     keywords: Keywords  # the filterable keywords
+    record: StoredRecord | None = None  # read with it when the search was asked to
 
 
 @dataclass(frozen=True)

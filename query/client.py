@@ -119,8 +119,7 @@ class QueryClient:
 
     def _search(self, vector: list[float], where: Where, limit: int, pictures: bool) -> list[Hit]:
         store, _ = self._ready()
-        near = self.planner.nearest(vector, limit, where, pictures)  # type: ignore[arg-type]
-        return store.hits([(n.id, n.score) for n in near])
+        return store.answer(self.planner.nearest(vector, limit, where, pictures))  # type: ignore[arg-type]
 
     def _fused(
         self, text_vector: list[float], image_vector: list[float], where: Where, limit: int

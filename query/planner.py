@@ -116,7 +116,7 @@ class Planner:
         "pre-filter" if it came to that."""
         self.last_plan = []
         if not where:
-            return self._store.nearest(vector, limit, None, pictures)
+            return self._store.nearest(vector, limit, None, pictures, whole=True)
         share = self.share(where)
         term = self._partition_term(where, pictures)
         if term is None:
@@ -168,4 +168,4 @@ class Planner:
             wider = self.over_fetch(limit, seen, records)
             fetch = None if wider is None else self._affordable(max(wider, 2 * fetch), records)
         self.last_plan.append("pre-filter")
-        return self._store.nearest(vector, limit, where, pictures, partition)
+        return self._store.nearest(vector, limit, where, pictures, partition, whole=True)

@@ -179,7 +179,7 @@ def measure(
             for vector in query_vectors:
                 t0 = time.perf_counter()
                 near = client.planner.nearest(vector, 10, where)
-                store.hits([(n.id, n.score) for n in near])
+                store.answer(near)
                 times.append((time.perf_counter() - t0) * 1000)
                 scores = vectors @ np.asarray(vector, dtype=np.float32)
                 if mask is not None:

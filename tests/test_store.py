@@ -66,6 +66,27 @@ def test_upsert_query_filter(store: ImageStore) -> None:
     assert store.query([1, 0, 0], {"season": ["fall"]}, 10) == []
 
 
+def test_a_search_that_reads_its_records_answers_as_one_that_reads_them_after(
+    store: ImageStore,
+) -> None:
+    """`whole` reads each record with the search (one round trip on a server); `answer`
+    gives the same hits as reading them by id afterwards, and reads those not carried."""
+    store.upsert(
+        [
+            record("a", [1, 0, 0], season=["summer", "spring"], color=["red"]),
+            record("b", [0.9, 0.1, 0], season=["winter"], color=[]),
+            record("c", [0, 1, 0], season=["summer"]),
+        ]
+    )
+    for where in ({}, {"season": ["summer"]}):
+        bare = store.nearest([1, 0, 0], 3, where)
+        whole = store.nearest([1, 0, 0], 3, where, whole=True)
+        assert all(n.record is None for n in bare) and all(n.record for n in whole)
+        by_id = store.hits([(n.id, n.score) for n in bare])
+        assert by_id and store.answer(whole) == by_id == store.answer(bare)
+        assert store.answer([bare[0], *whole[1:]]) == by_id
+
+
 def test_known_paths_and_moves(store: ImageStore) -> None:
     store.upsert([record("a", [1, 0, 0])])
     assert store.known_paths(["a", "zzz"]) == {"a": "/photos/a.jpg"}

@@ -582,11 +582,14 @@ class ImageStore:
         where: Mapping[str, Sequence[str]] | None = None,
         pictures: bool = False,
         partition: tuple[str, str] | None = None,
+        whole: bool = False,
     ) -> list[Neighbour]:
         """The `k` nearest records by caption vector (or, with `pictures`, by image vector),
         filtered in Chroma when `where` is given; within the records that have keyword
         `partition` (facet, keyword) when given, from that keyword's partition. Each with its
-        keywords, for a planner that filters over-fetched results itself."""
+        keywords, for a planner that filters over-fetched results itself; and, with `whole`,
+        when these are the answer, the record itself where the searched collection holds it
+        (the main one), which saves `answer` a second read (a round trip on a server)."""
         collection = self._visual if pictures else self._collection
         prefix = FACET_PREFIX
         if partition is not None:
@@ -599,21 +602,33 @@ class ImageStore:
             return []
         # A partition's keywords are read from its documents, a fraction of the metadata's
         # cost (partitions.py); the main collection's from its filter keys.
+        whole = whole and collection is self._collection
         found = collection.query(
             query_embeddings=[list(vector)],
             n_results=max(1, k),
             where=where_clause(where or {}, prefix),  # type: ignore[arg-type]
-            include=["documents" if partition else "metadatas", "distances"],
+            include=[
+                *(["documents"] if partition or whole else []),
+                *(["metadatas"] if not partition else []),
+                "distances",
+            ],
         )
         ids, scores = found["ids"][0], [1.0 - float(d) for d in (found["distances"] or [[]])[0]]
+        docs = (found["documents"] or [[]])[0] if partition or whole else [None] * len(ids)
         if partition is not None:
-            keywords = map(partitions.keywords_of_document, (found["documents"] or [[]])[0])
-        else:
-            metas = (found["metadatas"] or [[]])[0]
-            keywords = (schema.filter_keywords(m or {}, prefix) for m in metas)
+            return [
+                Neighbour(rid, score, partitions.keywords_of_document(doc))
+                for rid, score, doc in zip(ids, scores, docs, strict=True)
+            ]
+        metas = (found["metadatas"] or [[]])[0]
         return [
-            Neighbour(rid, score, words)
-            for rid, score, words in zip(ids, scores, keywords, strict=True)
+            Neighbour(
+                rid,
+                score,
+                schema.filter_keywords(meta or {}, prefix),
+                schema.stored(rid, meta or {}, doc) if whole else None,
+            )
+            for rid, score, meta, doc in zip(ids, scores, metas, docs, strict=True)
         ]
 
     def query(
@@ -625,7 +640,7 @@ class ImageStore:
     ) -> list[Hit]:
         """The `limit` nearest records under `where`, filtered by Chroma (no planning: the
         query client plans through query/planner.py)."""
-        return self.hits([(n.id, n.score) for n in self.nearest(vector, limit, where, pictures)])
+        return self.answer(self.nearest(vector, limit, where, pictures, whole=True))
 
     def candidates(
         self,
@@ -643,6 +658,18 @@ class ImageStore:
         return self.with_vectors(list(ids))
 
     @store_errors
+    def answer(self, neighbours: Sequence[Neighbour]) -> list[Hit]:
+        """Hits for a search's neighbours, in order: from the records read with them, and
+        the others read now."""
+        missing = [n.id for n in neighbours if n.record is None]
+        found = {r.id: r for r in self.by_ids(missing)} if missing else {}
+        out = []
+        for n in neighbours:
+            record = n.record or found.get(n.id)
+            if record is not None:
+                out.append(as_hit(record, n.score))
+        return out
+
     def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
         """Hits for (id, score) pairs, in that order; ids without a record are left out
         (an image vector whose record a crash never wrote)."""
