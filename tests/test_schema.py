@@ -104,7 +104,7 @@ def old_store(env: dict[str, str], fake: FakeGemini, monkeypatch: pytest.MonkeyP
 
 
 def test_a_schema_1_collection_is_upgraded_and_queried(old_store: Path) -> None:
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     found = subprocess.run(
         [sys.executable, "-m", "query", "text", "summer dress", "-w", "season=summer", "--json"],
         capture_output=True,
@@ -248,3 +248,63 @@ def test_schema_3_partitions_are_not_searched_until_a_writer_rebuilds_them(
     paths, plan = search()
     assert paths == ["/shop/summer/red.jpg"]
     assert plan and plan[0].startswith("partition"), plan
+
+
+def test_image_vectors_get_keys_of_their_own_and_still_filter(tmp_path: Path) -> None:
+    """Schema 5 names the image vectors' keyword keys `ikw_`: with the records' `kw_` keys
+    shared, Chroma's filter on the records read the image vectors' entries too. A schema-4
+    store is moved over on open, and a filtered image search finds the same records."""
+    from indexer.records import ImageRecord
+
+    settings = load_settings(
+        chroma_path=tmp_path / "db", collection="pics", partition_facets_text=""
+    )
+    spec, image_spec = EmbeddingSpec("fake", "text", 3), EmbeddingSpec("fake", "pixels", 2)
+    with ImageStore.open(settings, write=True, spec=spec, image_spec=image_spec) as store:
+        store.upsert(
+            [
+                ImageRecord(
+                    id=rid,
+                    path=f"/photos/{rid}.jpg",
+                    caption=rid,
+                    keywords={"season": [season], "color": ["red"]},
+                    raw_keywords={},
+                    embedding=[1.0, 0.0, 0.0],
+                    image_embedding=picture,
+                    model_ids={},
+                    vocabulary="v1",
+                )
+                for rid, season, picture in (
+                    ("a", "summer", [1.0, 0.0]),
+                    ("b", "winter", [0.9, 0.1]),
+                    ("c", "summer", [0.0, 1.0]),
+                )
+            ]
+        )
+    SharedSystemClient.clear_system_cache()
+    client = _client(tmp_path / "db")
+    visual = client.get_collection("pics-images")
+    got = visual.get(include=["metadatas"])
+    assert all("ikw_season" in m and "kw_season" not in m for m in got["metadatas"])
+    # Back to schema 4's layout: the image vectors under the records' keys.
+    back = [
+        {
+            **{f"kw_{k[4:]}": v for k, v in m.items() if k.startswith("ikw_")},
+            **{k: None for k in m if k.startswith("ikw_")},
+        }
+        for m in got["metadatas"]
+    ]
+    visual.update(ids=got["ids"], metadatas=back)
+    assert all("kw_season" in m for m in visual.get(include=["metadatas"])["metadatas"])
+    records = client.get_collection("pics")
+    records.modify(metadata={**(records.metadata or {}), "schema_version": 4})
+    SharedSystemClient.clear_system_cache()
+
+    with ImageStore.open(settings, write=True, spec=spec, image_spec=image_spec) as store:
+        near = store.nearest([1.0, 0.0], 3, {"season": ["summer"]}, pictures=True)
+        assert [n.id for n in near] == ["a", "c"]
+    SharedSystemClient.clear_system_cache()
+    metas = _client(tmp_path / "db").get_collection("pics-images").get(include=["metadatas"])
+    assert [sorted(k for k in m if "kw_" in k) for m in metas["metadatas"]] == [
+        ["ikw_color", "ikw_season"]
+    ] * 3

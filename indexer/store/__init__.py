@@ -81,6 +81,7 @@ class ImageStore:
         self.batches = BatchLog(client, name, location, retry_seconds)
         self._records: Collection | None = None
         self._visual: Collection | None = None  # "<name>-images": one image vector per record
+        self._image_prefix = schema.IMAGE_FACET_PREFIX  # its keyword keys
         self._lock_path: Path | None = None
         self._writer_lock: Any = None  # filelock.FileLock while writing an embedded store
         # Keyword partitions of the records and of the image vectors (store/partitions.py):
@@ -152,7 +153,9 @@ class ImageStore:
                 self._upgrade()
             finally:
                 self.close()
-        schema.check_version(self.name, self._records.metadata or {})
+        version = schema.check_version(self.name, self._records.metadata or {})
+        if version < 5:  # left for an older writer that holds the store: its keys as they are
+            self._image_prefix = FACET_PREFIX
         self._visual = self._existing(f"{self.name}-images")
         if spec is not None:
             self.check(spec)
@@ -238,7 +241,8 @@ class ImageStore:
                 if source is None or building is None:
                     continue
                 building.drop(missing + dropped)  # a half-built facet is built from scratch
-                count = partitions.build(source, building) if missing else 0
+                prefix = self._image_prefix if source is self._visual else FACET_PREFIX
+                count = partitions.build(source, building, prefix) if missing else 0
                 if count:
                     log.warning(
                         "partitioned %d records of %r by %s", count, source.name, ", ".join(missing)
@@ -591,7 +595,7 @@ class ImageStore:
         when these are the answer, the record itself where the searched collection holds it
         (the main one), which saves `answer` a second read (a round trip on a server)."""
         collection = self._visual if pictures else self._collection
-        prefix = FACET_PREFIX
+        prefix = self._image_prefix if pictures else FACET_PREFIX
         if partition is not None:
             parts = self._visual_parts if pictures else self._parts
             if parts is None or partition[0] not in parts.facets:

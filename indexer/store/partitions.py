@@ -202,15 +202,17 @@ def mark_complete(client: ClientAPI, name: str, facets: Sequence[str]) -> None:
     )
 
 
-def build(records: Collection, partitions: Partitions, page: int = 1000) -> int:
-    """Fill `partitions` from every record of `records` (their vectors and `kw_` keys; the
-    image-vector collection has both too). Idempotent; returns how many records it wrote."""
+def build(
+    records: Collection, partitions: Partitions, prefix: str = schema.FACET_PREFIX, page: int = 1000
+) -> int:
+    """Fill `partitions` from every record of `records` (their vectors and keyword keys, named
+    with `prefix`). Idempotent; returns how many records it wrote."""
     offset = written = 0
     while True:
         got = records.get(limit=page, offset=offset, include=["metadatas", "embeddings"])
         ids = list(got["ids"])
         if ids:
-            keywords = [schema.filter_keywords(m or {}) for m in got["metadatas"] or []]
+            keywords = [schema.filter_keywords(m or {}, prefix) for m in got["metadatas"] or []]
             partitions.write(ids, [list(v) for v in got["embeddings"]], keywords)
             written += len(ids)
         if len(ids) < page:

@@ -4,7 +4,8 @@ A record's metadata: `path`; `folders`, every folder above the path (so that eve
 a folder is found by one filter); `kw_<facet>` keyword lists (filtered with `$contains`); the
 keywords, the model's raw keywords and the corrections made as JSON (for audit); model ids,
 vocabulary fingerprint and time. The collection's own metadata records the embedding spec and
-the schema version.
+the schema version. An image vector (in `<name>-images`) carries only the vocabulary
+fingerprint and `ikw_<facet>` keyword lists.
 
 Migrations: `MIGRATIONS[i]` upgrades a collection from version i+1 to i+2. Each step is
 idempotent, and the version is written only after its step completed, so a crash mid-way
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FACET_PREFIX = "kw_"
+# The image vectors' keys differ from the records': Chroma's embedded metadata filter reads a
+# key's entries across every collection of the database, so shared keys made each filter on
+# the records scan the image vectors' entries too (partitions.py measures the cost).
+IMAGE_FACET_PREFIX = "ikw_"
 # Chroma's default ef_search (100) gave recall@10 0.84 at 200,000 near-duplicate records, 200
 # gave 0.94, 800 gives 0.99 for 2.4 ms more per search (measured on the bench's catalog). At
 # 1,000,000 records 800 gave 0.93 and 3,000 gave 0.99 at 17.8 ms p50; 3,000 at 200,000 would
@@ -47,12 +52,12 @@ def folders_of(path: str) -> list[str]:
     return [str(p) for p in PurePath(path).parents]
 
 
-def filter_metadata(record: ImageRecord) -> dict[str, Any]:
+def filter_metadata(record: ImageRecord, prefix: str = FACET_PREFIX) -> dict[str, Any]:
     """What a query filters on: the vocabulary and the keywords per facet."""
     meta: dict[str, Any] = {"vocabulary": record.vocabulary}
     for facet, words in record.keywords.items():
         if words:  # Chroma refuses empty lists; a missing key filters the same way
-            meta[f"{FACET_PREFIX}{facet}"] = list(words)
+            meta[f"{prefix}{facet}"] = list(words)
     return meta
 
 
@@ -84,7 +89,7 @@ def write(
         visual.upsert(
             ids=[r.id for r in pictured],
             embeddings=[r.image_embedding for r in pictured],  # type: ignore[misc]
-            metadatas=[filter_metadata(r) for r in pictured],  # type: ignore[misc]
+            metadatas=[filter_metadata(r, IMAGE_FACET_PREFIX) for r in pictured],  # type: ignore[misc]
         )
     records.upsert(
         ids=[r.id for r in batch],
@@ -161,7 +166,7 @@ def version_of(meta: Mapping[str, Any]) -> int:
 # --- migrations ---
 
 
-def _add_folders(records: Collection) -> None:
+def _add_folders(client: ClientAPI, records: Collection) -> None:
     """1 -> 2: give every record its `folders` list, so that the records under a folder are
     found by a filter instead of a scan of the whole collection. Records that have it keep it,
     so a re-run after a crash only finishes the rest."""
@@ -180,13 +185,13 @@ def _add_folders(records: Collection) -> None:
         offset += _PAGE
 
 
-def _mark_partitioned(records: Collection) -> None:
+def _mark_partitioned(client: ClientAPI, records: Collection) -> None:
     """2 -> 3: nothing to rewrite. Version 3 collections may keep keyword partitions
     (store/partitions.py) that every write must keep up to date, so a tool older than this
     one, which would not, must refuse to write to them."""
 
 
-def _rebuild_partitions(records: Collection) -> None:
+def _rebuild_partitions(client: ClientAPI, records: Collection) -> None:
     """3 -> 4: partition records now carry their keywords as a document too, which searches
     read instead of the metadata (in a schema-3 partition every over-fetch would see no
     match and fall back to Chroma's scan). Forget which facets were partitioned, so that no
@@ -198,10 +203,44 @@ def _rebuild_partitions(records: Collection) -> None:
         records.modify(metadata=meta)
 
 
-MIGRATIONS: tuple[Callable[[Collection], None], ...] = (
+def _own_image_keys(client: ClientAPI, records: Collection) -> None:
+    """4 -> 5: the image vectors' keyword keys become `ikw_`, the records' own `kw_` (a
+    filter on the records read both collections' entries). Records already moved are
+    skipped, so a re-run after a crash finishes the rest."""
+    from chromadb.errors import NotFoundError
+
+    try:
+        visual = client.get_collection(f"{records.name}-images", embedding_function=None)
+    except NotFoundError:
+        return
+    offset = 0
+    while True:
+        got = visual.get(limit=_PAGE, offset=offset, include=["metadatas"])
+        ids, metas = list(got["ids"]), list(got["metadatas"] or [])
+        moves = [(i, _image_keys(m)) for i, m in zip(ids, metas, strict=True) if m]
+        moves = [(i, m) for i, m in moves if m]
+        if moves:
+            # A key set to None is deleted by Chroma's update.
+            visual.update(ids=[i for i, _ in moves], metadatas=[m for _, m in moves])  # type: ignore[misc]
+        if len(ids) < _PAGE:
+            return
+        offset += _PAGE
+
+
+def _image_keys(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The update that moves one image vector's `kw_` keys to `ikw_`; empty when moved."""
+    old = {k: v for k, v in meta.items() if k.startswith(FACET_PREFIX)}
+    return {
+        **{f"{IMAGE_FACET_PREFIX}{k[len(FACET_PREFIX) :]}": v for k, v in old.items()},
+        **dict.fromkeys(old),
+    }
+
+
+MIGRATIONS: tuple[Callable[[ClientAPI, Collection], None], ...] = (
     _add_folders,
     _mark_partitioned,
     _rebuild_partitions,
+    _own_image_keys,
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -241,7 +280,7 @@ def upgrade(client: ClientAPI, name: str, siblings: Sequence[str] = ()) -> int:
     start = version
     while version < SCHEMA_VERSION:
         log.info("upgrading collection %r from schema %d to %d", name, version, version + 1)
-        MIGRATIONS[version - 1](records)
+        MIGRATIONS[version - 1](client, records)
         version += 1
         for each in (*siblings, name):  # the main collection's version last
             try:
