@@ -674,6 +674,7 @@ class ImageStore:
                 out.append(as_hit(record, n.score))
         return out
 
+    @store_errors
     def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
         """Hits for (id, score) pairs, in that order; ids without a record are left out
         (an image vector whose record a crash never wrote)."""
