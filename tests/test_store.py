@@ -82,7 +82,8 @@ def test_a_search_that_reads_its_records_answers_as_one_that_reads_them_after(
         bare = store.nearest([1, 0, 0], 3, where)
         whole = store.nearest([1, 0, 0], 3, where, whole=True)
         assert all(n.record is None for n in bare) and all(n.record for n in whole)
-        by_id = store.hits([(n.id, n.score) for n in bare])
+        records = {r.id: r for r in store.by_ids([n.id for n in bare])}
+        by_id = [ranking.as_hit(records[n.id], n.score) for n in bare]
         assert by_id and store.answer(whole) == by_id == store.answer(bare)
         assert store.answer([bare[0], *whole[1:]]) == by_id
 

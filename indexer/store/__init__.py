@@ -664,7 +664,8 @@ class ImageStore:
     @store_errors
     def answer(self, neighbours: Sequence[Neighbour]) -> list[Hit]:
         """Hits for a search's neighbours, in order: from the records read with them, and
-        the others read now."""
+        the others read now; ids without a record are left out (an image vector whose record
+        a crash never wrote)."""
         missing = [n.id for n in neighbours if n.record is None]
         found = {r.id: r for r in self.by_ids(missing)} if missing else {}
         out = []
@@ -673,13 +674,6 @@ class ImageStore:
             if record is not None:
                 out.append(as_hit(record, n.score))
         return out
-
-    @store_errors
-    def hits(self, scored: Sequence[tuple[str, float]]) -> list[Hit]:
-        """Hits for (id, score) pairs, in that order; ids without a record are left out
-        (an image vector whose record a crash never wrote)."""
-        found = {r.id: r for r in self.by_ids([rid for rid, _ in scored])}
-        return [as_hit(found[rid], score) for rid, score in scored if rid in found]
 
     @store_errors
     def with_vectors(self, ids: Sequence[str]) -> list[StoredRecord]:
