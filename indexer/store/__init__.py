@@ -154,7 +154,7 @@ class ImageStore:
             finally:
                 self.close()
         version = schema.check_version(self.name, self._records.metadata or {})
-        if version < 5:  # left for an older writer that holds the store: its keys as they are
+        if version < schema.IMAGE_KEYS_SINCE:  # an older writer holds it: keys as they are
             self._image_prefix = FACET_PREFIX
         self._visual = self._existing(f"{self.name}-images")
         if spec is not None:

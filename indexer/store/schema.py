@@ -217,8 +217,7 @@ def _own_image_keys(client: ClientAPI, records: Collection) -> None:
     while True:
         got = visual.get(limit=_PAGE, offset=offset, include=["metadatas"])
         ids, metas = list(got["ids"]), list(got["metadatas"] or [])
-        moves = [(i, _image_keys(m)) for i, m in zip(ids, metas, strict=True) if m]
-        moves = [(i, m) for i, m in moves if m]
+        moves = [(i, u) for i, m in zip(ids, metas, strict=True) if (u := _image_keys(m or {}))]
         if moves:
             # A key set to None is deleted by Chroma's update.
             visual.update(ids=[i for i, _ in moves], metadatas=[m for _, m in moves])  # type: ignore[misc]
@@ -243,6 +242,8 @@ MIGRATIONS: tuple[Callable[[ClientAPI, Collection], None], ...] = (
     _own_image_keys,
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
+# The first schema whose image vectors use IMAGE_FACET_PREFIX.
+IMAGE_KEYS_SINCE = 2 + MIGRATIONS.index(_own_image_keys)
 
 
 def check_version(name: str, meta: Mapping[str, Any]) -> int:
