@@ -11,7 +11,9 @@ beforehand and reported separately, and prints p50 and p99 per filter, and recal
 exact brute-force search with the same filter over the same vectors, and how the planner ran
 it (which keyword partition, over-fetch or pre-filter). With `--json` the last line is one
 JSON object: {"records", "mode", "partitioned", "embedding_ms", "cases": [{"filter", "plan",
-"matching_fraction", "p50_ms", "p99_ms", "recall_at_10", "recall_at_10_ties"}]}: the second
+"matching_fraction", "p50_ms", "p99_ms", "recall_at_10", "recall_at_10_ties"}]}, and for the
+unfiltered case "chroma_only_p50_ms": the same search through Chroma alone, ids and distances
+only, the floor that HNSW itself sets and that grows with the catalog. The second
 recall is ann-benchmarks' "knn" recall, which counts a hit no further than the exact 10th
 neighbour plus 1e-3 (the fill's near-duplicates make such ties common).
 `--partition-facets ''` measures the planner without partitions.
@@ -43,6 +45,7 @@ from indexer.enrich import document_text  # noqa: E402
 from indexer.providers.local import LocalProvider, compose_caption  # noqa: E402
 from indexer.records import ImageRecord  # noqa: E402
 from indexer.store import ImageStore  # noqa: E402
+from indexer.store.connection import connect  # noqa: E402
 from indexer.vocabulary import Keywords, Vocabulary  # noqa: E402
 from query import QueryClient  # noqa: E402
 from query.planner import matches  # noqa: E402
@@ -138,6 +141,21 @@ def folder(kept: Path | None, records: int) -> Iterator[Path]:
         yield kept / str(records)
 
 
+def chroma_only(settings: Settings, vectors: list[list[float]]) -> float:
+    """p50 ms of the same unfiltered search through Chroma alone, reading ids and distances
+    only: the floor under the unfiltered case, and the part of it that grows with the
+    catalog (HNSW's own search), apart from reading the records and our planning."""
+    client, _ = connect(settings)
+    collection = client.get_collection(settings.collection, embedding_function=None)
+    collection.query(query_embeddings=[vectors[0]], n_results=10, include=["distances"])
+    times = []
+    for vector in vectors:
+        t0 = time.perf_counter()
+        collection.query(query_embeddings=[vector], n_results=10, include=["distances"])
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(times), 2)
+
+
 def measure(
     mode: str,
     records: int,
@@ -202,6 +220,8 @@ def measure(
                 "recall_at_10": round(statistics.mean(recalls), 4),
                 "recall_at_10_ties": round(statistics.mean(tied), 4),
             }
+            if not where:
+                case["chroma_only_p50_ms"] = chroma_only(settings, list(query_vectors))
             cases.append(case)
             print(
                 f"  {records:>8} {mode:8s} {label:28s} share {case['matching_fraction']:.3f}  "
@@ -210,6 +230,12 @@ def measure(
                 f"ties)  ({case['plan']})",
                 flush=True,
             )
+            if "chroma_only_p50_ms" in case:
+                print(
+                    f"  {'':8} {'':8} {'(Chroma alone: ids and distances)':28s} {'':11}  "
+                    f"p50 {case['chroma_only_p50_ms']:6.1f} ms",
+                    flush=True,
+                )
         store.close()
         return {
             "records": records,
@@ -249,8 +275,38 @@ def main() -> None:
         for records in args.records or [10_000, 100_000]
         for mode in args.mode or ["embedded", "server"]
     ]
+    for line in ratios(results):
+        print(line)
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results))
+
+
+def ratios(results: list[dict[str, object]]) -> list[str]:
+    """Issue 13's ratios within this run: each filter's p50 over the unfiltered p50 at the
+    same size (its target, at most 2x, is for the partitioned facets' filters), and the
+    unfiltered p50 of each size over the smallest's, beside Chroma alone's."""
+    lines = []
+    for mode in dict.fromkeys(str(r["mode"]) for r in results):
+        runs = sorted(
+            (r for r in results if r["mode"] == mode and r["cases"]),
+            key=lambda r: int(r["records"]),  # type: ignore[call-overload]
+        )
+        for run in runs:
+            cases = run["cases"]
+            assert isinstance(cases, list)
+            none = cases[0]["p50_ms"]
+            each = ", ".join(f"{c['filter']} {c['p50_ms'] / none:.2f}x" for c in cases[1:])
+            lines.append(f"{mode} {run['records']}: p50 over the unfiltered p50: {each}")
+        if len(runs) > 1:
+            small = runs[0]["cases"][0]  # type: ignore[index]
+            for run in runs[1:]:
+                big = run["cases"][0]  # type: ignore[index]
+                lines.append(
+                    f"{mode}: unfiltered p50 at {run['records']} over {runs[0]['records']}: "
+                    f"{big['p50_ms'] / small['p50_ms']:.2f}x (Chroma alone "
+                    f"{big['chroma_only_p50_ms'] / small['chroma_only_p50_ms']:.2f}x)"
+                )
+    return lines
 
 
 if __name__ == "__main__":
