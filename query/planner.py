@@ -3,8 +3,8 @@
 Chroma's embedded executor answers a filtered query by gathering every matching id (a scan
 of the metadata) and handing the allow-list to HNSW: measured at 100,000 records, about
 60 ms whether the filter matches 25% or 1%, growing with the catalog. An unfiltered HNSW
-search stays at a few milliseconds, and reading 80 neighbours with their keywords costs
-4 ms, 1,600 about 36 ms. So the planner over-fetches the unfiltered nearest neighbours and
+search stays at a few milliseconds, plus a fixed cost for each neighbour read with its
+keywords (the cost model below). So the planner over-fetches the unfiltered nearest neighbours and
 filters them itself, widening until it has enough (the first `limit` matches among the
 nearest are exactly the best `limit` matches), whenever reading that many neighbours costs
 less than Chroma's scan of the catalog: always for broad filters on large catalogs, rarely
@@ -26,11 +26,16 @@ from indexer.records import Neighbour
 from indexer.store import ImageStore
 from indexer.vocabulary import Keywords
 
-# Cost model, measured on embedded Chroma (2 cores): a pre-filtered query scans the
-# catalog's metadata at about 0.6 us a record; reading a neighbour with its metadata costs
-# about 25 us. Over-fetching wins while fetch * 25 us < records * 0.6 us.
-SCAN_MS_PER_RECORD = 0.0006
-FETCH_MS_PER_NEIGHBOUR = 0.025
+# Cost model, measured on embedded Chroma (2 cores) at 100,000 and 200,000 records of the
+# default vocabulary: a pre-filtered query scans the searched collection's metadata at about
+# 0.9 us a record; reading a neighbour with its metadata costs about 85 us (Chroma hydrates
+# one row per key, and a record has about fifteen). Within a keyword partition the scan costs
+# about 1.4 us a record and a neighbour's keyword document about 16 us (partitions.py).
+# Over-fetching wins while fetch * fetch cost < records * scan cost.
+SCAN_MS_PER_RECORD = 0.0009
+FETCH_MS_PER_NEIGHBOUR = 0.085
+PARTITION_SCAN_MS_PER_RECORD = 0.0014
+PARTITION_FETCH_MS_PER_NEIGHBOUR = 0.016
 MAX_FETCH = 5_000
 BROAD = 0.001  # rarer filters are always pre-filtered
 SAMPLE_SIZE = 4_000
@@ -94,17 +99,27 @@ class Planner:
         sample = self._keywords()
         return [f for f in facets if not any(k.get(f) for k in sample)]
 
-    def over_fetch(self, limit: int, share: float, records: int | None = None) -> int | None:
+    def over_fetch(
+        self, limit: int, share: float, records: int | None = None, partition: bool = False
+    ) -> int | None:
         """How many unfiltered neighbours to read for `limit` matches among `records` (the
-        catalog by default), or None when letting Chroma pre-filter is cheaper."""
+        catalog by default; with `partition`, a keyword partition of that size), or None
+        when letting Chroma pre-filter is cheaper."""
         if share < BROAD:
             return None
-        return self._affordable(max(50, math.ceil(limit / share * 1.5)), records)
+        return self._affordable(max(50, math.ceil(limit / share * 1.5)), records, partition)
 
-    def _affordable(self, fetch: int, records: int | None = None) -> int | None:
+    def _affordable(
+        self, fetch: int, records: int | None = None, partition: bool = False
+    ) -> int | None:
         """`fetch`, if reading that many neighbours costs less than a pre-filtered query."""
-        scan_ms = (self._records if records is None else records) * self._scan_ms
-        if fetch > MAX_FETCH or fetch * FETCH_MS_PER_NEIGHBOUR > scan_ms:
+        records = self._records if records is None else records
+        if partition:
+            scan_ms = records * PARTITION_SCAN_MS_PER_RECORD
+            fetch_ms = fetch * PARTITION_FETCH_MS_PER_NEIGHBOUR
+        else:
+            scan_ms, fetch_ms = records * self._scan_ms, fetch * FETCH_MS_PER_NEIGHBOUR
+        if fetch > MAX_FETCH or fetch_ms > scan_ms:
             return None
         return fetch
 
@@ -154,7 +169,8 @@ class Planner:
         records: int,
     ) -> list[Neighbour]:
         """Over-fetch and filter while that is cheaper than Chroma's scan, else pre-filter."""
-        fetch = self.over_fetch(limit, share, records)
+        parted = partition is not None
+        fetch = self.over_fetch(limit, share, records, parted)
         while fetch is not None:
             self.last_plan.append(f"over-fetch {fetch}")
             near = self._store.nearest(vector, fetch, None, pictures, partition)
@@ -165,7 +181,9 @@ class Planner:
             # vectors: few summer clothes lie near "wool coat"). Plan again from the share
             # seen here, and pre-filter as soon as that is cheaper, instead of widening blind.
             seen = (len(kept) + 1) / (len(near) + 2)
-            wider = self.over_fetch(limit, seen, records)
-            fetch = None if wider is None else self._affordable(max(wider, 2 * fetch), records)
+            wider = self.over_fetch(limit, seen, records, parted)
+            fetch = (
+                None if wider is None else self._affordable(max(wider, 2 * fetch), records, parted)
+            )
         self.last_plan.append("pre-filter")
         return self._store.nearest(vector, limit, where, pictures, partition, whole=True)

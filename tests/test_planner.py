@@ -165,3 +165,14 @@ def test_partitioned_facets_are_searched_in_their_partition_with_exact_results(
 def test_a_keyword_no_record_has_finds_nothing_in_a_partitioned_facet(partitioned: tuple) -> None:
     store, vectors, _ = partitioned
     assert Planner(store).nearest(vectors[0].tolist(), 10, {"garment": ["coat"]}) == []
+
+
+def test_a_partition_is_planned_with_its_own_costs(catalog: tuple) -> None:
+    """Reading a partition's neighbours (one keyword document each) is cheaper, and its
+    pre-filter dearer per record, than on the main collection (one row per metadata key):
+    the same over-fetch is affordable in a 10,000-record partition and not in a
+    10,000-record catalog."""
+    store, _vectors, _keywords = catalog
+    planner = Planner(store)
+    assert planner.over_fetch(10, 0.075, records=10_000) is None  # 200 neighbours
+    assert planner.over_fetch(10, 0.075, records=10_000, partition=True) == 200
