@@ -3,8 +3,8 @@ the facets shops filter on, so that a filter is an unfiltered search of a small 
 
 Chroma answers a filtered query by gathering every matching id from its metadata store and
 handing the allow-list to HNSW: 0.6 to 1 us a record whatever the filter matches (60 to
-100 ms at 100,000 records, up to a second at a million), while an unfiltered HNSW search takes milliseconds.
-With `garment` partitioned, `garment=dress` is an unfiltered search of
+100 ms at 100,000 records, up to a second at a million), while an unfiltered HNSW search
+takes milliseconds. With `garment` partitioned, `garment=dress` is an unfiltered search of
 `<name>--kw--garment--dress-<hash>`; other terms are filtered within it, where the scan is
 small. The cost is a copy of each vector per partitioned facet (about 3x the vector storage
 with two facets), and a few more writes per batch.
