@@ -4,11 +4,11 @@ Chroma's embedded executor answers a filtered query by gathering every matching 
 of the metadata) and handing the allow-list to HNSW: measured at 100,000 records, about
 60 ms whether the filter matches 25% or 1%, growing with the catalog. An unfiltered HNSW
 search stays at a few milliseconds, plus a fixed cost for each neighbour read with its
-keywords (the cost model below). So the planner over-fetches the unfiltered nearest neighbours and
-filters them itself, widening until it has enough (the first `limit` matches among the
-nearest are exactly the best `limit` matches), whenever reading that many neighbours costs
-less than Chroma's scan of the catalog: always for broad filters on large catalogs, rarely
-on small ones, where the scan is cheap anyway.
+keywords (the cost model below). So the planner over-fetches the unfiltered nearest
+neighbours and filters them itself, widening until it has enough (the first `limit` matches
+among the nearest are exactly the best `limit` matches), whenever reading that many
+neighbours costs less than Chroma's scan of the catalog: always for broad filters on large
+catalogs, rarely on small ones, where the scan is cheap anyway.
 
 A filter's share of the catalog is estimated from the keywords of a few thousand records
 sampled across the collection, kept per planner and refreshed every few minutes.

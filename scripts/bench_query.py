@@ -227,7 +227,7 @@ def measure(
                 "recall_at_10_ties": round(statistics.mean(tied), 4),
             }
             if not where:
-                case["chroma_only_p50_ms"] = chroma_only(settings, list(query_vectors))
+                case["chroma_only_p50_ms"] = chroma_only(settings, query_vectors)
             cases.append(case)
             print(
                 f"  {records:>8} {mode:8s} {label:28s} share {case['matching_fraction']:.3f}  "
