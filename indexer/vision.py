@@ -53,12 +53,20 @@ def to_input(img: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
 
 class ImageEncoder:
     """Pooled 1280-d EfficientNet-Lite2 features, unit length, for batches of PIL images,
-    run through ONNX Runtime (exported once from the packaged weights into `cache`)."""
+    run through ONNX Runtime (exported once from the packaged weights into `cache`).
+
+    `encode` gives the ImageNet features (the image vectors); `encode_all` gives those and
+    the garment tail's (what the shipped garment head reads) from one forward pass."""
 
     def __init__(self, cache: Path, threads: int | None = None) -> None:
         from indexer.runtime import ImageModel
 
         self._model = ImageModel(cache, threads)
+
+    @property
+    def feature_models(self) -> tuple[str, ...]:
+        """Ids of the features `encode_all` returns; MODEL_ID first."""
+        return self._model.feature_models
 
     def preload(self) -> None:
         """Load (and at first use export) the model on a background thread, so that a
@@ -71,9 +79,12 @@ class ImageEncoder:
         threading.Thread(target=load_quietly, name="image-model-load", daemon=True).start()
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode_all(images)[MODEL_ID]
+
+    def encode_all(self, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
         if not images:
-            return np.zeros((0, FEATURE_DIM), dtype=np.float32)
-        return self._model.encode(np.stack([to_input(img) for img in images]))
+            return {m: np.zeros((0, FEATURE_DIM), dtype=np.float32) for m in self.feature_models}
+        return self._model.encode_all(np.stack([to_input(img) for img in images]))
 
 
 def encode_files(encoder: ImageEncoder, paths: Sequence[Path], batch: int = 32) -> np.ndarray:

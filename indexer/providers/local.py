@@ -50,28 +50,31 @@ def min_confidence(head: LinearHead) -> float:
     return min(MIN_CONFIDENCE, 3 / len(head.classes))
 
 
-def load_heads(user_dir: Path | None) -> dict[str, LinearHead]:
+def load_heads(
+    user_dir: Path | None, feature_models: Sequence[str] = (IMAGE_MODEL_ID,)
+) -> dict[str, LinearHead]:
     """Shipped heads, overridden facet by facet by heads the user trained."""
     heads: dict[str, LinearHead] = {}
     shipped = resources.files("indexer").joinpath("heads")
     for entry in sorted(shipped.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".npz"):
             with resources.as_file(entry) as path:
-                head = _checked(LinearHead.load(path), path)
+                head = _checked(LinearHead.load(path), path, feature_models)
                 heads[head.facet] = head
     if user_dir is not None and user_dir.is_dir():
         for path in sorted(user_dir.glob("*.npz")):
-            head = _checked(LinearHead.load(path), path)
+            head = _checked(LinearHead.load(path), path, feature_models)
             heads[head.facet] = head
     return heads
 
 
-def _checked(head: LinearHead, path: Path) -> LinearHead:
+def _checked(head: LinearHead, path: Path, feature_models: Sequence[str]) -> LinearHead:
     """A head reads features of one image model; fed another's, it answers nonsense."""
-    if head.feature_model != IMAGE_MODEL_ID:
+    if head.feature_model not in feature_models:
         raise ConfigError(
             f"tagger head {path} was trained on {head.feature_model!r} features, but the image "
-            f"model is {IMAGE_MODEL_ID!r}; retrain it with `indexer train-tagger` or remove it"
+            f"model gives {', '.join(map(repr, feature_models))}; retrain it with "
+            "`indexer train-tagger` or remove it"
         )
     return head
 
@@ -113,7 +116,7 @@ class LocalProvider(Provider):
         self._text = TextModel(settings.models_dir)
         self._lock = threading.Lock()
         # describe() and embed_images() of one batch need the same features: compute once.
-        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalProvider:
@@ -135,7 +138,7 @@ class LocalProvider(Provider):
     def heads(self) -> dict[str, LinearHead]:
         with self._lock:
             if self._heads is None:
-                self._heads = load_heads(self._settings.home / "heads")
+                self._heads = load_heads(self._settings.home / "heads", self._images.feature_models)
             return self._heads
 
     def warm_up(self) -> None:
@@ -153,7 +156,8 @@ class LocalProvider(Provider):
         per_image: list[Keywords] = [{} for _ in images]
         for facet, head in self.heads.items():
             allowed = {w.casefold(): w for w in vocabulary.facets.get(facet, ())}
-            for i, keyword in enumerate(head.predict(features, min_confidence(head))):
+            found = head.predict(features[head.feature_model], min_confidence(head))
+            for i, keyword in enumerate(found):
                 if keyword is not None and keyword.casefold() in allowed:
                     per_image[i][facet] = [allowed[keyword.casefold()]]
         if "color" in vocabulary.facets:
@@ -178,24 +182,26 @@ class LocalProvider(Provider):
         return self._encode(words)
 
     def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
-        return self._features(images).tolist()
+        return self._features(images)[IMAGE_MODEL_ID].tolist()
 
     def _features(
         self, images: Sequence[PreparedImage], pictures: Sequence[Image.Image] | None = None
-    ) -> np.ndarray:
-        """Image features, reusing those of recently seen images (keyed by content id)."""
+    ) -> dict[str, np.ndarray]:
+        """Every feature model's features of the images, from one forward pass, reusing
+        those of recently seen images (keyed by content id)."""
         with self._lock:
             missing = [i for i, img in enumerate(images) if img.id not in self._recent]
         if missing:
             decoded = [pictures[i] if pictures else decode(images[i]) for i in missing]
-            computed = self._images.encode(decoded)
+            computed = self._images.encode_all(decoded)
             with self._lock:
-                for i, row in zip(missing, computed, strict=True):
-                    self._recent[images[i].id] = row
+                for n, i in enumerate(missing):
+                    self._recent[images[i].id] = {m: rows[n] for m, rows in computed.items()}
                 while len(self._recent) > FEATURE_CACHE_SIZE:
                     self._recent.popitem(last=False)
         with self._lock:
             rows = [self._recent.get(img.id) for img in images]
-        if any(r is None for r in rows):  # evicted meanwhile by another thread's batch
-            return self._images.encode([decode(img) for img in images])
-        return np.stack(rows)
+        found = [r for r in rows if r is not None]
+        if not found or len(found) < len(rows):  # none asked, or evicted by another batch
+            return self._images.encode_all([decode(img) for img in images])
+        return {m: np.stack([r[m] for r in found]) for m in found[0]}
