@@ -10,8 +10,8 @@ either way stay comparable.
 The image model has a second ending, the garment tail: a copy of EfficientNet-Lite2's last
 blocks and head convolution fine-tuned on labelled garment photos
 (`scripts/train_garment_head.py`), shipped as `indexer/tails/garment.npz`. It reads the same
-intermediate feature map, so it adds a few per cent to a forward pass, and the ImageNet
-features, which the stored image vectors are, stay as they were.
+intermediate feature map, so it adds about an eighth to a forward pass rather than a second
+network, and the ImageNet features, which the stored image vectors are, stay as they were.
 """
 
 from __future__ import annotations
@@ -160,10 +160,10 @@ class ImageModel:
     """Pooled EfficientNet-Lite2 features of 260x260 inputs scaled to [-1, 1], unit length:
     the ImageNet ones and, where the package ships a garment tail, the tail's."""
 
-    def __init__(self, cache: Path, threads: int | None = None, tail: Path | None = None) -> None:
+    def __init__(self, cache: Path, threads: int | None = None) -> None:
         self._cache = cache
         self._threads = threads
-        self._tail = tail if tail is not None else shipped_tail()
+        self._tail = shipped_tail()
         self._lock = threading.Lock()
         self._session: Any = None
 
@@ -289,7 +289,10 @@ def _export_image(target: Path, tail_path: Path | None) -> None:
     import torch
 
     model = image_network()
-    tail = load_tail(model, tail_path) if tail_path else None
+    try:
+        tail = load_tail(model, tail_path) if tail_path else None
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:  # a damaged installation
+        raise ConfigError(f"cannot read the garment tail {tail_path}: {exc}") from exc
 
     class Pooled(torch.nn.Module):
         def __init__(self) -> None:
