@@ -21,6 +21,7 @@ import importlib.util
 import logging
 import os
 import threading
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -291,7 +292,8 @@ def _export_image(target: Path, tail_path: Path | None) -> None:
     model = image_network()
     try:
         tail = load_tail(model, tail_path) if tail_path else None
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:  # a damaged installation
+    except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
+        # a damaged installation
         raise ConfigError(f"cannot read the garment tail {tail_path}: {exc}") from exc
 
     class Pooled(torch.nn.Module):

@@ -7,6 +7,7 @@ few thousand 1280-d vectors it takes seconds on a CPU. Prediction needs only num
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ class LinearHead:
                     bias=data["bias"].astype(np.float32),
                     feature_model=str(data["feature_model"]),
                 )
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise ConfigError(f"cannot read tagger head {path}: {exc}") from exc
         # A file in the heads folder is anyone's: one with no classes, or shapes that do not
         # agree, would fail later mid-run with a bare numpy error (or a division by zero).

@@ -59,6 +59,12 @@ def test_training_needs_two_keywords_and_files_must_be_heads(tmp_path: Path) -> 
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(ConfigError, match="cannot read tagger head"):
         LinearHead.load(tmp_path / "bad.npz")
+    # a head cut short (a copy interrupted): numpy raises zipfile's own error, not OSError
+    head = train_head("garment", np.eye(4), ["dress", "hat"] * 2, "f")
+    head.save(tmp_path / "whole.npz")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:100])
+    with pytest.raises(ConfigError, match=r"cannot read tagger head .*cut\.npz"):
+        LinearHead.load(tmp_path / "cut.npz")
 
 
 @pytest.mark.parametrize(

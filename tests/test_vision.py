@@ -111,3 +111,17 @@ def test_onnx_garment_tail_matches_the_pytorch_tail(dataset: Path, models_dir: P
     assert (features[TAIL_FEATURES] * reference).sum(axis=1).min() >= 0.999
     # the tail's features are its own: a fine-tuned copy, not the ImageNet ending again
     assert (features[TAIL_FEATURES] * features[MODEL_ID]).sum(axis=1).max() < 0.99
+
+
+def test_a_damaged_garment_tail_is_a_clear_error(tmp_path: Path) -> None:
+    """A truncated tail file (a damaged installation) names the file, not a zip error."""
+    from indexer.errors import ConfigError
+    from indexer.runtime import _export_image, shipped_tail
+
+    shipped = shipped_tail()
+    assert shipped is not None
+    damaged = tmp_path / "garment.npz"
+    damaged.write_bytes(shipped.read_bytes()[:4096])
+    with pytest.raises(ConfigError, match=r"cannot read the garment tail .*garment\.npz"):
+        _export_image(tmp_path / "out.onnx", damaged)
+    assert not (tmp_path / "out.onnx").exists()
