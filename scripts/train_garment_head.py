@@ -54,7 +54,7 @@ from indexer.runtime import (  # noqa: E402
     tail_network,
 )
 from indexer.tagger import LinearHead, train_head  # noqa: E402
-from indexer.vision import INPUT_SIZE, MODEL_ID, ImageEncoder, to_input  # noqa: E402
+from indexer.vision import INPUT_SIZE, MODEL_ID, ImageEncoder, encode_files, to_input  # noqa: E402
 
 TAIL_START = 19  # the last two blocks: cross-validated against 21 (none) and 20 (README)
 TAIL_LR = 3e-4
@@ -209,13 +209,7 @@ def imagenet_features(
     file = cache / f"{name}.npz" if cache else None
     if file is not None and file.exists():
         return np.load(file)["features"]
-    out = []
-    for first in range(0, len(items), 32):
-        images = [
-            open_image(read_source(p).data, 2 * INPUT_SIZE) for p, _ in items[first : first + 32]
-        ]
-        out.append(encoder.encode(images)[:, None])
-    feats = np.concatenate(out)
+    feats = encode_files(encoder, [p for p, _ in items])[:, None]
     if file is not None:
         np.savez_compressed(file, features=feats)
     return feats
@@ -329,16 +323,15 @@ def main() -> None:
             per_fold.append(tail_features(tail, inputs["train"]))
             print(f"  tail without fold {k}: {time.monotonic() - started:.0f}s", flush=True)
         recipe = choose(per_fold, y)
-        if args.cv_only:
-            return
+        feature_model = TAIL_FEATURES
+    if args.cv_only:
+        return
+    if not args.frozen:
         tail = train_tail(inputs["train"], y, args.start, classes)
         save_tail(tail, args.tail_out)
         # Features through the saved (float16) tail: what the ONNX model will compute.
         tail = load_tail(image_network(), args.tail_out)
         feats = {n: tail_features(tail, x) for n, x in inputs.items()}
-        feature_model = TAIL_FEATURES
-    if args.cv_only:
-        return
     head = fit(feats["train"], y, recipe["l2"], recipe["balance"], recipe["offset"], feature_model)
     print("held-out results (looked at once):")
     for name in ("validation", "holdout"):

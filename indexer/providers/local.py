@@ -50,9 +50,7 @@ def min_confidence(head: LinearHead) -> float:
     return min(MIN_CONFIDENCE, 3 / len(head.classes))
 
 
-def load_heads(
-    user_dir: Path | None, feature_models: Sequence[str] = (IMAGE_MODEL_ID,)
-) -> dict[str, LinearHead]:
+def load_heads(user_dir: Path | None, feature_models: Sequence[str]) -> dict[str, LinearHead]:
     """Shipped heads, overridden facet by facet by heads the user trained."""
     heads: dict[str, LinearHead] = {}
     shipped = resources.files("indexer").joinpath("heads")
