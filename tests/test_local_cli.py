@@ -129,8 +129,21 @@ def test_gemini_built_collections_get_image_vectors_too(
     assert Path(hits[0]["path"]).name == "blue.png"
 
 
+@pytest.mark.parametrize(
+    "feature_model, rows, message",
+    [
+        ("resnet-18", 512, "season.npz was trained on 'resnet-18' features"),
+        # a head in the user's folder that names the right model but has the wrong shape
+        ("efficientnet-lite2", 512, "season.npz reads 512-d features, but 'efficientnet-lite2'"),
+    ],
+)
 def test_a_head_trained_on_another_image_model_is_refused(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    feature_model: str,
+    rows: int,
+    message: str,
 ) -> None:
     import numpy as np
 
@@ -143,12 +156,12 @@ def test_a_head_trained_on_another_image_model_is_refused(
     LinearHead(
         "season",
         ("summer", "winter"),
-        np.zeros((512, 2), dtype=np.float32),
+        np.zeros((rows, 2), dtype=np.float32),
         np.zeros(2, dtype=np.float32),
-        "resnet-18",
+        feature_model,
     ).save(heads / "season.npz")
     garment_image(tmp_path / "photos" / "red.jpg", "red")
     result = runner.invoke(indexer_app, ["run", str(tmp_path / "photos")])
     assert result.exit_code == 2
-    assert "season.npz was trained on 'resnet-18' features" in result.output
+    assert message in result.output
     assert "retrain it with `indexer train-tagger`" in result.output

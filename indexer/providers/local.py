@@ -28,7 +28,7 @@ from indexer.providers.base import Provider
 from indexer.records import Description, EmbeddingSpec
 from indexer.runtime import TextModel
 from indexer.tagger import LinearHead
-from indexer.vision import IMAGE_SPEC, ImageEncoder, decode
+from indexer.vision import FEATURE_DIM, IMAGE_SPEC, ImageEncoder, decode
 from indexer.vision import MODEL_ID as IMAGE_MODEL_ID
 from indexer.vocabulary import Keywords, Vocabulary
 
@@ -72,6 +72,12 @@ def _checked(head: LinearHead, path: Path, feature_models: Sequence[str]) -> Lin
         raise ConfigError(
             f"tagger head {path} was trained on {head.feature_model!r} features, but the image "
             f"model gives {', '.join(map(repr, feature_models))}; retrain it with "
+            "`indexer train-tagger` or remove it"
+        )
+    if head.weights.shape[0] != FEATURE_DIM:  # named right, shaped wrong: fails mid-run
+        raise ConfigError(
+            f"tagger head {path} reads {head.weights.shape[0]}-d features, but "
+            f"{head.feature_model!r} features are {FEATURE_DIM}-d; retrain it with "
             "`indexer train-tagger` or remove it"
         )
     return head
