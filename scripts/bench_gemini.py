@@ -48,9 +48,11 @@ KEYWORD = {
     "dress": "dress", "hat": "hat", "longsleeve": "long-sleeve top", "outwear": "jacket",
     "pants": "pants", "shirt": "shirt", "shoes": "shoes", "shorts": "shorts", "skirt": "skirt",
     "t-shirt": "T-shirt", "hoodie": "hoodie", "blazer": "blazer", "blouse": "blouse",
-    "polo": "shirt", "undershirt": "T-shirt", "body": "T-shirt", "top": "blouse",
+    "polo": "polo", "undershirt": "tank top", "body": "bodysuit", "top": "top",
 }  # fmt: skip
-QUERY = {label: f"a {label}" for label in KEYWORD} | {"body": "a bodysuit", "pants": "pants"}
+QUERY = {label: f"a {label}" for label in KEYWORD} | {
+    "body": "a bodysuit", "pants": "pants", "undershirt": "an undershirt",
+}  # fmt: skip
 
 
 def photos(name: str, per_class: int) -> dict[Path, str]:
