@@ -11,8 +11,11 @@ choice below, and looked at once, at the end.
 Two stages. The tail: a copy of EfficientNet-Lite2's last two blocks and head convolution
 (indexer/runtime.py), fine-tuned with a classifier on the photos and their mirror images
 (AdamW, one-cycle, 12 epochs, class weights inverse frequency to the power 0.75, label
-smoothing 0.1, batch-norm statistics frozen). The head: multinomial logistic regression on
-the tail's pooled, unit-length features, as every head is (indexer/tagger.py).
+smoothing 0.1, batch-norm statistics frozen), each batch cut to a random 7x7, 8x8 or 9x9
+window of the tail's 9x9 input map: a crop of the photo at a fraction of the cost of cropping
+pixels (cross-validated against no crop: new types 0.393 against 0.363, familiar 0.901
+both). The head: multinomial logistic regression on the tail's pooled, unit-length
+features, as every head is (indexer/tagger.py).
 
 Choices, by 5-fold cross-validation on the training photos only, nested so that no photo is
 judged by a tail that trained on it (fold k's head is fitted and judged on features from the
@@ -60,6 +63,7 @@ TAIL_START = 19  # the last two blocks: cross-validated against 21 (none) and 20
 TAIL_LR = 3e-4
 TAIL_EPOCHS = 12
 TAIL_BALANCE = 0.75
+SMALLEST_CROP = 7  # a training batch is cut to a random window of the 9x9 input map
 FOLDS = 5
 
 DATA = ROOT.parent / "shared" / "datasets"
@@ -176,7 +180,10 @@ def train_tail(x: np.ndarray, y: np.ndarray, start: int, classes: list[str]) -> 
         for first in range(0, len(order), 64):
             rows = np.sort(order[first : first + 64])
             view = rng.integers(0, x.shape[1], len(rows))
-            batch = torch.from_numpy(x[rows, view].astype(np.float32))
+            size = int(rng.integers(SMALLEST_CROP, x.shape[-1] + 1))
+            top, left = rng.integers(0, x.shape[-1] - size + 1, 2)
+            window = x[rows, view][:, :, top : top + size, left : left + size]
+            batch = torch.from_numpy(window.astype(np.float32))
             loss = torch.nn.functional.cross_entropy(
                 fc(drop(tail(batch))), target[rows], weight=weights, label_smoothing=0.1
             )
