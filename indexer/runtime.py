@@ -186,14 +186,9 @@ class ImageModel:
                 self._session = _session(path, self._threads)
             return self._session
 
-    def encode(self, batch: np.ndarray) -> np.ndarray:
-        """ImageNet features of a (n, 3, 260, 260) float32 batch."""
-        return self.encode_all(batch)[IMAGE_MODEL]
-
     def encode_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Every feature model's features of a batch, from one forward pass."""
-        if len(batch) == 0:
-            return {m: np.zeros((0, 1280), dtype=np.float32) for m in self.feature_models}
+        """Every feature model's features of a non-empty (n, 3, 260, 260) float32 batch, from
+        one forward pass (vision.ImageEncoder answers empty batches itself)."""
         outputs = self.load().run(None, {"pixels": batch.astype(np.float32)})
         return {m: _unit(rows) for m, rows in zip(self.feature_models, outputs, strict=True)}
 
