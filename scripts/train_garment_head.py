@@ -45,6 +45,7 @@ import itertools
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -121,14 +122,17 @@ def splits() -> dict[str, list[tuple[Path, str]]]:
     }
 
 
-def tail_inputs(
-    name: str, items: list[tuple[Path, str]], start: int, cache: Path | None
+def block_inputs(
+    start: int,
+    pairs: Iterable[tuple[list[np.ndarray], list[np.ndarray]]],
+    file: Path | None,
+    what: str,
 ) -> np.ndarray:
-    """The input of block `start` for each photo and its mirror image, (n, 2, c, h, w)
-    float16, from the packaged ImageNet network (PyTorch), cached in `cache`."""
+    """The input of block `start` for each pair of network inputs, from the packaged ImageNet
+    network (PyTorch): each item of `pairs` holds n first and n second views, which become n
+    rows of (2, c, h, w) float16. Cached in `file`, so `pairs` is only read on a miss."""
     import torch
 
-    file = cache / f"block{start}_{name}.npy" if cache else None
     if file is not None and file.exists():
         return np.load(file)
     model = image_network()
@@ -137,22 +141,35 @@ def tail_inputs(
         lambda _m, inputs: grabbed.append(inputs[0].numpy().astype(np.float16))
     )
     started, out = time.monotonic(), []
-    for first in range(0, len(items), 16):
-        images = [
-            open_image(read_source(p).data, 2 * INPUT_SIZE) for p, _ in items[first : first + 16]
-        ]
-        views = [to_input(i) for i in images] + [to_input(ImageOps.mirror(i)) for i in images]
+    for first, second in pairs:
         grabbed.clear()
         with torch.inference_mode():
-            model.extract_features(torch.from_numpy(np.stack(views)))
+            model.extract_features(torch.from_numpy(np.stack(first + second)))
         both = grabbed[0]
-        out.append(np.stack([both[: len(images)], both[len(images) :]], axis=1))
+        out.append(np.stack([both[: len(first)], both[len(first) :]], axis=1))
     hook.remove()
     x = np.concatenate(out)
-    print(f"{name}: {len(items)} photos in {time.monotonic() - started:.0f}s", flush=True)
+    print(f"{what} in {time.monotonic() - started:.0f}s", flush=True)
     if file is not None:
         np.save(file, x)
     return x
+
+
+def tail_inputs(
+    name: str, items: list[tuple[Path, str]], start: int, cache: Path | None
+) -> np.ndarray:
+    """The input of block `start` for each photo and its mirror image, (n, 2, c, h, w)."""
+
+    def pairs() -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+        for first in range(0, len(items), 16):
+            images = [
+                open_image(read_source(p).data, 2 * INPUT_SIZE)
+                for p, _ in items[first : first + 16]
+            ]
+            yield [to_input(i) for i in images], [to_input(ImageOps.mirror(i)) for i in images]
+
+    file = cache / f"block{start}_{name}.npy" if cache else None
+    return block_inputs(start, pairs(), file, f"{name}: {len(items)} photos")
 
 
 def augment(img: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -183,30 +200,16 @@ def augmented_inputs(
 ) -> np.ndarray:
     """The input of block `start` for `views` (even) augmented copies of each photo in
     `rows`, two to a row like `tail_inputs`: (len(rows) * views / 2, 2, c, h, w) float16."""
-    import torch
+    rng = np.random.default_rng(123)
+
+    def pairs() -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+        for row in rows:
+            img = open_image(read_source(items[row][0]).data, 2 * INPUT_SIZE)
+            copies = [to_input(augment(img, rng)) for _ in range(views)]
+            yield copies[0::2], copies[1::2]  # rows of consecutive copies
 
     file = cache / f"block{start}_augmented{views}.npy" if cache else None
-    if file is not None and file.exists():
-        return np.load(file)
-    model = image_network()
-    grabbed: list[np.ndarray] = []
-    hook = model._blocks[start].register_forward_pre_hook(
-        lambda _m, inputs: grabbed.append(inputs[0].numpy().astype(np.float16))
-    )
-    rng, out, started = np.random.default_rng(123), [], time.monotonic()
-    for row in rows:
-        img = open_image(read_source(items[row][0]).data, 2 * INPUT_SIZE)
-        batch = np.stack([to_input(augment(img, rng)) for _ in range(views)])
-        grabbed.clear()
-        with torch.inference_mode():
-            model.extract_features(torch.from_numpy(batch))
-        out.append(grabbed[0].reshape(views // 2, 2, *grabbed[0].shape[1:]))
-    hook.remove()
-    x = np.concatenate(out)
-    print(f"augmented: {len(rows)} photos in {time.monotonic() - started:.0f}s", flush=True)
-    if file is not None:
-        np.save(file, x)
-    return x
+    return block_inputs(start, pairs(), file, f"augmented: {len(rows)} photos")
 
 
 def train_tail(x: np.ndarray, y: np.ndarray, start: int, classes: list[str]) -> object:
@@ -388,9 +391,11 @@ def main() -> None:
     else:
         inputs = {n: tail_inputs(n, items, args.start, args.cache) for n, items in data.items()}
         rare = rare_rows(y) if args.rare_views else np.zeros(0, dtype=int)
-        extra = inputs["train"][:0]
-        if len(rare):
-            extra = augmented_inputs(data["train"], rare, args.rare_views, args.start, args.cache)
+        extra = (
+            augmented_inputs(data["train"], rare, args.rare_views, args.start, args.cache)
+            if len(rare)
+            else inputs["train"][:0]
+        )
         extra_y = np.repeat(y[rare], args.rare_views // 2)
         classes = sorted(set(y))
         fold, per_fold = folds(len(y)), []
