@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("collection")
+    @classmethod
+    def _own_name(cls, value: str) -> str:
+        from indexer.store.layout import check_catalog_name
+
+        return check_catalog_name(value)
+
     @field_validator("gemini_base_url")
     @classmethod
     def _safe_endpoint(cls, value: str | None) -> str | None:

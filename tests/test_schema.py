@@ -104,7 +104,7 @@ def old_store(env: dict[str, str], fake: FakeGemini, monkeypatch: pytest.MonkeyP
 
 
 def test_a_schema_1_collection_is_upgraded_and_queried(old_store: Path) -> None:
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     found = subprocess.run(
         [sys.executable, "-m", "query", "text", "summer dress", "-w", "season=summer", "--json"],
         capture_output=True,

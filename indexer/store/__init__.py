@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from indexer.errors import EmbeddingMismatchError, StoreBusyError, StoreError
 from indexer.ranking import as_hit
 from indexer.records import EmbeddingSpec, Hit, ImageRecord, Listed, Neighbour, StoredRecord
-from indexer.store import partitions, schema
+from indexer.store import layout, partitions, schema
 from indexer.store.batches import BatchLog
 from indexer.store.connection import chunks, connect, fresh_metadata, now, store_errors
 from indexer.store.failures import FailureLog
 from indexer.store.partitions import Partitions
 from indexer.store.roots import RootList
-from indexer.store.staging import NEXT, RETIRED, Staging, finish_switch
+from indexer.store.staging import Staging, finish_switch
 from indexer.store.usage import UsageLog
 from indexer.vocabulary import Keywords
 
@@ -42,13 +42,6 @@ __all__ = ["FailureLog", "ImageStore", "RootList", "UsageLog", "where_clause"]
 
 FACET_PREFIX = schema.FACET_PREFIX
 _COSINE = schema.COSINE
-
-
-def sibling_names(name: str) -> list[str]:
-    """The collection `name` and every collection the store keeps beside it."""
-    kept = [name, f"{name}-images"]
-    kept += [f"{name}-{log.suffix}" for log in (FailureLog, RootList, UsageLog, BatchLog)]
-    return kept + [f"{each}{suffix}" for each in kept[:2] for suffix in (NEXT, RETIRED)]
 
 
 def where_clause(
@@ -173,7 +166,7 @@ class ImageStore:
             self._records = self._client.get_or_create_collection(
                 self.name,
                 configuration=_COSINE,  # type: ignore[arg-type]
-                metadata=schema.spec_metadata(spec, now()),
+                metadata={**schema.spec_metadata(spec, now()), **layout.mark(self.name)},
                 embedding_function=None,
             )
             self._upgrade()
@@ -185,7 +178,7 @@ class ImageStore:
                 self._visual = self._client.get_or_create_collection(
                     f"{self.name}-images",
                     configuration=_COSINE,  # type: ignore[arg-type]
-                    metadata=schema.spec_metadata(image_spec, now()),
+                    metadata={**schema.spec_metadata(image_spec, now()), **layout.mark(self.name)},
                     embedding_function=None,
                 )
                 self._refuse_other_space(self._visual, image_spec)
@@ -207,12 +200,12 @@ class ImageStore:
         if records.count() or (visual is not None and visual.count()):
             return
         if visual is not None:
-            self._client.delete_collection(visual.name)
-        self._client.delete_collection(self.name)
+            layout.drop(self._client, visual.name, self.name)
+        layout.drop(self._client, self.name, self.name)
         self._records = self._client.create_collection(
             self.name,
             configuration=_COSINE,  # type: ignore[arg-type]
-            metadata=schema.spec_metadata(spec, now()),
+            metadata={**schema.spec_metadata(spec, now()), **layout.mark(self.name)},
             embedding_function=None,
         )
 
@@ -226,7 +219,7 @@ class ImageStore:
         if source is None:
             return None
         spec = schema.spec_of(source.metadata or {})
-        return Partitions(self._client, source.name, spec, facets)
+        return Partitions(self._client, source.name, spec, facets, self.name)
 
     def _keep_partitions(self, facets: Sequence[str]) -> None:
         """Partition the configured facets: build the ones the collection lacks (from its
@@ -304,15 +297,20 @@ class ImageStore:
 
     @store_errors
     def _drop_all(self) -> list[tuple[str, int]]:
+        """Every collection of this catalog, dropped; a collection that only bears one of
+        its names (another catalog's, another tool's) is left as it is, with a warning."""
         dropped = []
-        kept = sibling_names(self.name)
+        kept = [self.name, *layout.siblings(self.name)]
         for base in (self.name, f"{self.name}-images"):
             kept += partitions.partition_names(self._client, base)
         for name in kept:
-            found = self._existing(name)
-            if found is not None:
-                dropped.append((name, found.count()))
-                self._client.delete_collection(name)
+            try:
+                held = layout.drop(self._client, name, self.name)
+            except StoreError as exc:
+                log.warning("%s", exc)
+                continue
+            if held is not None:
+                dropped.append((name, held))
         return dropped
 
     def staging(self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None) -> Staging:

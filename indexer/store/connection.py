@@ -132,7 +132,11 @@ class Sibling:
     @property
     def _log(self) -> Collection:
         if self._opened is None:
-            self._opened = self._client.get_or_create_collection(self.name, embedding_function=None)
+            from indexer.store.layout import mark
+
+            self._opened = self._client.get_or_create_collection(
+                self.name, metadata=mark(self.collection), embedding_function=None
+            )
         return self._opened
 
 

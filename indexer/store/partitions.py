@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from indexer.records import EmbeddingSpec
-from indexer.store import schema
+from indexer.store import layout, schema
 from indexer.store.connection import chunks, fresh_metadata, now
 
 if TYPE_CHECKING:
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INFIX = "--kw--"
-COMPLETE = "partitions"  # main collection metadata: comma-separated complete facets
+INFIX = layout.PARTITION_INFIX
+COMPLETE = layout.COMPLETE
 
 
 def _slug(text: str) -> str:
@@ -49,7 +49,10 @@ def _slug(text: str) -> str:
 
 
 def _facet_prefix(base: str, facet: str) -> str:
-    return f"{base}{INFIX}{_slug(facet)}--"
+    # The facet's own hash: "color" and "color_" slug alike, and dropping one facet's
+    # partitions by this prefix must not take the other's.
+    digest = hashlib.sha256(facet.encode()).hexdigest()[:4]
+    return f"{base}{INFIX}{_slug(facet)}-{digest}--"
 
 
 def partition_name(base: str, facet: str, keyword: str) -> str:
@@ -76,10 +79,16 @@ class Partitions:
     """The keyword partitions of one collection (the records, or their image vectors)."""
 
     def __init__(
-        self, client: ClientAPI, base: str, spec: EmbeddingSpec, facets: Sequence[str]
+        self,
+        client: ClientAPI,
+        base: str,
+        spec: EmbeddingSpec,
+        facets: Sequence[str],
+        catalog: str,
     ) -> None:
         self._client = client
         self.base = base
+        self.catalog = catalog
         self.spec = spec
         self.facets = tuple(facets)
         self._opened: dict[str, Collection] = {}
@@ -97,7 +106,7 @@ class Partitions:
             found = self._client.get_or_create_collection(
                 name,
                 configuration=schema.COSINE,  # type: ignore[arg-type]
-                metadata=schema.spec_metadata(self.spec, now()),
+                metadata={**schema.spec_metadata(self.spec, now()), **layout.mark(self.catalog)},
                 embedding_function=None,
             )
         self._opened[name] = found
@@ -157,7 +166,7 @@ class Partitions:
         prefixes = tuple(_facet_prefix(self.base, f) for f in facets or ())
         for name in self.names():
             if facets is None or name.startswith(prefixes):
-                self._client.delete_collection(name)
+                layout.drop(self._client, name, self.catalog)
                 self._opened.pop(name, None)
 
 

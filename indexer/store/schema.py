@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.errors import StoreError
 from indexer.records import EmbeddingSpec, ImageRecord, StoredRecord
+from indexer.store import layout
 from indexer.vocabulary import Keywords
 
 if TYPE_CHECKING:
@@ -196,10 +197,8 @@ def _rebuild_partitions(client: ClientAPI, records: Collection) -> None:
     read instead of the metadata (in a schema-3 partition every over-fetch would see no
     match and fall back to Chroma's scan). Forget which facets were partitioned, so that no
     reader uses the old ones and the next writer rebuilds them."""
-    from indexer.store.partitions import COMPLETE
-
     meta = dict(records.metadata or {})
-    if meta.pop(COMPLETE, None) is not None:
+    if meta.pop(layout.COMPLETE, None) is not None:
         records.modify(metadata=meta)
 
 
@@ -235,11 +234,42 @@ def _image_keys(meta: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _own_collections(client: ClientAPI, records: Collection) -> None:
+    """5 -> 6: mark the catalog's collections as its own (store/layout.py), so that `reset`
+    and every other drop touch nothing else; and drop the keyword partitions, whose names now
+    carry their facet's hash, so that the next writer rebuilds them under the new names.
+
+    A collection that bears a sibling's name but holds records with keywords is another
+    catalog's (an older version let a catalog be called `shop-images`): it stays unmarked."""
+    catalog = records.name
+    for name in layout.siblings(catalog):
+        found = layout.find(client, name)
+        if found is None or layout.owner_of(found.metadata) is not None:
+            continue
+        sample = found.get(limit=1, include=["metadatas"])["metadatas"] or []
+        staged = name.endswith((layout.NEXT, layout.RETIRED))
+        if not staged and any("keywords_json" in (m or {}) for m in sample):
+            log.warning("collection %r is another catalog's; not marked as %r's", name, catalog)
+            continue
+        found.modify(metadata={**(found.metadata or {}), **layout.mark(catalog)})
+    for base in (catalog, f"{catalog}-{layout.IMAGES}"):
+        prefix = base + layout.PARTITION_INFIX
+        for name in [c.name for c in client.list_collections() if c.name.startswith(prefix)]:
+            found = layout.find(client, name)
+            if found is not None and layout.owner_of(found.metadata) is None:
+                found.modify(metadata={**(found.metadata or {}), **layout.mark(catalog)})
+                layout.drop(client, name, catalog)
+    meta = dict(client.get_collection(catalog, embedding_function=None).metadata or {})
+    meta.pop(layout.COMPLETE, None)
+    records.modify(metadata={**meta, **layout.mark(catalog)})
+
+
 MIGRATIONS: tuple[Callable[[ClientAPI, Collection], None], ...] = (
     _add_folders,
     _mark_partitioned,
     _rebuild_partitions,
     _own_image_keys,
+    _own_collections,
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 # The first schema whose image vectors use IMAGE_FACET_PREFIX.

@@ -12,49 +12,38 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from indexer.records import EmbeddingSpec, ImageRecord
-from indexer.store import schema
+from indexer.store import layout, schema
 from indexer.store.connection import chunks, fresh_metadata, now, store_errors
+from indexer.store.layout import NEXT, RETIRED, find
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-NEXT, RETIRED = "--next", "--retired"
 _COMPLETE = "staging_complete"
-
-
-def _find(client: ClientAPI, name: str) -> Collection | None:
-    from chromadb.errors import NotFoundError
-
-    try:
-        return client.get_collection(name, embedding_function=None)
-    except NotFoundError:
-        return None
 
 
 def finish_switch(client: ClientAPI, name: str) -> bool:
     """Complete a switch a crash interrupted; True when there was one to complete."""
-    staged = _find(client, name + NEXT)
+    staged = find(client, name + NEXT)
     if staged is None or not (staged.metadata or {}).get(_COMPLETE):
         return False
     for each in (f"{name}-images", name):  # image vectors first, as in Staging.switch
-        _swap(client, each)
+        _swap(client, each, name)
     return True
 
 
-def _swap(client: ClientAPI, name: str) -> None:
+def _swap(client: ClientAPI, name: str, catalog: str) -> None:
     """`name--next` becomes `name`; the old `name` is dropped. Each step is skipped when done."""
-    staged = _find(client, name + NEXT)
+    staged = find(client, name + NEXT)
     if staged is None:
         return
-    current = _find(client, name)
+    current = find(client, name)
     if current is not None:
-        if _find(client, name + RETIRED) is not None:
-            client.delete_collection(name + RETIRED)
+        layout.drop(client, name + RETIRED, catalog)
         current.modify(name=name + RETIRED)
     staged.modify(name=name)
-    if _find(client, name + RETIRED) is not None:
-        client.delete_collection(name + RETIRED)
+    layout.drop(client, name + RETIRED, catalog)
 
 
 class Staging:
@@ -81,25 +70,24 @@ class Staging:
     @store_errors
     def open(self) -> None:
         """Create the staging collections, or take up the ones a killed run left."""
-        staged = _find(self._client, self.name + NEXT)
+        staged = find(self._client, self.name + NEXT)
         if staged is not None and schema.spec_of(staged.metadata or {}) != self.spec:
             # Staged for another target: start over rather than mix two spaces.
-            self._client.delete_collection(self.name + NEXT)
-            if _find(self._client, f"{self.name}-images{NEXT}") is not None:
-                self._client.delete_collection(f"{self.name}-images{NEXT}")
+            layout.drop(self._client, self.name + NEXT, self.name)
+            layout.drop(self._client, f"{self.name}-images{NEXT}", self.name)
         live = fresh_metadata(self._client, self.name)
         keep = {k: v for k, v in live.items() if k == "roots_json"}
         self._records = self._client.get_or_create_collection(
             self.name + NEXT,
             configuration=schema.COSINE,  # type: ignore[arg-type]
-            metadata={**schema.spec_metadata(self.spec, now()), **keep},
+            metadata={**schema.spec_metadata(self.spec, now()), **keep, **layout.mark(self.name)},
             embedding_function=None,
         )
         if self.image_spec is not None:
             self._visual = self._client.get_or_create_collection(
                 f"{self.name}-images{NEXT}",
                 configuration=schema.COSINE,  # type: ignore[arg-type]
-                metadata=schema.spec_metadata(self.image_spec, now()),
+                metadata={**schema.spec_metadata(self.image_spec, now()), **layout.mark(self.name)},
                 embedding_function=None,
             )
 
