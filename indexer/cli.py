@@ -21,6 +21,7 @@ from rich.progress import (
 
 from indexer.console import (
     EXIT_FAILED_IMAGES,
+    EXIT_UNSOUND,
     ReadableCommand,
     ReadableGroup,
     err,
@@ -611,6 +612,42 @@ def reset(
             f"{len(dropped) - 1} collection(s) beside it at {where}"
         )
     )
+
+
+@app.command(cls=ReadableCommand)
+def check(
+    repair: bool = typer.Option(
+        False, "--repair", help="Mend what the records allow (takes the writer lock)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Verify the store: filter keys, image vectors, keyword partitions, the catalog's own
+    collections and its batch log. Exits 1 when something is wrong and not repaired."""
+    setup_logging(verbose)
+    from indexer.config import load_settings
+    from indexer.store import ImageStore
+
+    with reported_errors():
+        settings = load_settings()
+        with ImageStore.open(settings, exclusive=repair) as store, err.status("checking") as s:
+            report = store.verify(repair, lambda stage, n: s.update(f"{stage}: {n:,} read"))
+    if as_json:
+        out.print_json(data=report.as_dict())
+    else:
+        state = "sound" if report.sound else "NOT sound"
+        where = f"{report.collection!r} at {report.location}"
+        out.print(line(f"collection {where}: {report.records} records; {state}"))
+        for f in report.findings:
+            done = (
+                "repaired" if f.repaired else ("repairable" if f.repairable else "not repairable")
+            )
+            sample = ", ".join(f.ids[:3]) + (", ..." if len(f.ids) > 3 else "")
+            out.print(
+                line(f"  {f.kind} in {f.collection}: {len(f.ids)} ({sample}); {f.detail}; {done}")
+            )
+    if not report.sound:
+        raise typer.Exit(EXIT_UNSOUND)
 
 
 @app.command("train-tagger", cls=ReadableCommand)

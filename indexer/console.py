@@ -27,7 +27,10 @@ from indexer.errors import IndexerError
 err = Console(stderr=True, soft_wrap=True, emoji=False, highlight=False)
 out = Console(soft_wrap=True, emoji=False, highlight=False)
 
+# One rule for both CLIs: 0 done, 1 done but something is wrong with the data (images that
+# failed, a store that is not sound), 2 an error stopped the command.
 EXIT_FAILED_IMAGES = 1
+EXIT_UNSOUND = 1
 EXIT_ERROR = 2
 
 # C0 and C1 controls, DEL, and the invisible format characters that reorder or hide text.

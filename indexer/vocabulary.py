@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,6 +17,14 @@ from indexer.errors import ConfigError
 _FACET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 Keywords = dict[str, list[str]]
+Where = Mapping[str, Sequence[str]]  # facet -> keywords a record must all have
+
+
+def matches(keywords: Mapping[str, Sequence[str]], where: Where) -> bool:
+    """Whether a record's keywords satisfy every facet=keyword term (AND)."""
+    return all(
+        keyword in keywords.get(facet, ()) for facet, terms in where.items() for keyword in terms
+    )
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ class QueryClient:
 
     def _search(self, vector: list[float], where: Where, limit: int, pictures: bool) -> list[Hit]:
         store, _ = self._ready()
-        return store.answer(self.planner.nearest(vector, limit, where, pictures))  # type: ignore[arg-type]
+        return store.answer(self.planner.nearest(vector, limit, where, pictures), where)  # type: ignore[arg-type]
 
     def _fused(
         self, text_vector: list[float], image_vector: list[float], where: Where, limit: int
@@ -134,7 +134,7 @@ class QueryClient:
             for vector, pictures in ((text_vector, False), (image_vector, True))
             for n in self.planner.nearest(vector, depth, where, pictures)  # type: ignore[arg-type]
         )
-        return ranking.fused(store.with_vectors(list(ids)), text_vector, image_vector, limit)
+        return ranking.fused(store.with_vectors(list(ids), where), text_vector, image_vector, limit)
 
     def _enricher_for(self, provider: Provider) -> Enricher:
         """Built once per client: it embeds the vocabulary and may load an image model."""

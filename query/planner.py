@@ -20,11 +20,11 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from indexer.records import Neighbour
 from indexer.store import ImageStore
-from indexer.vocabulary import Keywords
+from indexer.vocabulary import Keywords, Where, matches
 
 # Cost model, measured on embedded Chroma (2 cores) at 100,000 and 200,000 records of the
 # default vocabulary: a pre-filtered query scans the searched collection's metadata at about
@@ -41,14 +41,7 @@ BROAD = 0.001  # rarer filters are always pre-filtered
 SAMPLE_SIZE = 4_000
 RESAMPLE_AFTER = 300.0  # seconds; a catalog's mix of keywords changes slowly
 
-Where = Mapping[str, Sequence[str]]
-
-
-def matches(keywords: Keywords, where: Where) -> bool:
-    """Whether a record's keywords satisfy every facet=keyword term (AND)."""
-    return all(
-        keyword in keywords.get(facet, ()) for facet, terms in where.items() for keyword in terms
-    )
+__all__ = ["Planner", "matches"]
 
 
 class Planner:

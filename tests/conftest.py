@@ -19,25 +19,32 @@ from tests.fake_gemini import API_KEY, PALETTE, FakeGemini
 
 DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "clothing-small"
 
-# Variables a developer's shell may carry that must not leak into a test.
-_LEAKY = [
-    "GOOGLE_API_KEY",
-    "GEMINI_API_KEY",
-    "GEMINI_BASE_URL",
-    "GEMINI_MODEL",
-    "GEMINI_EMBEDDING_MODEL",
-    "GEMINI_EMBEDDING_DIM",
-    "CHROMA_PATH",
-    "CHROMA_HOST",
-    "CHROMA_PORT",
-    "CHROMA_COLLECTION",
-    "INDEXER_VOCABULARY",
-    "INDEXER_HOME",
-    "INDEXER_IMAGE_VECTORS",
-    "INDEXER_STORE_RETRY_SECONDS",
-    "QUERY_SERVE_TOKEN",
-    "INDEXER_MODELS_DIR",
-]
+
+def _setting_names() -> list[str]:
+    """Every variable Settings reads: none of a developer's may leak into a test."""
+    from pydantic import AliasChoices
+
+    from indexer.config import Settings
+
+    names = {"CHROMA_SERVER_AUTHN_CREDENTIALS"}
+    for info in Settings.model_fields.values():
+        if isinstance(info.validation_alias, AliasChoices):
+            names.update(str(a) for a in info.validation_alias.choices)
+    return sorted(names)
+
+
+_LEAKY = _setting_names()
+
+
+@pytest.fixture
+def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No setting of the person running the tests, and no `.env` of theirs, is read."""
+    for name in _LEAKY:
+        monkeypatch.delenv(name, raising=False)
+    work = tmp_path / "cwd"
+    work.mkdir(exist_ok=True)
+    monkeypatch.chdir(work)
+    return work
 
 
 @pytest.fixture(scope="session")
@@ -54,14 +61,13 @@ def fake() -> Iterator[FakeGemini]:
 
 @pytest.fixture
 def env(
-    fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path
+    fake: FakeGemini,
+    hermetic: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    models_dir: Path,
 ) -> dict[str, str]:
     """Point everything at the fake server and a fresh data folder; return the variables."""
-    for name in _LEAKY:
-        monkeypatch.delenv(name, raising=False)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)  # no developer .env is read
     values = {
         "GOOGLE_API_KEY": API_KEY,
         "GEMINI_BASE_URL": fake.base_url,

@@ -14,6 +14,8 @@ from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import ImageStore, layout, partitions
 from indexer.store.connection import connect
 
+pytestmark = pytest.mark.usefixtures("hermetic")
+
 SPEC = EmbeddingSpec("fake", "model-a", 3)
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from indexer.errors import EmbeddingMismatchError, StoreBusyError, StoreError
 from indexer.ranking import as_hit
 from indexer.records import EmbeddingSpec, Hit, ImageRecord, Listed, Neighbour, StoredRecord
-from indexer.store import layout, partitions, schema
+from indexer.store import integrity, layout, partitions, schema
 from indexer.store.batches import BatchLog
 from indexer.store.connection import chunks, connect, fresh_metadata, now, store_errors
 from indexer.store.failures import FailureLog
@@ -28,7 +28,7 @@ from indexer.store.partitions import Partitions
 from indexer.store.roots import RootList
 from indexer.store.staging import Staging, finish_switch
 from indexer.store.usage import UsageLog
-from indexer.vocabulary import Keywords
+from indexer.vocabulary import Keywords, Where, matches
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -56,6 +56,11 @@ def where_clause(
     if not terms:
         return None
     return terms[0] if len(terms) == 1 else {"$and": terms}
+
+
+def _satisfies(record: StoredRecord, where: Where | None) -> bool:
+    """The record's own filter keys, the ones a pre-filtered search reads, satisfy `where`."""
+    return not where or matches(schema.filter_keywords(record.metadata), where)
 
 
 class ImageStore:
@@ -183,6 +188,7 @@ class ImageStore:
                 )
                 self._refuse_other_space(self._visual, image_spec)
             self._keep_partitions(facets)
+            self._finish_pending()
         except BaseException:
             self.close()
             raise
@@ -313,6 +319,25 @@ class ImageStore:
                 dropped.append((name, held))
         return dropped
 
+    @store_errors
+    def verify(
+        self, repair: bool = False, progress: integrity.Progress = lambda _stage, _n: None
+    ) -> integrity.Report:
+        """Check the invariants searches rely on and, with `repair`, mend what the records
+        allow (store/integrity.py). Repairing wants the writer lock: open with
+        `exclusive=True` on the embedded store."""
+        view = integrity.Parts(
+            self._client,
+            self.name,
+            self._collection,
+            self._visual,
+            self._parts,
+            self._visual_parts,
+            self._image_prefix,
+            self.batches,
+        )
+        return integrity.verify(view, self.location, repair, progress)
+
     def staging(self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None) -> Staging:
         """Collections to re-embed this one into `spec` beside it (see store.staging)."""
         staging = Staging(
@@ -428,28 +453,78 @@ class ImageStore:
 
     @store_errors
     def upsert(self, records: Sequence[ImageRecord]) -> None:
-        """Write complete records, vectors and metadata together, in one call."""
+        """Write complete records, vectors and metadata together, then their partitions.
+
+        The record goes first, flagged `PARTS_PENDING` until its partitions are written: a
+        crash in between leaves a flag that the next writer (or `indexer check --repair`)
+        acts on, where partition entries written first would be left for nobody to find.
+        Readers check every hit against its record's own keywords meanwhile (`answer`)."""
         if not records:
             return
+        ids = [r.id for r in records]
+        before = self._keywords_of(ids) if self._parts is not None else {}
+        pending = {schema.PARTS_PENDING: True} if self._parts is not None else None
+        schema.write(self._collection, self._visual, records, [now()] * len(records), pending)
         if self._parts is not None:
-            # Partitions first, like image vectors: the main record marks an image indexed.
-            before = self._keywords_of([r.id for r in records])
-            ids = [r.id for r in records]
-            self._parts.write(
-                ids, [r.embedding for r in records], [r.keywords for r in records], before
-            )
-            pictured = [r for r in records if r.image_embedding is not None]
-            if self._visual_parts is not None and pictured:
-                self._visual_parts.write(
-                    [r.id for r in pictured],
-                    [r.image_embedding for r in pictured],  # type: ignore[misc]
-                    [r.keywords for r in pictured],
-                    before,
-                )
-        schema.write(self._collection, self._visual, records, [now()] * len(records))
+            self._write_partitions(records, before)
+            self._collection.update(ids=ids, metadatas=[{schema.PARTS_PENDING: None}] * len(ids))  # type: ignore[list-item]
         # A path shows one image: a record of what the file held before it was edited goes.
-        written = {r.id for r in records}
+        written = set(ids)
         self._delete([i for i in self._records_at([r.path for r in records]) if i not in written])
+
+    def _write_partitions(
+        self, records: Sequence[ImageRecord], before: Mapping[str, Keywords] | None
+    ) -> None:
+        if self._parts is None:
+            return
+        ids = [r.id for r in records]
+        self._parts.write(
+            ids, [r.embedding for r in records], [r.keywords for r in records], before
+        )
+        pictured = [r for r in records if r.image_embedding is not None]
+        if self._visual_parts is not None and pictured:
+            self._visual_parts.write(
+                [r.id for r in pictured],
+                [r.image_embedding for r in pictured],  # type: ignore[misc]
+                [r.keywords for r in pictured],
+                before,
+            )
+
+    def _finish_pending(self) -> int:
+        """Partition the records a crash left flagged: out of every partition, then into
+        those of their keywords. Returns how many."""
+        if self._parts is None:
+            return 0
+        got = self._collection.get(
+            where={schema.PARTS_PENDING: True}, include=["metadatas", "embeddings"]
+        )
+        ids = list(got["ids"])
+        if not ids:
+            return 0
+        pictures: dict[str, Any] = {}
+        if self._visual is not None:
+            visual = self._visual.get(ids=ids, include=["embeddings"])
+            pictures = dict(zip(visual["ids"], visual["embeddings"], strict=True))  # type: ignore[arg-type]
+        for parts in (self._parts, self._visual_parts):
+            if parts is not None:
+                parts.remove(ids)
+        self._parts.write(
+            ids,
+            [list(v) for v in got["embeddings"]],  # type: ignore[union-attr]
+            [schema.filter_keywords(m or {}) for m in got["metadatas"] or []],
+        )
+        if self._visual_parts is not None:
+            kept = [
+                (i, m) for i, m in zip(ids, got["metadatas"] or [], strict=True) if i in pictures
+            ]
+            self._visual_parts.write(
+                [i for i, _ in kept],
+                [list(pictures[i]) for i, _ in kept],
+                [schema.filter_keywords(m or {}) for _, m in kept],
+            )
+        self._collection.update(ids=ids, metadatas=[{schema.PARTS_PENDING: None}] * len(ids))  # type: ignore[list-item]
+        log.warning("finished partitioning %d records a crash left half-written", len(ids))
+        return len(ids)
 
     def _records_at(self, paths: Sequence[str]) -> dict[str, str]:
         """id -> path of the records at any of `paths`."""
@@ -470,15 +545,18 @@ class ImageStore:
         return found
 
     def _delete(self, ids: Sequence[str]) -> None:
+        """Partition entries and image vectors first, the record last: a crash in between
+        leaves the record, which the next run removes again, rather than entries no record
+        accounts for."""
         if not ids:
             return
-        for chunk in chunks(list(ids)):
-            self._collection.delete(ids=list(chunk))
-            if self._visual is not None:
-                self._visual.delete(ids=list(chunk))
         for parts in (self._parts, self._visual_parts):
             if parts is not None:
                 parts.remove(ids)
+        for chunk in chunks(list(ids)):
+            if self._visual is not None:
+                self._visual.delete(ids=list(chunk))
+            self._collection.delete(ids=list(chunk))
 
     @store_errors
     def remove_paths(self, paths: Sequence[str]) -> int:
@@ -642,7 +720,7 @@ class ImageStore:
     ) -> list[Hit]:
         """The `limit` nearest records under `where`, filtered by Chroma (no planning: the
         query client plans through query/planner.py)."""
-        return self.answer(self.nearest(vector, limit, where, pictures, whole=True))
+        return self.answer(self.nearest(vector, limit, where, pictures, whole=True), where)
 
     def candidates(
         self,
@@ -657,29 +735,31 @@ class ImageStore:
             for vector, pictures in ((text_vector, False), (image_vector, True))
             for n in self.nearest(vector, k, where, pictures)
         )
-        return self.with_vectors(list(ids))
+        return self.with_vectors(list(ids), where)
 
     @store_errors
-    def answer(self, neighbours: Sequence[Neighbour]) -> list[Hit]:
+    def answer(self, neighbours: Sequence[Neighbour], where: Where | None = None) -> list[Hit]:
         """Hits for a search's neighbours, in order: from the records read with them, and
-        the others read now; ids without a record are left out (an image vector whose record
-        a crash never wrote)."""
+        the others read now. Left out: ids without a record (an image vector whose record a
+        crash never wrote), and records whose own keywords do not satisfy `where` (an image
+        vector or partition entry written before a crash stopped its record's update)."""
         missing = [n.id for n in neighbours if n.record is None]
         found = {r.id: r for r in self.by_ids(missing)} if missing else {}
         out = []
         for n in neighbours:
             record = n.record or found.get(n.id)
-            if record is not None:
+            if record is not None and _satisfies(record, where):
                 out.append(as_hit(record, n.score))
         return out
 
     @store_errors
-    def with_vectors(self, ids: Sequence[str]) -> list[StoredRecord]:
-        """Records with their caption and image vectors, for fused ranking."""
+    def with_vectors(self, ids: Sequence[str], where: Where | None = None) -> list[StoredRecord]:
+        """Records with their caption and image vectors, for fused ranking; those whose own
+        keywords do not satisfy `where` left out (see `answer`)."""
         if not ids:
             return []
         got = self._collection.get(ids=list(ids), include=["embeddings", "metadatas", "documents"])
-        return self._with_pictures(got, vectors=True)
+        return [r for r in self._with_pictures(got, vectors=True) if _satisfies(r, where)]
 
     @store_errors
     def sample_keywords(self, size: int, blocks: int = 8) -> list[Keywords]:

@@ -120,6 +120,11 @@ class Partitions:
         """Every partition collection of `base` that exists, whatever its facet."""
         return partition_names(self._client, self.base)
 
+    def own_names(self) -> list[str]:
+        """The partition collections of this object's facets that exist."""
+        prefixes = tuple(_facet_prefix(self.base, f) for f in self.facets)
+        return [n for n in self.names() if n.startswith(prefixes)] if prefixes else []
+
     def write(
         self,
         ids: Sequence[str],

@@ -45,6 +45,9 @@ LARGE_SEARCH_EF = 3_000
 LARGE_CATALOG = 500_000
 COSINE = {"hnsw": {"space": "cosine", "ef_search": SEARCH_EF}}
 FOLDERS = "folders"
+# On a record whose keyword partitions are being written: set with the record, removed once
+# they are, so that a writer finds what a crash left half-partitioned (see ImageStore.upsert).
+PARTS_PENDING = "parts_pending"
 _PAGE = 500
 
 
@@ -81,8 +84,9 @@ def write(
     visual: Collection | None,
     batch: Sequence[ImageRecord],
     indexed_at: Sequence[str],
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Upsert complete records, and their image vectors where given."""
+    """Upsert complete records (with `extra` metadata), and their image vectors."""
     pictured = [r for r in batch if r.image_embedding is not None]
     if pictured and visual is not None:
         # Image vectors first: the main record is what marks an image as indexed, so a crash
@@ -96,7 +100,10 @@ def write(
         ids=[r.id for r in batch],
         embeddings=[r.embedding for r in batch],  # type: ignore[arg-type]
         documents=[r.caption for r in batch],
-        metadatas=[record_metadata(r, at) for r, at in zip(batch, indexed_at, strict=True)],  # type: ignore[misc]
+        metadatas=[
+            {**record_metadata(r, at), **(extra or {})}
+            for r, at in zip(batch, indexed_at, strict=True)
+        ],  # type: ignore[misc]
     )
 
 
