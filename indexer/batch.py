@@ -7,8 +7,16 @@ rather than a JSONL file through the Files API: no upload and download round tri
 retry, answers arrive keyed by content id inside the job itself, and a job of ~150 photos
 is a natural unit to retry when it expires.
 
-Every job is recorded in the collection's batch log before it is created and named right
-after (see store/batches.py), so a re-run collects open jobs instead of paying twice.
+Never paying twice rests on the batch log (store/batches.py): every job is recorded under a
+display name of its own before it is created, and named right after. A create is tried once;
+when it times out or fails with a 5xx the job may exist all the same (the API takes no
+idempotency key), so its record stays and the job is looked for by that display name on every
+poll and every later run, and forgotten only when it has not appeared for UNCONFIRMED_AFTER.
+A job the API no longer knows (404), or that expired or failed, is replaced once, under a
+display name derived from the one it replaces, so a replacement a crash interrupted is found
+rather than made again. Images carried by an open job are not described again, online or
+in a batch; answers are written only for images not yet indexed, and a job whose answers
+could not be embedded stays in the log to be collected again.
 """
 
 from __future__ import annotations
@@ -19,13 +27,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from indexer.enrich import one_line
-from indexer.errors import ImageError, ProviderError
+from indexer.errors import ImageError, ProviderError, TransientProviderError
 from indexer.images import PreparedImage, SourceImage, prepare, reread
 from indexer.pipeline import BatchResult, Indexer, RunReport, Shard
 from indexer.records import Description, Failure, ImageRecord
@@ -37,7 +46,11 @@ log = logging.getLogger(__name__)
 # Inline requests of one job must stay under 20 MB; keep a margin for the envelope.
 MAX_JOB_BYTES = 19 * 1024 * 1024
 _REQUEST_OVERHEAD = 8 * 1024  # instructions, schema and vocabulary, per request
-DONE_STATES = {"succeeded", "failed", "cancelled", "expired"}
+DONE_STATES = {"succeeded", "failed", "cancelled", "expired", "missing"}
+# How long a job whose create went unanswered may take to appear in the account's list
+# before its images are taken for never submitted.
+UNCONFIRMED_AFTER = 1800.0
+AGAIN = " again"  # a replacement job's display name: the replaced one's, and this
 
 
 @dataclass
@@ -46,6 +59,7 @@ class BatchReport:
     submitted_images: int = 0
     already_in_jobs: int = 0  # pending images that an open job already carries
     adopted_jobs: int = 0  # created by a run that died before recording the name
+    unconfirmed_jobs: int = 0  # creates that went unanswered: looked for by name
     collected_jobs: int = 0
     answers: int = 0
     resubmitted_jobs: int = 0
@@ -119,22 +133,41 @@ class BatchIndexer:
         job: list[tuple[PreparedImage, Any]],
         size: int,
         batch: BatchReport,
-        again: bool = False,
+        replaces: str | None = None,
     ) -> None:
-        self._sequence += 1
-        display = f"clothing-indexer {self.indexer.store.name} {self.run_id} {self._sequence}"
+        if replaces is None:
+            self._sequence += 1
+            display = f"clothing-indexer {self.indexer.store.name} {self.run_id} {self._sequence}"
+        else:
+            display = replaces + AGAIN
         entry = BatchEntry(
-            display, "", CREATING, {i.id: str(i.path) for i, _ in job}, size, now(), again
+            display, "", CREATING, {i.id: str(i.path) for i, _ in job}, size, now(), bool(replaces)
         )
         self.log.intend(entry)  # before the job exists: a crash now is seen by `adopt`
-        name, state = self.provider.submit_batch([r for _, r in job], display)
-        self.log.update(display, name, state)
+        try:
+            name, state = self.provider.submit_batch([r for _, r in job], display)
+        except TransientProviderError as exc:
+            if exc.refused:  # retried already, and still not acted on: no job was made
+                self.log.forget(display)
+                raise
+            log.warning(
+                "creating batch job %r went unanswered (%s); looking for it by name", display, exc
+            )
+            batch.unconfirmed_jobs += 1
+            return
+        except ProviderError:
+            self.log.forget(display)  # refused: no job was made
+            raise
+        # The whole entry again, not an update: a worker that took the intent for a dead
+        # run's and forgot it must not lose the job.
+        self.log.intend(replace(entry, job=name, state=state))
         batch.submitted_jobs.append(name)
         batch.submitted_images += len(job)
 
     def adopt(self, batch: BatchReport) -> None:
-        """Name the jobs a killed run created without recording their names; forget the
-        intents whose job never came to be (their images are simply pending)."""
+        """Name the jobs whose create went unanswered or whose run died before naming them;
+        forget the intents whose job has not appeared for UNCONFIRMED_AFTER (their images
+        are pending again). A younger intent may be another worker's create under way."""
         unnamed = [e for e in self.log.entries() if not e.job]
         if not unnamed:
             return
@@ -142,9 +175,12 @@ class BatchIndexer:
         for entry in unnamed:
             if entry.display_name in existing:
                 name, state = existing[entry.display_name]
-                self.log.update(entry.display_name, name, state)
+                self.log.intend(replace(entry, job=name, state=state))
                 batch.adopted_jobs += 1
-            else:
+            elif _age(entry.created_at) > UNCONFIRMED_AFTER:
+                log.warning(
+                    "batch job %r never appeared; its images are pending", entry.display_name
+                )
                 self.log.forget(entry.display_name)
 
     # --- waiting and collecting ---
@@ -161,18 +197,19 @@ class BatchIndexer:
         started = time.monotonic()
         interval = self.poll_seconds
         while True:
-            entries = [e for e in self.log.entries() if e.job]
-            if not entries:
+            if any(not e.job for e in self.log.entries()):
+                self.adopt(batch)
+            every = self.log.entries()
+            if not every:
                 break
-            batch.states = Counter()
+            batch.states = Counter(CREATING for e in every if not e.job)
             progressed = False
-            for entry in entries:
+            for entry in [e for e in every if e.job]:
                 status = self.provider.batch_status(entry.job)
                 if status.state == "succeeded":
-                    self._collect(entry, status.answers or {}, report, batch)
-                    progressed = True
+                    progressed = self._collect(entry, status.answers or {}, report, batch)
                 elif status.state in DONE_STATES:
-                    self._redo(entry, status.state, report, batch)
+                    self._redo(entry, status.state, report, batch, every)
                     progressed = True
                 else:
                     batch.states[status.state] += 1
@@ -193,10 +230,15 @@ class BatchIndexer:
         answers: dict[str, Description | ProviderError],
         report: RunReport,
         batch: BatchReport,
-    ) -> None:
-        """Write a finished job's answers exactly as the online path writes its own."""
+    ) -> bool:
+        """Write a finished job's answers exactly as the online path writes its own, for the
+        images not indexed meanwhile. When embedding fails, the entry stays (the answers
+        are paid for and the job keeps them): False, and the next poll collects again."""
         items = list(entry.images.items())
-        for chunk in _chunks(items, self.indexer.settings.batch_size):
+        known = self.indexer.store.known_paths([i for i, _ in items])
+        for chunk in _chunks(
+            [(i, p) for i, p in items if i not in known], self.indexer.settings.batch_size
+        ):
             images: list[PreparedImage] = []
             results = BatchResult([], [])
             for image_id, path in chunk:
@@ -207,9 +249,14 @@ class BatchIndexer:
                     continue
                 images.append(image)
             missing = ProviderError("the batch job returned no answer for this image")
-            for outcome in self.enricher.complete(
-                images, [answers.get(i.id, missing) for i in images]
-            ):
+            try:
+                outcomes = self.enricher.complete(
+                    images, [answers.get(i.id, missing) for i in images], keep_answers=True
+                )
+            except ProviderError as exc:
+                log.warning("batch job %s: embedding its answers failed (%s); kept", entry.job, exc)
+                return False
+            for outcome in outcomes:
                 if isinstance(outcome, ImageRecord):
                     results.records.append(outcome)
                 else:
@@ -218,18 +265,31 @@ class BatchIndexer:
         batch.answers += len(items)
         batch.collected_jobs += 1
         self.log.forget(entry.display_name)
+        return True
 
     def _reread(self, image_id: str, path: str) -> PreparedImage | None:
         settings = self.indexer.settings
         return reread(Path(path), image_id, settings.image_max_side, settings.max_file_bytes)
 
-    def _redo(self, entry: BatchEntry, state: str, report: RunReport, batch: BatchReport) -> None:
-        """An expired, failed or cancelled job: send its images once more; a second time,
-        record them as failed (the next run tries them again)."""
-        then = "its images failed" if entry.resubmitted else "submitting its images again"
+    def _redo(
+        self,
+        entry: BatchEntry,
+        state: str,
+        report: RunReport,
+        batch: BatchReport,
+        log_entries: Sequence[BatchEntry],
+    ) -> None:
+        """An expired, failed or missing job: send its images once more, unless a
+        replacement is already recorded; a second time, or when the job was cancelled (by
+        someone who chose not to pay for it), record them as failed."""
+        if any(e.display_name == entry.display_name + AGAIN for e in log_entries):
+            self.log.forget(entry.display_name)  # replaced by a run that died right after
+            return
+        final = entry.resubmitted or state == "cancelled"
+        then = "its images failed" if final else "submitting its images again"
         log.warning("batch job %s %s; %s", entry.job, state, then)
-        if entry.resubmitted:
-            reason = f"batch job {state} twice"
+        if final:
+            reason = f"batch job {state}" + (" twice" if entry.resubmitted else "")
             failures = [Failure(i, p, reason) for i, p in entry.images.items()]
             self.indexer.fail(failures, report)
         else:
@@ -244,9 +304,17 @@ class BatchIndexer:
                 job.append((image, self.provider.batch_request(image, self.enricher.vocabulary)))
                 size += _cost(image)
             if job:
-                self._create(job, size, batch, again=True)
+                self._create(job, size, batch, replaces=entry.display_name)
                 batch.resubmitted_jobs += 1
         self.log.forget(entry.display_name)
+
+
+def _age(created_at: str) -> float:
+    """Seconds since an ISO time; very old when unreadable (a damaged entry is not kept)."""
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(created_at)).total_seconds()
+    except ValueError:
+        return float("inf")
 
 
 def _cost(image: PreparedImage) -> int:

@@ -196,6 +196,11 @@ def run(
             f"indexed {report.indexed}, already indexed {report.skipped}, moved {report.moved}, "
             f"duplicates {report.duplicates}, failed {report.failed}"
             + (f", left to other shards {report.other_shards} (shard {share})" if share else "")
+            + (
+                f", waiting in open batch jobs {report.in_batch_jobs}"
+                if report.in_batch_jobs
+                else ""
+            )
             + f" in {report.seconds:.1f}s into collection {store.name!r} at {store.location}"
         )
     )
@@ -227,6 +232,11 @@ def run_batch(
             f"batch: submitted {batch.submitted_images} images in {len(batch.submitted_jobs)} "
             f"job(s); {batch.already_in_jobs} already in open jobs; "
             f"{batch.adopted_jobs} unrecorded job(s) adopted"
+            + (
+                f"; {batch.unconfirmed_jobs} create(s) unanswered, looked for by name"
+                if batch.unconfirmed_jobs
+                else ""
+            )
         )
     )
     if not wait:
@@ -594,6 +604,14 @@ def reset(
     with reported_errors():
         settings = load_settings()
         where = settings.chroma_location
+        jobs = ImageStore.open_jobs(settings)
+        if jobs:
+            names = ", ".join(j.job or f"{j.display_name!r} (being created)" for j in jobs)
+            images = sum(len(j.images) for j in jobs)
+            note(
+                f"{len(jobs)} open batch job(s) with {images} images, already paid for, will "
+                f"not be collected: {names}; `indexer run --batch` collects them first"
+            )
         if not yes:
             typer.confirm(
                 f"Delete collection {settings.collection!r} at {where} and everything kept "

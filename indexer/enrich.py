@@ -121,9 +121,12 @@ class Enricher:
         self,
         images: Sequence[PreparedImage],
         answers: Sequence[Description | ProviderError],
+        keep_answers: bool = False,
     ) -> list[Outcome]:
         """The rest of the recipe once the model has answered (online or in a batch job):
-        keywords mapped into the vocabulary, text and picture embedded."""
+        keywords mapped into the vocabulary, text and picture embedded. With `keep_answers`,
+        an embedding failure is raised rather than made the images' failure, so that a
+        caller holding paid answers can keep them for another try."""
         outcomes: dict[str, Outcome] = {}
         described: list[tuple[PreparedImage, Description]] = []
         for image, answer in zip(images, answers, strict=True):
@@ -138,6 +141,8 @@ class Enricher:
         except EndpointUnreachableError:
             raise  # the run stops; these images stay pending
         except ProviderError as exc:
+            if keep_answers:
+                raise
             reason = f"embedding failed: {one_line(exc)}"
             for image, _ in described:
                 outcomes.setdefault(image.id, _failure(image, reason))

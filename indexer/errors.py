@@ -17,13 +17,27 @@ class ProviderError(IndexerError):
     """A model call failed for good (after retries, or not retryable)."""
 
 
+class GoneError(ProviderError):
+    """The API no longer knows what was asked for (HTTP 404: a batch job deleted, past its
+    retention, or another project's)."""
+
+
 class TransientProviderError(ProviderError):
     """A model call failed in a way worth retrying (429, 5xx, timeout, connection)."""
 
-    def __init__(self, message: str, retry_after: float | None = None, kind: str = "error") -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        kind: str = "error",
+        refused: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.kind = kind  # "HTTP 429", "timeout", ...: what a user is told once per run
+        # The API did not act on the request (a quota's 429, a refused connection), as
+        # opposed to a timeout or a 5xx, after which it may have.
+        self.refused = refused
 
 
 class EndpointUnreachableError(TransientProviderError):
@@ -31,7 +45,7 @@ class EndpointUnreachableError(TransientProviderError):
     the run stops instead of failing every image after its retries."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, kind="unreachable")
+        super().__init__(message, kind="unreachable", refused=True)
 
 
 class BlockedResponseError(ProviderError):

@@ -77,6 +77,7 @@ class RunReport:
     moved: int = 0  # already indexed; only its path was updated
     duplicates: int = 0  # same bytes as another file of this run
     other_shards: int = 0  # left to the other workers
+    in_batch_jobs: int = 0  # carried by an open batch job: described there, not here
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -92,6 +93,7 @@ class RunReport:
             + self.moved
             + self.duplicates
             + self.other_shards
+            + self.in_batch_jobs
             + self.failed
         )
 
@@ -141,8 +143,15 @@ class Indexer:
         notify = on_progress or (lambda _report: None)
         in_flight: deque[Future[BatchResult]] = deque()
         pool = ThreadPoolExecutor(BATCHES_IN_FLIGHT, thread_name_prefix="batch")
+        # Images an open batch job carries are paid for there: describing them here too
+        # would pay twice, and the job's answers would overwrite these records.
+        carried = {i for entry in self.store.batches.entries() for i in entry.images}
         try:
-            for pending in self.pending(paths, report, shard, stop, remember, notify):
+            for found in self.pending(paths, report, shard, stop, remember, notify):
+                pending = [s for s in found if s.id not in carried]
+                report.in_batch_jobs += len(found) - len(pending)
+                if not pending:
+                    continue
                 in_flight.append(pool.submit(self._process, pending))
                 while len(in_flight) >= BATCHES_IN_FLIGHT:
                     self.write(in_flight.popleft().result(), report)

@@ -189,6 +189,8 @@ class FakeGemini:
     batch_outcomes: deque[str] = field(default_factory=deque)  # next jobs: expired, failed
     batch_errors: set[str] = field(default_factory=set)  # request keys answered with an error
     batches: dict[str, FakeBatch] = field(default_factory=dict)
+    batches_made: int = 0
+    forgotten: list[FakeBatch] = field(default_factory=list)  # paid for, then forgotten
     files: dict[str, bytes] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     _faults: dict[str, deque[Fault]] = field(default_factory=dict)
@@ -230,10 +232,16 @@ class FakeGemini:
             queue = self._faults.setdefault(endpoint, deque())
             queue.extend(Fault(kind, retry_after) for _ in range(count))
 
+    def forget_batch(self, name: str) -> None:
+        """The API no longer knows the job (deleted, past retention): 404 from now on."""
+        with self._lock:
+            self.forgotten.append(self.batches.pop(name))
+
     def submitted_keys(self) -> list[str]:
         """The key of every request ever submitted in a batch job (repeats included)."""
         with self._lock:
-            return [r["key"] for b in self.batches.values() for r in b.requests]
+            jobs = [*self.forgotten, *self.batches.values()]
+            return [r["key"] for b in jobs for r in b.requests]
 
     def count(self, endpoint: str) -> int:
         with self._lock:
@@ -489,8 +497,17 @@ class _Handler(BaseHTTPRequestHandler):
                     {"key": (r.get("metadata") or {}).get("key", ""), "request": r["request"]}
                     for r in source.get("requests", {}).get("requests", [])
                 ]
+            # As the real API: a create that times out or fails with a 5xx may have made
+            # the job all the same (here: after the client gave up); a 429 made nothing.
+            fault = fake._next_fault("batchGenerateContent")
+            if fault is not None and fault.kind == "429":
+                self._transport_fault(fault)
+                return
+            if fault is not None and fault.kind == "timeout":
+                time.sleep(fake.timeout_sleep)
             with fake._lock:
-                name = f"batches/{len(fake.batches) + 1:06d}"
+                fake.batches_made += 1  # names never reused, as the real API's
+                name = f"batches/{fake.batches_made:06d}"
                 job = FakeBatch(
                     name,
                     batch.get("displayName", ""),
@@ -501,6 +518,11 @@ class _Handler(BaseHTTPRequestHandler):
                     fake.batch_outcomes.popleft() if fake.batch_outcomes else "succeeded",
                 )
                 fake.batches[name] = job
+            if fault is not None and fault.kind == "timeout":
+                self._send(504, _error_body(504, "DEADLINE_EXCEEDED", "late"))  # nobody reads it
+                return
+            if fault is not None and self._transport_fault(fault):
+                return
             self._send(200, json.dumps(self._job_json(job)).encode())
         elif m := re.fullmatch(r"/v1beta/batches/([\w-]+):cancel", path):
             job = fake.batches.get(f"batches/{m.group(1)}")

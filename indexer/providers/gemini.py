@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from tenacity import Retrying, retry_if_exception_type
+from tenacity import Retrying, retry_if_exception, retry_if_exception_type
 
 from indexer.config import GOOGLE_API_HOST
 from indexer.errors import (
@@ -287,8 +287,10 @@ class GeminiProvider(GeminiBatches, Provider):
             "Tag and caption this garment.",
         ]
 
-    def _call_plain(self, fn: Callable[[], T]) -> T:
-        """A call outside the per-minute quotas, retried like every other."""
+    def _call_plain(self, fn: Callable[[], T], idempotent: bool = True) -> T:
+        """A call outside the per-minute quotas, retried like every other; one that is not
+        `idempotent` only after an error that says the API did not act on it (a 429, a
+        refused connection): a timeout or a 5xx may hide its success."""
 
         def attempt() -> T:
             if self._unreachable is not None:
@@ -306,8 +308,15 @@ class GeminiProvider(GeminiBatches, Provider):
                     )
                 raise typed from exc
 
+        retrying = self._retrying
+        if not idempotent:
+            retrying = retrying.copy(
+                retry=retry_if_exception(
+                    lambda e: isinstance(e, TransientProviderError) and e.refused
+                )
+            )
         try:
-            return self._retrying(attempt)
+            return retrying(attempt)
         except EndpointUnreachableError as exc:
             self._unreachable = exc
             raise

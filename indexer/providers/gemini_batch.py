@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from indexer.errors import ProviderError
+from indexer.errors import GoneError, ProviderError
 from indexer.records import Description
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class BatchStatus:
     name: str
-    state: str  # pending, running, succeeded, failed, cancelled, expired
+    state: str  # pending, running, succeeded, failed, cancelled, expired, missing (404)
     answers: dict[str, Description | ProviderError] | None = None  # by content id
 
 
@@ -65,19 +65,27 @@ class GeminiBatches:
         )
 
     def submit_batch(self, requests: Sequence[Any], display_name: str) -> tuple[str, str]:
-        """Create a batch job; return its name and state."""
+        """Create a batch job; return its name and state. Retried only when refused: a create
+        that timed out or failed with a 5xx may still have made the job (the API takes no
+        idempotency key), so a TransientProviderError that is not `refused` means "look for
+        it by its display name"."""
         job = self._call_plain(
             lambda: self.batch_client.batches.create(
                 model=self._settings.generation_model,
                 src=list(requests),
                 config={"display_name": display_name},
-            )
+            ),
+            idempotent=False,
         )
         return str(job.name), _state(job)
 
     def batch_status(self, name: str) -> BatchStatus:
-        """A job's state, and each request's answer once the job has succeeded."""
-        job = self._call_plain(lambda: self.batch_client.batches.get(name=name))
+        """A job's state, and each request's answer once the job has succeeded; "missing"
+        when the API no longer knows the job."""
+        try:
+            job = self._call_plain(lambda: self.batch_client.batches.get(name=name))
+        except GoneError:
+            return BatchStatus(name, "missing")
         state = _state(job)
         answers: dict[str, Description | ProviderError] | None = None
         if state == "succeeded":

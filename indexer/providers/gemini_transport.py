@@ -17,7 +17,12 @@ from typing import Any
 from pyrate_limiter import Duration, Limiter, Rate
 from tenacity import RetryCallState, wait_exponential_jitter
 
-from indexer.errors import EndpointUnreachableError, ProviderError, TransientProviderError
+from indexer.errors import (
+    EndpointUnreachableError,
+    GoneError,
+    ProviderError,
+    TransientProviderError,
+)
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -74,9 +79,12 @@ def translate(exc: Exception) -> ProviderError | None:
         message = f"HTTP {exc.code} {exc.status or ''}: {exc.message or ''}".strip()
         if exc.code in RETRYABLE_STATUS:
             return TransientProviderError(
-                message, retry_after=_retry_after(exc), kind=f"HTTP {exc.code} {exc.status or ''}"
+                message,
+                retry_after=_retry_after(exc),
+                kind=f"HTTP {exc.code} {exc.status or ''}",
+                refused=exc.code == 429,
             )
-        return ProviderError(message)
+        return GoneError(message) if exc.code == 404 else ProviderError(message)
     if isinstance(exc, errors.UnknownApiResponseError | json.JSONDecodeError):
         # An HTTP body cut off mid-way is a transport problem: worth another try.
         return TransientProviderError(

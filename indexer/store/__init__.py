@@ -21,7 +21,7 @@ from indexer.errors import EmbeddingMismatchError, StoreBusyError, StoreError
 from indexer.ranking import as_hit
 from indexer.records import EmbeddingSpec, Hit, ImageRecord, Listed, Neighbour, StoredRecord
 from indexer.store import integrity, layout, partitions, schema
-from indexer.store.batches import BatchLog
+from indexer.store.batches import BatchEntry, BatchLog
 from indexer.store.connection import chunks, connect, fresh_metadata, now, store_errors
 from indexer.store.failures import FailureLog
 from indexer.store.partitions import Partitions
@@ -300,6 +300,14 @@ class ImageStore:
             return store._drop_all()
         finally:
             store.close()
+
+    @classmethod
+    def open_jobs(cls, settings: Settings) -> list[BatchEntry]:
+        """The batch jobs the catalog's log still holds (paid for, not yet collected)."""
+        store = cls._connected(settings)
+        if layout.find(store._client, store.batches.name) is None:
+            return []
+        return store.batches.entries()
 
     @store_errors
     def _drop_all(self) -> list[tuple[str, int]]:
