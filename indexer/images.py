@@ -18,6 +18,10 @@ from indexer.files import MAX_FILE_BYTES, read_regular_stat
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # Far above any garment photo, far below what would exhaust memory when decoded.
 MAX_PIXELS = 100_000_000
+# The formats decoded at all: those of EXTENSIONS (JPEG's opener also reads camera MPO
+# files), whose headers state the size that decoding produces. Others are refused before
+# any decoding: an ICNS file states 1024x1024 and may decode an embedded PNG of any size.
+DECODED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def open_image(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> Imag
 
     The pixel count is checked from the header, before anything is decoded."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
         width, height = img.size
         if width * height > max_pixels:
             raise ImageError(f"image too large to decode safely ({width}x{height} pixels)")

@@ -36,7 +36,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from indexer.config import is_loopback_host
 from indexer.errors import ConfigError, ImageError, IndexerError, QueryError
 from indexer.files import atomic_write, read_regular
-from indexer.images import content_id, open_image
+from indexer.images import DECODED_FORMATS, content_id, open_image
 from indexer.records import StoredRecord
 from query.client import QueryClient, parse_where
 from query.security import (
@@ -351,7 +351,7 @@ def create_app(
 def _checked_upload(data: bytes) -> bytes:
     """Refuse an upload whose header declares more pixels than an upload may decode to."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as img:
             width, height = img.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return data  # the client's decoder reports what is wrong with it

@@ -132,6 +132,20 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
         open_image(read_source(bomb).data, 768)
 
 
+def test_a_container_whose_header_understates_its_pixels_is_refused_undecoded() -> None:
+    """An ICNS file states 1024x1024 and decodes its embedded PNG at whatever size that
+    has: here 4000x4000 (an attacker's 657 KB file decoded 169 megapixels)."""
+    import struct
+
+    png = io.BytesIO()
+    Image.new("RGB", (4000, 4000), (200, 10, 10)).save(png, "PNG")
+    body = b"ic10" + struct.pack(">I", 8 + len(png.getvalue())) + png.getvalue()
+    icns = b"icns" + struct.pack(">I", 8 + len(body)) + body
+    assert Image.open(io.BytesIO(icns)).size == (1024, 1024)  # what the header claims
+    with pytest.raises(ImageError, match="not a recognised image format"):
+        open_image(icns, 768, max_pixels=2_000_000)
+
+
 def test_vanished_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="does not exist"):
         read_source(tmp_path / "gone.jpg")
