@@ -150,6 +150,26 @@ class Settings(BaseSettings):
             f"(set by {source})"
         )
 
+    def store_notice(self) -> str | None:
+        """A sentence naming a Chroma server that receives the catalog (paths, captions,
+        keywords, vectors) when it is another machine or was set by a `.env` file (one in
+        the working folder may not be the user's own); None otherwise."""
+        if not self.chroma_host:
+            return None
+        from_env = bool(os.environ.get("CHROMA_HOST"))
+        if from_env and is_loopback_host(self.chroma_host):
+            return None
+        source = (
+            "the CHROMA_HOST environment variable"
+            if from_env
+            else f"CHROMA_HOST in {Path('.env').absolute()}"
+        )
+        plain = "" if is_loopback_host(self.chroma_host) else ", unencrypted (plain HTTP)"
+        return (
+            f"sending image paths, captions, keywords and vectors to the Chroma server at "
+            f"{self.chroma_location}{plain} (set by {source})"
+        )
+
     @property
     def store_path(self) -> Path:
         return self.chroma_path if self.chroma_path is not None else self.home / "chroma"

@@ -9,18 +9,8 @@ from indexer.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
-def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (
-        "GOOGLE_API_KEY",
-        "GEMINI_API_KEY",
-        "CHROMA_COLLECTION",
-        "CHROMA_PATH",
-        "CHROMA_HOST",
-        "INDEXER_HOME",
-        "INDEXER_CONCURRENCY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+def clean(hermetic: Path) -> None:
+    """Every test here starts from no setting and an empty working folder."""
 
 
 def test_defaults() -> None:
@@ -69,3 +59,42 @@ def test_thinking_and_resolution_are_checked(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("GEMINI_THINKING_LEVEL", "extreme")
     with pytest.raises(ConfigError, match="GEMINI_THINKING_LEVEL"):
         load_settings()
+
+
+def test_a_chroma_server_elsewhere_or_set_by_a_dotenv_is_announced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().store_notice() is None  # embedded: nothing leaves the machine
+    monkeypatch.setenv("CHROMA_HOST", "127.0.0.1")
+    assert load_settings().store_notice() is None  # the user's own choice, on this machine
+    monkeypatch.setenv("CHROMA_HOST", "chroma.example.com")
+    notice = load_settings().store_notice()
+    assert notice and "chroma.example.com" in notice and "unencrypted" in notice
+    assert "environment variable" in notice
+
+
+def test_a_planted_dotenv_pointing_the_store_elsewhere_is_announced_before_connecting(
+    hermetic: Path,
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    (hermetic / ".env").write_text(
+        f"CHROMA_HOST=127.0.0.1\nCHROMA_PORT={port}\nINDEXER_STORE_RETRY_SECONDS=0\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "indexer", "status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "INDEXER_HOME": str(hermetic / "home")},
+    )
+    said = " ".join(done.stderr.split())  # the terminal may wrap it
+    assert done.returncode == 2
+    assert "note: sending image paths, captions, keywords and vectors" in said
+    assert f"CHROMA_HOST in {hermetic / '.env'}" in said

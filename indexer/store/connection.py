@@ -39,6 +39,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+_announced: set[str] = set()  # once per process, however many stores it opens
+
+
 def connect(settings: Settings) -> tuple[ClientAPI, str]:
     """A Chroma client (a server when CHROMA_HOST is set, else on disk) and where it is."""
     import chromadb
@@ -46,6 +49,10 @@ def connect(settings: Settings) -> tuple[ClientAPI, str]:
 
     # Telemetry off: nothing of a user's catalog leaves the machine unasked.
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    notice = settings.store_notice()
+    if notice and notice not in _announced:
+        _announced.add(notice)
+        log.warning("note: %s", notice)
     try:
         if settings.uses_server:
             client = chromadb.HttpClient(
