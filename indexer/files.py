@@ -36,33 +36,45 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_regular(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+def read_regular(path: Path, max_bytes: int = MAX_FILE_BYTES, follow: bool = True) -> bytes:
     """The bytes of a regular file of at most `max_bytes`, or ImageError saying why not."""
-    return read_regular_stat(path, max_bytes)[0]
+    return read_regular_stat(path, max_bytes, follow)[0]
 
 
-def read_regular_stat(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, os.stat_result]:
+def read_regular_stat(
+    path: Path, max_bytes: int = MAX_FILE_BYTES, follow: bool = True
+) -> tuple[bytes, os.stat_result]:
     """The bytes of a regular file of at most `max_bytes`, and the file's stat taken on the
-    descriptor they were read through; or ImageError saying why not.
+    descriptor they were read through; or ImageError saying why not. With `follow` False, a
+    symbolic link at `path` itself is refused rather than followed.
 
     Opened without blocking, so a FIFO cannot hang the caller, and checked on the open
-    descriptor, so a file swapped for a device between a check and the read is still caught.
+    descriptor, so a file swapped for a device or a folder between a check and the read is
+    still caught (and the descriptor closed: a folder opens, but cannot be read).
     The cap is enforced while reading: a file that grows, or lies about its size, is cut off.
     """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, flags)
     except FileNotFoundError as exc:
         if os.path.islink(path):
             raise ImageError("broken symbolic link (its target does not exist)") from exc
         raise ImageError("file does not exist") from exc
     except OSError as exc:
+        if not follow and os.path.islink(path):
+            raise ImageError("a symbolic link; not followed here") from exc
         raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "rb", buffering=0) as fh:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ImageError(f"not a regular file ({_kind(info.st_mode)}); only files are read")
         if info.st_size > max_bytes:
             raise ImageError(f"file too large ({info.st_size} bytes; the limit is {max_bytes})")
+        fh = os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
         chunks: list[bytes] = []
         size = 0
         try:

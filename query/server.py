@@ -57,6 +57,8 @@ IMAGE_SEARCH_WORKERS = 2
 IMAGE_SEARCH_QUEUE = 8
 RETRY_AFTER_SECONDS = 5
 THUMBNAIL_SIDE = 320
+# A 320-pixel JPEG is tens of kilobytes; anything far larger in the cache was not made here.
+MAX_THUMBNAIL_BYTES = 4 * 1024 * 1024
 _ID = re.compile(r"[0-9a-f]{32}")
 _PAGE = Path(__file__).with_name("static") / "index.html"
 
@@ -329,23 +331,35 @@ def create_app(
         """A JPEG of at most 320 px a side, made on first request and cached."""
         found = stored(image_id)
         cached = thumbnails / f"{image_id}.jpg"
-        if cached.is_file() and verified.holds(_Verified.key(Path(found.path)), image_id):
-            return Response(cached.read_bytes(), media_type="image/jpeg")
+        made = _cached_thumbnail(cached)  # a regular file only: a link planted there is not
+        if made is not None and verified.holds(_Verified.key(Path(found.path)), image_id):
+            return Response(made, media_type="image/jpeg")
         data = indexed_bytes(found)
-        if not cached.is_file():
+        if made is None:
             try:
                 img = open_image(data, THUMBNAIL_SIDE)
             except ImageError as exc:
                 raise HTTPException(422, f"cannot make a thumbnail: {exc}") from exc
-            with atomic_write(cached) as tmp:
-                img.save(tmp, format="JPEG", quality=85)
-        return Response(cached.read_bytes(), media_type="image/jpeg")
+            out = io.BytesIO()
+            img.save(out, format="JPEG", quality=85)
+            made = out.getvalue()
+            with atomic_write(cached) as tmp:  # replaces a link, never writes through it
+                tmp.write_bytes(made)
+        return Response(made, media_type="image/jpeg")
 
     app.add_middleware(
         Guard, page_csp=page_policy(page_html), max_body=MAX_UPLOAD_BYTES + ENVELOPE_BYTES
     )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
     return app
+
+
+def _cached_thumbnail(path: Path) -> bytes | None:
+    """A thumbnail the server made earlier: a regular file, not followed through a link."""
+    try:
+        return read_regular(path, MAX_THUMBNAIL_BYTES, follow=False)
+    except ImageError:
+        return None
 
 
 def _checked_upload(data: bytes) -> bytes:

@@ -119,6 +119,40 @@ def test_a_photo_swapped_for_a_symlink_is_never_served(indexed: Path, tmp_path: 
     assert original.status_code == 200 and original.content == (indexed / "red.jpg").read_bytes()
 
 
+def test_a_link_planted_in_the_thumbnail_cache_is_never_served(
+    indexed: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_bytes(SECRET)
+    api = _api()
+    red = _id_of("red.jpg")
+    assert api.get(f"/api/images/{red}/thumbnail").status_code == 200  # made and verified
+    cached = Path(os.environ["INDEXER_HOME"]) / "thumbs" / f"{red}.jpg"
+    cached.unlink()
+    os.symlink(secret, cached)
+    response = api.get(f"/api/images/{red}/thumbnail")
+    assert response.status_code == 200 and SECRET not in response.content
+    assert response.content.startswith(b"\xff\xd8")  # a JPEG made again from the photo
+    assert not cached.is_symlink() and secret.read_bytes() == SECRET
+
+
+def test_a_photo_replaced_by_a_folder_is_gone_not_a_crash_nor_a_leak(indexed: Path) -> None:
+    api = _api()
+    red = _id_of("red.jpg")
+    (indexed / "red.jpg").unlink()
+    (indexed / "red.jpg").mkdir()
+    for what in ("file", "thumbnail"):  # warm: the server's own pools open what they need
+        assert api.get(f"/api/images/{red}/{what}").status_code == 410
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        for what in ("file", "thumbnail"):
+            assert api.get(f"/api/images/{red}/{what}").status_code == 410
+    assert len(os.listdir("/proc/self/fd")) <= before + 2  # no descriptor per request
+    result = cli("query", "image", str(indexed / "red.jpg"))
+    assert result.returncode == 2
+    assert "not a regular file (a folder)" in error_line(result.stderr)
+
+
 def test_export_never_writes_a_sidecar_through_a_symlink(indexed: Path, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
