@@ -56,12 +56,16 @@ def content_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def discover(paths: Iterable[Path]) -> Iterator[Path]:
-    """Yield image files under `paths`, recursively, in a stable order, one at a time."""
+def discover(paths: Iterable[Path], vanished_ok: bool = False) -> Iterator[Path]:
+    """Yield image files under `paths`, recursively, in a stable order, one at a time. A
+    path that does not exist is an error, or, with `vanished_ok` (paths a watcher saw come
+    and go), skipped."""
     for root in paths:
         root = Path(root)
         if not root.is_dir():
             if not root.exists() and not root.is_symlink():
+                if vanished_ok:
+                    continue
                 raise ImageError(f"{root}: no such file or directory")
             # A file named on the command line is read as given; read_regular refuses
             # FIFOs, devices and dangling links with a reason of their own.

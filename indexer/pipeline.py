@@ -134,10 +134,12 @@ class Indexer:
         shard: Shard | None = None,
         stop: threading.Event | None = None,
         remember: bool = True,
+        vanished_ok: bool = False,
     ) -> RunReport:
         """Index everything under `paths`. When `stop` is set, the batches in flight are
         finished and written and the run returns early; what is left stays pending.
-        `remember` records `paths` as catalog folders for `indexer status`."""
+        `remember` records `paths` as catalog folders for `indexer status`; `vanished_ok`
+        skips those of `paths` that no longer exist instead of failing the run."""
         started = time.monotonic()
         report = RunReport()
         notify = on_progress or (lambda _report: None)
@@ -147,7 +149,7 @@ class Indexer:
         # would pay twice, and the job's answers would overwrite these records.
         carried = {i for entry in self.store.batches.entries() for i in entry.images}
         try:
-            for found in self.pending(paths, report, shard, stop, remember, notify):
+            for found in self.pending(paths, report, shard, stop, remember, notify, vanished_ok):
                 pending = [s for s in found if s.id not in carried]
                 report.in_batch_jobs += len(found) - len(pending)
                 if not pending:
@@ -174,6 +176,7 @@ class Indexer:
         stop: threading.Event | None = None,
         remember: bool = True,
         notify: ProgressFn = lambda _report: None,
+        vanished_ok: bool = False,
     ) -> Iterator[list[SourceImage]]:
         """Walk `paths` and yield, a batch at a time, the images that still need a model:
         known ones are settled (moves recorded), unreadable ones recorded as failures."""
@@ -182,7 +185,7 @@ class Indexer:
         if remember:
             self.store.roots.remember([display_path(r) for r in roots])
         seen: set[str] = set()
-        for chunk in _batched(discover(roots), self.settings.batch_size):
+        for chunk in _batched(discover(roots, vanished_ok), self.settings.batch_size):
             if stop is not None and stop.is_set():
                 return
             pending = self._triage(chunk, seen, report, shard)

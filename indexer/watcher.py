@@ -100,8 +100,11 @@ class Watcher:
         return self.report
 
     def _handle(self, paths: list[Path], stop: threading.Event) -> None:
+        paths = [p for p in paths if not self._through_link(p)]
         files = [p for p in paths if p.is_file() and p.suffix.lower() in EXTENSIONS]
-        folders = [p for p in paths if p.is_dir()]
+        # A link to a folder is not walked, as `indexer run` walks none: `ln -s . loop`
+        # would index the folder again under loop/, and `rm loop` then forget it all.
+        folders = [p for p in paths if p.is_dir() and not p.is_symlink()]
         gone = [p for p in paths if not p.exists()]
         # New and moved-in files first: a moved image's record then already carries its new
         # path when the old path is forgotten.
@@ -114,8 +117,17 @@ class Watcher:
         if gone_folders:
             self._forget_under(gone_folders)
 
+    def _through_link(self, path: Path) -> bool:
+        """Whether `path` lies below a linked folder inside a watched root (an event the
+        observer reported through the link)."""
+        root = next((r for r in self.roots if path.is_relative_to(r)), None)
+        if root is None:
+            return False
+        return any(p.is_symlink() for p in path.parents if p != root and p.is_relative_to(root))
+
     def _index(self, paths: Sequence[Path], stop: threading.Event, remember: bool = False) -> None:
-        run: RunReport = self.indexer.run(paths, stop=stop, remember=remember)
+        # A file may go again before its turn: its deletion is an event of its own.
+        run: RunReport = self.indexer.run(paths, stop=stop, remember=remember, vanished_ok=True)
         self.report.indexed += run.indexed
         self.report.failed += run.failed
         if run.indexed or run.moved or run.failed:
