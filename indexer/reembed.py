@@ -3,8 +3,12 @@ any image again. Stored keywords and captions are embedded anew ("keywords. capt
 ingestion), and the pictures too where the new model or the local image model embeds images.
 
 New vectors are staged beside the old collection, which keeps answering queries; the switch
-happens only when every record is staged. Killed at any point, a re-run resumes: staged
-records are skipped, and a half-done switch is finished.
+happens only when the staged copy matches the live records. Killed at any point, a re-run
+resumes: staged records that still match theirs are skipped, and a half-done switch is
+finished. Between a kill and the resume, or on a Chroma server while it runs, the live
+collection may change: each pass re-stages records whose caption, keywords, path or file
+changed, stages new ones and drops staged ones deleted since, and passes repeat until one
+finds nothing to do; only then does the switch happen.
 """
 
 from __future__ import annotations
@@ -18,8 +22,13 @@ from pathlib import Path
 
 from indexer.enrich import Enricher
 from indexer.images import reread
-from indexer.records import EmbeddingSpec
+from indexer.records import EmbeddingSpec, StoredRecord
 from indexer.store import ImageStore
+from indexer.store.staging import Staging
+
+# What must match between a live record and its staged copy; the rest is the models' own.
+_MATCHED = ("path", "size", "mtime_ns")
+MAX_PASSES = 5
 
 
 @dataclass
@@ -49,18 +58,51 @@ def reembed(
     report = ReembedReport(store.spec, enricher.spec, records=store.count())
     staging = store.staging(enricher.spec, enricher.image_spec)
     notify = on_progress or (lambda _report: None)
+    for attempt in range(MAX_PASSES):
+        changed = _sync(
+            store, staging, enricher, (max_side, max_bytes), page, report, notify, stop, attempt
+        )
+        if stop is not None and stop.is_set():
+            break
+        if not changed:
+            report.records = store.count()
+            staging.switch()
+            report.switched = True
+            break
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _stale(record: StoredRecord, staged: tuple[dict[str, object], str]) -> bool:
+    meta, caption = staged
+    return caption != record.caption or any(meta.get(k) != record.metadata.get(k) for k in _MATCHED)
+
+
+def _sync(
+    store: ImageStore,
+    staging: Staging,
+    enricher: Enricher,
+    limits: tuple[int, int],
+    page: int,
+    report: ReembedReport,
+    notify: Callable[[ReembedReport], None],
+    stop: threading.Event | None,
+    attempt: int,
+) -> int:
+    """One pass over the live records: stage what is missing or stale, drop what is
+    deleted. Returns how many staged records it changed."""
+    changed = 0
+    live: set[str] = set()
     records = store.records()
     while chunk := list(islice(records, page)):
         if stop is not None and stop.is_set():
-            break
-        done = staging.staged([r.id for r in chunk])
-        report.resumed += len(done)
-        todo = [r for r in chunk if r.id not in done]
-        pictures = (
-            [reread(Path(r.path), r.id, max_side, max_bytes) for r in todo]
-            if enricher.pictures
-            else []
-        )
+            return changed
+        live.update(r.id for r in chunk)
+        staged = staging.staged([r.id for r in chunk])
+        todo = [r for r in chunk if r.id not in staged or _stale(r, staged[r.id])]
+        if attempt == 0:  # staged by an earlier run, not by this run's first pass
+            report.resumed += sum(1 for r in chunk if r.id in staged and r not in todo)
+        pictures = [reread(Path(r.path), r.id, *limits) for r in todo] if enricher.pictures else []
         report.pictures_missing += sum(p is None for p in pictures)
         report.pictures += sum(p is not None for p in pictures)
         staging.write(
@@ -68,9 +110,6 @@ def reembed(
             [str(r.metadata.get("indexed_at", "")) for r in todo],
         )
         report.reembedded += len(todo)
+        changed += len(todo)
         notify(report)
-    if staging.count() >= report.records and not (stop is not None and stop.is_set()):
-        staging.switch()
-        report.switched = True
-    report.seconds = time.monotonic() - started
-    return report
+    return changed + staging.drop_except(live)

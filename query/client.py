@@ -10,14 +10,15 @@ Importing this module loads no model code and opens no store; both happen on fir
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from indexer.config import Settings, load_settings
-from indexer.errors import ConfigError, ImageError, QueryError
+from indexer.errors import ConfigError, ImageError, QueryError, StoreError
 from indexer.records import Failure, Hit, Listed, Page, StoredRecord
 from indexer.vocabulary import Vocabulary
 
@@ -32,6 +33,8 @@ Where = Mapping[str, str | Sequence[str]]
 # Candidates per route for fused ranking: enough that the best of either route is seen.
 _FUSION_DEPTH = 4
 LISTING_REFRESH = 30.0  # seconds; how stale the gallery's newest-first listing may get
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def parse_where(terms: Sequence[str]) -> dict[str, list[str]]:
@@ -43,6 +46,25 @@ def parse_where(terms: Sequence[str]) -> dict[str, list[str]]:
             raise QueryError(f"filter {term!r} is not of the form FACET=VALUE")
         where.setdefault(facet.strip(), []).append(value.strip())
     return where
+
+
+def _reopening(
+    method: Callable[Concatenate[QueryClient, P], R],
+) -> Callable[Concatenate[QueryClient, P], R]:
+    """On a store error, look whether the collection was replaced (a finished `indexer
+    reembed` switches in new collections under the same name); if so, open it anew and
+    ask once more, instead of failing every request until a restart."""
+
+    @functools.wraps(method)
+    def wrapper(self: QueryClient, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError:
+            if not self._reopen_if_replaced():
+                raise
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class QueryClient:
@@ -57,6 +79,7 @@ class QueryClient:
         self.settings = settings
         self._store = store
         self._provider = provider
+        self._own_provider = provider is None  # made from the collection's record
         self._vocabulary = vocabulary
         self._enricher: Enricher | None = None
         self._planner: Planner | None = None
@@ -93,6 +116,20 @@ class QueryClient:
                 self._checked = True
             assert self._provider is not None
             return self._store, self._provider
+
+    def _reopen_if_replaced(self) -> bool:
+        with self._lock:
+            if self._store is None or not self._store.replaced():
+                return False
+            self._store = None
+            self._checked = False
+            self._planner = None
+            self._enricher = None
+            self._listed = None
+            if self._own_provider and self._provider is not None:
+                self._provider.close()
+                self._provider = None
+            return True
 
     def _recorded_provider(self, store: ImageStore) -> Provider:
         """The provider that built the collection: only its vectors are comparable."""
@@ -147,6 +184,7 @@ class QueryClient:
 
     # --- queries ---
 
+    @_reopening
     def text(self, text: str, where: Where | None = None, limit: int = 10) -> list[QueryResult]:
         """Images best described by `text`, optionally filtered by keyword.
 
@@ -164,6 +202,7 @@ class QueryClient:
             return self._search(vector, filters, limit, pictures=False)
         return self._fused(vector, vector, filters, limit)
 
+    @_reopening
     def image(
         self, path: str | Path | bytes, where: Where | None = None, limit: int = 10
     ) -> list[QueryResult]:
@@ -204,6 +243,7 @@ class QueryClient:
             return self._search(outcome.embedding, filters, limit, pictures=False)
         return self._fused(outcome.embedding, outcome.image_embedding, filters, limit)
 
+    @_reopening
     def browse(self, where: Where | None = None, limit: int = 24, offset: int = 0) -> Page:
         """The collection itself, newest first: the records matching `where` from `offset`,
         how many match, and for each keyword how many of them have it (what a filter chip
@@ -241,6 +281,7 @@ class QueryClient:
             self._listed = (time.monotonic(), newest)
             return newest
 
+    @_reopening
     def untagged(self, where: Where | None) -> list[tuple[str, str]]:
         """(facet, provider) for each facet of `where` that no record of the collection has
         a keyword of, so a caller can say why a filter matches nothing."""
@@ -249,6 +290,7 @@ class QueryClient:
         store, _ = self._ready()
         return [(f, store.spec.provider) for f in self.planner.untagged(list(where))]
 
+    @_reopening
     def record(self, image_id: str) -> StoredRecord | None:
         """The stored record with this id, or None."""
         store, _ = self._ready()

@@ -160,12 +160,27 @@ def test_a_killed_reembed_leaves_the_old_collection_answering_and_resumes(
 
     # The old collection still answers, with the old model.
     assert len(names(cli("query", "text", "shirt", "--json", "-n", "50", **old))) == 16
+    # Before the resume, the catalog changes: a record deleted, a photo moved, one edited.
+    with ImageStore.open(
+        load_settings(embedding_model="gemini-embedding-001", image_vectors=False),
+        exclusive=True,
+    ) as live:
+        assert live.remove_paths([str(folder / "00.png")]) == 1
+    (folder / "00.png").unlink()
+    (folder / "sub").mkdir()
+    os.rename(folder / "01.png", folder / "sub" / "01.png")
+    garment_image(folder / "02.png", "white", size=(300, 240))
+    assert cli("indexer", "run", str(folder), **old).returncode == 0
     resumed = cli("indexer", "reembed", "--json")
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
-    assert summary["resumed"] > 0 and summary["resumed"] + summary["reembedded"] == 16
-    assert summary["switched"]
-    assert len(names(cli("query", "text", "shirt", "--json", "-n", "50"))) == 16
+    assert summary["resumed"] > 0 and summary["switched"] and summary["records"] == 15
+    found = cli("query", "text", "shirt", "--json", "-n", "50")
+    paths = sorted(str(h["path"]) for h in json.loads(found.stdout))
+    on_disk = sorted(str(p) for p in folder.rglob("*.png"))
+    assert paths == on_disk  # nothing back from the dead, no old path, no duplicate
+    check = cli("indexer", "check", "--json")
+    assert check.returncode == 0 and json.loads(check.stdout)["sound"], check.stdout
 
 
 def test_keywords_repeated_within_a_facet_are_kept_once() -> None:
@@ -173,3 +188,28 @@ def test_keywords_repeated_within_a_facet_are_kept_once() -> None:
         {"keywords": {"garment": ["dress", "Dress", " dress", "skirt"]}, "caption": "x"}
     )
     assert answer.keywords == {"garment": ["dress", "skirt"]}
+
+
+def test_a_gallery_started_before_a_reembed_answers_after_its_switch(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from query.client import QueryClient
+    from query.server import create_app
+
+    monkeypatch.setenv("INDEXER_IMAGE_VECTORS", "false")
+    assert cli("indexer", "run", str(photos)).returncode == 0
+    gallery = TestClient(
+        create_app(QueryClient.from_env(), tmp_path / "thumbs", None),
+        base_url="http://127.0.0.1",
+    )
+    before = gallery.get("/api/search", params={"q": "magenta"})
+    assert before.status_code == 200
+    # The same text model, now with picture vectors: new collections under the same names.
+    moved = cli("indexer", "reembed", "--json", INDEXER_IMAGE_VECTORS="true")
+    assert moved.returncode == 0 and json.loads(moved.stdout)["switched"], moved.stderr
+    after = gallery.get("/api/search", params={"q": "magenta"})
+    assert after.status_code == 200, after.text
+    assert {h["id"] for h in after.json()} == {h["id"] for h in before.json()}
+    assert gallery.get("/api/images").status_code == 200

@@ -358,6 +358,13 @@ class ImageStore:
         """Refuse to use this collection with vectors of another space."""
         self._refuse_other_space(self._collection, spec)
 
+    @store_errors
+    def replaced(self) -> bool:
+        """Whether the collection this store holds is gone, or another now bears its name
+        (a finished `indexer reembed` switches new collections in under the same names)."""
+        found = layout.find(self._client, self.name)
+        return found is None or found.id != self._collection.id
+
     @property
     def spec(self) -> EmbeddingSpec:
         """The vector space the records were built in."""

@@ -9,7 +9,7 @@ mid-way is finished by the next `Staging.switch()` or by `finish_switch` when a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import layout, schema
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
 _COMPLETE = "staging_complete"
+_PAGE = 1_000
 
 
 def finish_switch(client: ClientAPI, name: str) -> bool:
@@ -97,12 +98,34 @@ class Staging:
         return self._records
 
     @store_errors
-    def staged(self, ids: Sequence[str]) -> set[str]:
-        """Those of `ids` already written to the staging collection."""
-        found: set[str] = set()
+    def staged(self, ids: Sequence[str]) -> dict[str, tuple[dict[str, Any], str]]:
+        """Those of `ids` already written to the staging collection: (metadata, caption)."""
+        found: dict[str, tuple[dict[str, Any], str]] = {}
         for chunk in chunks(list(ids)):
-            found.update(self._staged.get(ids=list(chunk), include=[])["ids"])
+            got = self._staged.get(ids=list(chunk), include=["metadatas", "documents"])
+            for rid, meta, doc in zip(
+                got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True
+            ):
+                found[rid] = (dict(meta or {}), doc or "")
         return found
+
+    @store_errors
+    def drop_except(self, live: set[str]) -> int:
+        """Delete the staged records whose id is not in `live` (deleted since they were
+        staged); return how many."""
+        extra: list[str] = []
+        offset = 0
+        while True:
+            ids = self._staged.get(limit=_PAGE, offset=offset, include=[])["ids"]
+            extra += [i for i in ids if i not in live]
+            if len(ids) < _PAGE:
+                break
+            offset += _PAGE
+        for chunk in chunks(extra):
+            if self._visual is not None:
+                self._visual.delete(ids=list(chunk))
+            self._staged.delete(ids=list(chunk))
+        return len(extra)
 
     @store_errors
     def write(self, records: Sequence[ImageRecord], indexed_at: Sequence[str]) -> None:
