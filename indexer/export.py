@@ -150,14 +150,24 @@ class SidecarReport:
 
 def sidecar_path(image: Path, target: Path | None, roots: Sequence[Path]) -> Path:
     """`photo.jpg.xmp` (the darktable and digiKam convention) beside the image, or at the
-    image's place relative to its indexed folder under `target`."""
+    image's place relative to its indexed folder under `target`; with several indexed
+    folders, under a subfolder named for each (its name, or its whole path where two share
+    a name), so that `a/x.jpg` of one and of the other do not share a sidecar."""
     name = image.name + ".xmp"
     if target is None:
         return image.with_name(name)
+    labels = _root_labels(roots)
     for root in sorted(roots, key=lambda r: len(str(r)), reverse=True):
         if image.is_relative_to(root):
-            return target / image.relative_to(root).with_name(name)
+            return target / labels[root] / image.relative_to(root).with_name(name)
     return target / name
+
+
+def _root_labels(roots: Sequence[Path]) -> dict[Path, Path]:
+    if len(set(roots)) <= 1:
+        return {r: Path() for r in roots}
+    names = [r.name for r in roots]
+    return {r: Path(r.name) if names.count(r.name) == 1 else r.relative_to(r.anchor) for r in roots}
 
 
 def xmp_document(record: StoredRecord) -> bytes:
@@ -221,13 +231,17 @@ def write_sidecars(
     A sidecar that cannot be written is reported and the export goes on."""
     report = SidecarReport()
     allowed = [target.resolve()] if target is not None else [r.resolve() for r in roots]
+    written: set[Path] = set()
     for record in records:
         sidecar = sidecar_path(Path(record.path), target, roots)
         try:
             if target is not None:
-                target.mkdir(parents=True, exist_ok=True)
+                sidecar.parent.mkdir(parents=True, exist_ok=True)
             refusal = _refusal(sidecar, allowed)
+            if refusal is None and sidecar in written:
+                refusal = "another image of this export has a sidecar at this path"
             if refusal is None:
+                written.add(sidecar)
                 with atomic_write(sidecar) as tmp:
                     tmp.write_bytes(xmp_document(record))
         except OSError as exc:

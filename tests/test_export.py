@@ -110,6 +110,22 @@ def test_xmp_into_a_target_folder_mirrors_the_indexed_folders(
     assert not list(indexed.rglob("*.xmp"))
 
 
+def test_xmp_into_a_target_folder_keeps_two_indexed_folders_apart(
+    indexed: Path, tmp_path: Path
+) -> None:
+    shop = tmp_path / "shop" / "photos"  # the same relative path as a photo of `indexed`
+    garment_image(shop / "red.jpg", "blue")
+    assert runner.invoke(app, ["run", str(shop)]).exit_code == 0
+    target = tmp_path / "sidecars"
+    result = runner.invoke(app, ["export", "--xmp-dir", str(target)])
+    assert result.exit_code == 0, result.output
+    made = sorted(p.relative_to(target).as_posix() for p in target.rglob("*.xmp"))
+    assert len(made) == 3 and "wrote 3 XMP sidecars" in result.output
+    # Both folders are called "photos": each keeps its whole path.
+    assert f"{shop.relative_to(shop.anchor).as_posix()}/red.jpg.xmp" in made
+    assert f"{indexed.relative_to(indexed.anchor).as_posix()}/sub/blue.png.xmp" in made
+
+
 def test_export_needs_a_format_or_xmp(indexed: Path) -> None:
     for args in ([], ["-f", "xml"], ["-f", "parquet"]):
         result = runner.invoke(app, ["export", *args])
