@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from indexer.config import Settings
     from indexer.pipeline import Indexer, Shard
     from indexer.providers.base import Provider
-    from indexer.records import Usage
+    from indexer.records import Failure, Usage
 
 app = typer.Typer(
     help="Tag, caption and embed clothing photos into a Chroma collection.",
@@ -349,8 +349,34 @@ def status(
     for root in roots:
         if root not in present:
             err.print(line(f"folder {root} no longer exists; not counted"))
-    for failure in failures:
-        out.print(line(f"  {failure.path}: {failure.reason}"))
+    show_failures(failures)
+
+
+# Beyond these, failures are summed up: a folder of 30,000 broken files is one line a reason.
+SHOWN_PER_REASON = 3
+SHOWN_REASONS = 20
+
+
+def show_failures(failures: list[Failure]) -> None:
+    """Each failed file with its reason; grouped by reason where one reason has many."""
+    by_reason: dict[str, list[str]] = {}
+    for f in failures:
+        by_reason.setdefault(f.reason, []).append(f.path)
+    ranked = sorted(by_reason.items(), key=lambda item: -len(item[1]))
+    for reason, paths in ranked[:SHOWN_REASONS]:
+        if len(paths) <= SHOWN_PER_REASON:
+            for path in paths:
+                out.print(line(f"  {path}: {reason}"))
+            continue
+        sample = ", ".join(paths[:SHOWN_PER_REASON])
+        out.print(line(f"  {len(paths)} files: {reason} (e.g. {sample}, ...)"))
+    hidden = sum(len(p) for _, p in ranked[SHOWN_REASONS:])
+    if hidden:
+        out.print(
+            line(f"  {hidden} more files failed for {len(ranked) - SHOWN_REASONS} other reasons")
+        )
+    if len(failures) > SHOWN_PER_REASON and len(by_reason) < len(failures):
+        out.print(line("  (`indexer status --json` lists every failed file)"))
 
 
 @app.command(cls=ReadableCommand)

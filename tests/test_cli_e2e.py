@@ -413,3 +413,20 @@ def test_installed_commands_run_as_processes(catalog: Path, fake: FakeGemini) ->
 def test_missing_path_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
     result = index(str(tmp_path / "no-such-folder"))
     assert result.exit_code == 2 and "no such file or directory" in result.output
+
+
+def test_status_sums_up_many_failures_of_one_reason(env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"{i:02d}.jpg").write_text(f"not an image {i}")
+    (folder / "empty.jpg").write_bytes(b"")
+    assert index(str(folder)).exit_code == 1  # type: ignore[attr-defined]
+    status = runner.invoke(indexer_app, ["status"])
+    assert status.exit_code == 0
+    lines = status.output.splitlines()
+    assert "40 files: not a recognised image format (e.g." in status.output
+    assert any(text.endswith("empty.jpg: empty file (0 bytes)") for text in lines)
+    assert len(lines) < 10
+    listed = json.loads(runner.invoke(indexer_app, ["status", "--json"]).output)
+    assert len(listed["failures"]) == 41
