@@ -33,6 +33,9 @@ Where = Mapping[str, str | Sequence[str]]
 # Candidates per route for fused ranking: enough that the best of either route is seen.
 _FUSION_DEPTH = 4
 LISTING_REFRESH = 30.0  # seconds; how stale the gallery's newest-first listing may get
+# A record has a handful of keywords a facet: more AND terms than this can only match nothing,
+# and each costs Chroma a clause.
+MAX_FILTER_TERMS = 32
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -314,7 +317,15 @@ class QueryClient:
                         f"{value!r} is not a {facet} keyword;{_nearest(value, words)} "
                         f"allowed: {', '.join(words)}"
                     )
-                checked.setdefault(facet, []).append(keyword)
+                words = checked.setdefault(facet, [])
+                if keyword not in words:  # a repeated term filters nothing more
+                    words.append(keyword)
+        terms = sum(len(words) for words in checked.values())
+        if terms > MAX_FILTER_TERMS:
+            raise QueryError(
+                f"{terms} different filter terms; at most {MAX_FILTER_TERMS} are allowed "
+                "(each term narrows the results: a record must have every keyword)"
+            )
         return checked
 
     def close(self) -> None:

@@ -59,6 +59,18 @@ def test_text_and_image_queries_return_typed_results(
         with pytest.raises(QueryError, match="limit"):
             client.text("dress", limit=0)
 
+        # A thousand repeats of one term are one term; too many distinct ones are refused
+        # before Chroma sees them.
+        repeated = client.text("dress", where={"season": ["summer"] * 1000}, limit=5)
+        assert [h.id for h in repeated] == [h.id for h in hits]
+        every = [w for words in client.vocabulary.facets.values() for w in words]
+        facet_of = {w: f for f, words in client.vocabulary.facets.items() for w in words}
+        many: dict[str, list[str]] = {}
+        for word in every[:40]:
+            many.setdefault(facet_of[word], []).append(word)
+        with pytest.raises(QueryError, match="at most 32"):
+            client.text("dress", where=many)
+
     # Overrides go on top of the environment.
     other = QueryClient.from_env(collection="not-there")
     with pytest.raises(StoreError, match="no collection 'not-there'"):
