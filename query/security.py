@@ -20,7 +20,7 @@ import hashlib
 import logging
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -188,12 +188,19 @@ def access_log_config() -> dict[str, Any]:
 
 
 class RedactToken(logging.Filter):
-    _TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*")
+    """Every query parameter that the server reads as `token` is redacted, however its name
+    is spelt in the request line (`%74oken=` is `token=` once decoded)."""
+
+    _PARAM = re.compile(r"(?<=[?&])([^=&\s]*)=([^&\s]*)")
+
+    @classmethod
+    def _redacted(cls, match: re.Match[str]) -> str:
+        name = unquote_plus(match.group(1))
+        return f"{match.group(1)}=[redacted]" if name == "token" else match.group(0)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
+                self._PARAM.sub(self._redacted, a) if isinstance(a, str) else a for a in record.args
             )
         return True

@@ -499,3 +499,18 @@ def test_a_second_writer_is_told_the_store_is_busy(hostile: FakeGemini, tmp_path
         watcher.communicate(timeout=60)
     assert watcher.returncode == 0
     assert cli("indexer", "run", str(other)).returncode == 0  # free again once it stopped
+
+
+@pytest.mark.parametrize("spelling", ["token", "%74oken", "t%6Fken", "%74%6f%6b%65%6e"])
+def test_the_access_token_is_redacted_however_its_name_is_encoded(spelling: str) -> None:
+    import logging
+
+    from query.security import RedactToken
+
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', None, None
+    )
+    record.args = ("127.0.0.1", "GET", f"/api/images?where=a&{spelling}=s3cret&x=1", "1.1", 200)
+    RedactToken().filter(record)
+    logged = record.getMessage()
+    assert "s3cret" not in logged and f"{spelling}=[redacted]" in logged and "x=1" in logged
