@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,8 +27,10 @@ from indexer.console import (
     ReadableGroup,
     err,
     line,
+    neutralise,
     note,
     out,
+    print_json,
     reported_errors,
     setup_logging,
     version_option,
@@ -307,8 +310,8 @@ def status(
         usage, runs = store.usage.totals()
         jobs = store.batches.entries()
     if as_json:
-        out.print_json(
-            data={
+        print_json(
+            {
                 "collection": store.name,
                 "location": store.location,
                 "indexed": indexed,
@@ -487,6 +490,8 @@ def export(
         elif fmt is not None:
             writer = exports.write_jsonl if fmt == "jsonl" else exports.write_csv
             if output is None:
+                if fmt == "csv" and sys.stdout.isatty():  # read by a person: show, not run
+                    writer = functools.partial(exports.write_csv, cell=neutralise)
                 try:
                     count = writer(store.records(vectors), sys.stdout, facets, vectors)
                     sys.stdout.flush()
@@ -677,7 +682,7 @@ def check(
         with ImageStore.open(settings, exclusive=repair) as store, err.status("checking") as s:
             report = store.verify(repair, lambda stage, n: s.update(f"{stage}: {n:,} read"))
     if as_json:
-        out.print_json(data=report.as_dict())
+        print_json(report.as_dict())
     else:
         state = "sound" if report.sound else "NOT sound"
         where = f"{report.collection!r} at {report.location}"

@@ -77,6 +77,13 @@ def line(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*(shown(p) if isinstance(p, str) else shown(p[0], p[1]) for p in parts))
 
 
+def print_json(data: Any) -> None:
+    """`data` as indented JSON on stdout, with nothing in it a terminal would act on."""
+    from indexer.export import json_text
+
+    typer.echo(json_text(data, indent=2))
+
+
 def note(text: str | None) -> None:
     """A one-line "note: ..." on stderr, when there is something to say."""
     if text:

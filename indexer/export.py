@@ -10,7 +10,7 @@ import csv
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -47,6 +47,18 @@ def spreadsheet_safe(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
+# What JSON leaves raw but a terminal acts on: DEL, C1 controls (\x9b starts an escape
+# sequence) and the invisible characters that reorder or hide text. C0 controls JSON escapes.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def json_text(data: Any, indent: int | None = None) -> str:
+    """`data` as JSON whose text shows no character a terminal would act on: those are
+    written as \\u escapes, which decode to the same strings."""
+    text = json.dumps(data, ensure_ascii=False, indent=indent)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def xml_safe(value: str) -> str:
     """`value` without the characters XML 1.0 forbids (control characters, say)."""
     return _NOT_XML.sub("", value)
@@ -71,15 +83,20 @@ def write_jsonl(
 ) -> int:
     count = 0
     for record in records:
-        out.write(json.dumps(row(record, facets, vectors), ensure_ascii=False) + "\n")
+        out.write(json_text(row(record, facets, vectors)) + "\n")
         count += 1
     return count
 
 
 def write_csv(
-    records: Iterable[StoredRecord], out: IO[str], facets: Sequence[str], vectors: bool
+    records: Iterable[StoredRecord],
+    out: IO[str],
+    facets: Sequence[str],
+    vectors: bool,
+    cell: Callable[[str], str] = lambda text: text,
 ) -> int:
-    """One column per facet, its keywords joined by "; "; vectors as JSON arrays."""
+    """One column per facet, its keywords joined by "; "; vectors as JSON arrays. `cell`
+    rewrites each text cell (a terminal's reader wants control characters shown, not run)."""
     columns = ["id", "path", *facets, "caption", *(["embedding", "image_embedding"] * vectors)]
     writer = csv.DictWriter(out, fieldnames=columns)
     writer.writeheader()
@@ -93,7 +110,7 @@ def write_csv(
             if key in data:
                 data[key] = json.dumps(data[key]) if data[key] is not None else ""
         writer.writerow(
-            {k: spreadsheet_safe(v) if isinstance(v, str) else v for k, v in data.items()}
+            {k: cell(spreadsheet_safe(v)) if isinstance(v, str) else v for k, v in data.items()}
         )
         count += 1
     return count

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from indexer.console import (
     line,
     note,
     out,
+    print_json,
     reported_errors,
     setup_logging,
     short_path,
@@ -69,7 +69,7 @@ def _search(
         for facet, provider in client.untagged(filters):
             note(_untagged_hint(facet, provider))
     if as_json:
-        typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        print_json([h.to_dict() for h in hits])
     elif not hits:
         out.print(line("no matching images"))
     else:

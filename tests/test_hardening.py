@@ -514,3 +514,51 @@ def test_the_access_token_is_redacted_however_its_name_is_encoded(spelling: str)
     RedactToken().filter(record)
     logged = record.getMessage()
     assert "s3cret" not in logged and f"{spelling}=[redacted]" in logged and "x=1" in logged
+
+
+def test_json_and_csv_for_a_terminal_carry_no_character_a_terminal_would_act_on(
+    hostile: FakeGemini, tmp_path: Path
+) -> None:
+    import pty
+
+    evil = "A \u202eesrever\u202c dress \x9b31m in \x1b[2J red\x7f."
+    hostile.by_color["red"] = {**ANSWERS["red"], "caption": evil}
+    folder = tmp_path / "photos"
+    garment_image(folder / "red.jpg", "red")
+    (folder / "bad\x9b\u202e.jpg").write_text("not an image")
+    assert cli("indexer", "run", str(folder)).returncode == 1
+    raw = ("\x1b", "\x9b", "\u202e", "\x7f")
+    found = cli("query", "text", "dress", "--json")
+    assert found.returncode == 0, found.stderr
+    assert not any(c in found.stdout for c in raw)
+    assert json.loads(found.stdout)[0]["caption"] == evil  # the same data, escaped
+    status = cli("indexer", "status", "--json")
+    assert not any(c in status.stdout for c in raw)
+    assert any("\u202e" in f["path"] for f in json.loads(status.stdout)["failures"])
+    exported = cli("indexer", "export", "-f", "jsonl")
+    assert not any(c in exported.stdout for c in raw)
+    assert json.loads(exported.stdout.splitlines()[0])["caption"] == evil
+    # CSV on a terminal shows the characters escaped; piped elsewhere it stays the data.
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "indexer", "export", "-f", "csv"],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    proc.wait(timeout=60)
+    os.close(leader)
+    text = shown.decode()
+    assert proc.returncode == 0 and "esrever" in text
+    assert not any(c in text for c in raw) and "\\u202e" in text
+    piped = cli("indexer", "export", "-f", "csv")
+    assert evil in piped.stdout
