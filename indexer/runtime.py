@@ -107,6 +107,28 @@ def _session(path: Path, threads: int | None) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def session(
+    name: str, weights: Sequence[Path], cache: Path, export: Any, threads: int | None
+) -> Any:
+    """An ONNX Runtime session of the exported model. An export that does not load (cut
+    short, damaged on disk) is a cache entry, not the user's data: it is exported again."""
+    path = exported(name, weights, cache, export)
+    try:
+        return _session(path, threads)
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        reason = " ".join(str(exc).split())[:200]
+        log.warning(
+            "the exported %s model at %s does not load (%s); exporting it again", name, path, reason
+        )
+        path.unlink(missing_ok=True)
+    path = exported(name, weights, cache, export)
+    try:
+        return _session(path, threads)
+    except Exception as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"the {name} model at {path} does not load: {reason}") from exc
+
+
 def _unit(rows: np.ndarray) -> np.ndarray:
     rows = rows.astype(np.float32)
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
@@ -128,13 +150,17 @@ class TextModel:
                 from tokenizers import Tokenizer
 
                 folder = _text_model_dir()
-                path = exported(
-                    TEXT_MODEL, [folder / "model.safetensors"], self._cache, _export_text
+                loaded = session(
+                    TEXT_MODEL,
+                    [folder / "model.safetensors"],
+                    self._cache,
+                    _export_text,
+                    self._threads,
                 )
                 tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
                 tokenizer.enable_truncation(MAX_TOKENS)
                 tokenizer.enable_padding()
-                self._tokenizer, self._session = tokenizer, _session(path, self._threads)
+                self._tokenizer, self._session = tokenizer, loaded
             return self._tokenizer, self._session
 
     def encode(self, texts: Sequence[str], batch: int = 64) -> np.ndarray:
@@ -177,13 +203,13 @@ class ImageModel:
             if self._session is None:
                 tail = self._tail
                 weights = [_image_weights(), *([tail] if tail else [])]
-                path = exported(
+                self._session = session(
                     IMAGE_MODEL,
                     weights,
                     self._cache,
                     lambda target: _export_image(target, tail),
+                    self._threads,
                 )
-                self._session = _session(path, self._threads)
             return self._session
 
     def encode_all(self, batch: np.ndarray) -> dict[str, np.ndarray]:

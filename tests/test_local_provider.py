@@ -118,3 +118,16 @@ def test_every_garment_type_with_photos_is_tagged_offline(
         if isinstance(a, Description)
     ]
     assert len(right) == 24 and sum(right) >= 6  # 0 of 24 for the ten-type head
+
+
+def test_a_damaged_model_export_is_made_again_not_a_traceback(tmp_path: Path) -> None:
+    from indexer import runtime
+
+    weights = [runtime._text_model_dir() / "model.safetensors"]
+    damaged = runtime.exported(
+        runtime.TEXT_MODEL, weights, tmp_path, lambda target: target.write_bytes(b"\x08junk")
+    )
+    assert damaged.read_bytes() == b"\x08junk"  # what a cut-short copy leaves
+    vectors = runtime.TextModel(tmp_path).encode(["a red summer dress"])
+    assert vectors.shape == (1, 384)
+    assert damaged.stat().st_size > 1_000_000  # exported again, in its place
