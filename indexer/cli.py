@@ -718,12 +718,17 @@ def train_tagger(
         settings = load_settings()
         from indexer.vision import ImageEncoder
 
+        skipped: list[tuple[Path, str]] = []
         reports = train_heads(
             folder,
             Vocabulary.load(settings.vocabulary_file),
             settings.home / "heads",
             ImageEncoder(settings.models_dir),
+            settings.max_file_bytes,
+            skipped,
         )
+    for path, reason in skipped:
+        err.print(line(f"skipped {path}: {reason}"))
     for r in reports:
         counts = ", ".join(f"{k} {n}" for k, n in r.counts.items())
         accuracy = (

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from indexer.errors import ConfigError
+from indexer.files import MAX_FILE_BYTES, atomic_write
 from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -153,6 +154,10 @@ class TrainingReport:
     path: Path
 
 
+def _hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
 def labelled_photos(root: Path, vocabulary: Vocabulary) -> dict[str, list[tuple[Path, str]]]:
     """`root/<facet>/<keyword>/*` -> facet -> [(photo, keyword)], checked against the vocabulary."""
     from indexer.images import discover
@@ -160,13 +165,14 @@ def labelled_photos(root: Path, vocabulary: Vocabulary) -> dict[str, list[tuple[
     found: dict[str, list[tuple[Path, str]]] = {}
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder of <facet>/<keyword>/ photos")
-    for facet_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    # Hidden folders (.thumbnails, .git, a photo manager's cache) are no labels.
+    for facet_dir in sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p)):
         facet = facet_dir.name
         if facet not in vocabulary.facets:
             raise ConfigError(
                 f"folder {facet!r} is not a facet; facets are: {', '.join(vocabulary.facets)}"
             )
-        for keyword_dir in sorted(p for p in facet_dir.iterdir() if p.is_dir()):
+        for keyword_dir in sorted(p for p in facet_dir.iterdir() if p.is_dir() and not _hidden(p)):
             keyword = vocabulary.canonical(facet, keyword_dir.name)
             if keyword is None:
                 allowed = ", ".join(vocabulary.facets[facet])
@@ -181,17 +187,28 @@ def labelled_photos(root: Path, vocabulary: Vocabulary) -> dict[str, list[tuple[
 
 
 def train_heads(
-    root: Path, vocabulary: Vocabulary, out_dir: Path, encoder: ImageEncoder
+    root: Path,
+    vocabulary: Vocabulary,
+    out_dir: Path,
+    encoder: ImageEncoder,
+    max_bytes: int = MAX_FILE_BYTES,
+    skipped: list[tuple[Path, str]] | None = None,
 ) -> list[TrainingReport]:
-    """Train and save one head per facet folder under `root`; report a holdout accuracy."""
+    """Train and save one head per facet folder under `root`; report a holdout accuracy.
+    Files that cannot be read are left out and listed in `skipped` with their reason."""
     from indexer.vision import MODEL_ID, encode_files
 
     out_dir.mkdir(parents=True, exist_ok=True)
     reports = []
     for facet, items in labelled_photos(root, vocabulary).items():
-        paths = [p for p, _ in items]
-        labels = [k for _, k in items]
-        features = encode_files(encoder, paths)
+        bad: list[tuple[Path, str]] = []
+        features = encode_files(encoder, [p for p, _ in items], max_bytes=max_bytes, skipped=bad)
+        left_out = {p for p, _ in bad}
+        labels = [k for p, k in items if p not in left_out]
+        if skipped is not None:
+            skipped.extend(bad)
+        if not labels:
+            continue
         counts = {k: labels.count(k) for k in sorted(set(labels))}
         accuracy = None
         if len(counts) >= 2 and min(counts.values()) >= 5:
@@ -214,6 +231,7 @@ def train_heads(
             )
         head = train_head(facet, features, labels, MODEL_ID)
         path = out_dir / f"{facet}.npz"
-        head.save(path)
+        with atomic_write(path) as tmp:  # a link at `path` is replaced, never written through
+            head.save(tmp)
         reports.append(TrainingReport(facet, counts, accuracy, path))
     return reports

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from indexer.errors import ImageError
+from indexer.files import MAX_FILE_BYTES
 from indexer.records import EmbeddingSpec
 
 if TYPE_CHECKING:
@@ -87,14 +89,30 @@ class ImageEncoder:
         return self._model.encode_all(np.stack([to_input(img) for img in images]))
 
 
-def encode_files(encoder: ImageEncoder, paths: Sequence[Path], batch: int = 32) -> np.ndarray:
-    """Features of image files, decoding the next batch while the model runs on this one."""
+def encode_files(
+    encoder: ImageEncoder,
+    paths: Sequence[Path],
+    batch: int = 32,
+    max_bytes: int = MAX_FILE_BYTES,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> np.ndarray:
+    """Features of image files, decoding the next batch while the model runs on this one.
+    A file that cannot be read raises ImageError naming it; with `skipped`, it is left out
+    instead and listed there with its reason (the rows are those of the other files)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from indexer.images import open_image, read_source
 
     def load(chunk: Sequence[Path]) -> list[Image.Image]:
-        return [open_image(read_source(p).data, 2 * INPUT_SIZE) for p in chunk]
+        images = []
+        for p in chunk:
+            try:
+                images.append(open_image(read_source(p, max_bytes).data, 2 * INPUT_SIZE))
+            except ImageError as exc:
+                if skipped is None:
+                    raise ImageError(f"{p}: {exc}") from exc
+                skipped.append((p, str(exc)))
+        return images
 
     chunks = [paths[i : i + batch] for i in range(0, len(paths), batch)]
     out = []
@@ -105,5 +123,6 @@ def encode_files(encoder: ImageEncoder, paths: Sequence[Path], batch: int = 32) 
             images = pending.result()
             if i + 1 < len(chunks):
                 pending = pool.submit(load, chunks[i + 1])
-            out.append(encoder.encode(images))
+            if images:
+                out.append(encoder.encode(images))
     return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), dtype=np.float32)

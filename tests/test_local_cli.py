@@ -165,3 +165,29 @@ def test_a_head_trained_on_another_image_model_is_refused(
     assert result.exit_code == 2
     assert message in result.output
     assert "retrain it with `indexer train-tagger`" in result.output
+
+
+def test_train_tagger_skips_bad_files_and_hidden_folders_and_never_writes_through_a_link(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tests.conftest import garment_image
+
+    monkeypatch.delenv("GOOGLE_API_KEY")
+    teach = tmp_path / "teach"
+    for keyword, color in (("summer", "yellow"), ("winter", "black")):
+        for i in range(6):
+            garment_image(teach / "season" / keyword / f"{i}.png", color, (200 + i, 240))
+    (teach / "season" / "summer" / "broken.jpg").write_text("not a photo")
+    (teach / ".thumbnails" / "x").mkdir(parents=True)  # a photo manager's cache
+    (teach / "season" / ".cache").mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    heads = Path(env["INDEXER_HOME"]) / "heads"
+    heads.mkdir(parents=True)
+    (heads / "season.npz").symlink_to(victim)
+    result = runner.invoke(indexer_app, ["train-tagger", str(teach)])
+    assert result.exit_code == 0, result.output
+    assert "broken.jpg: not a recognised image format" in result.output
+    assert "season: summer 6, winter 6" in result.output
+    assert victim.read_text() == "keep me"
+    assert not (heads / "season.npz").is_symlink() and (heads / "season.npz").is_file()
