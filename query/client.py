@@ -294,6 +294,12 @@ class QueryClient:
         return [(f, store.spec.provider) for f in self.planner.untagged(list(where))]
 
     @_reopening
+    def known(self, ids: Sequence[str]) -> set[str]:
+        """Those of `ids` that the collection holds."""
+        store, _ = self._ready()
+        return set(store.known_paths(ids))
+
+    @_reopening
     def record(self, image_id: str) -> StoredRecord | None:
         """The stored record with this id, or None."""
         store, _ = self._ready()

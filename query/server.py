@@ -15,8 +15,10 @@ describes itself at /openapi.json (browsable at /docs). Requests pass the guards
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import io
+import logging
 import mimetypes
 import os
 import re
@@ -48,7 +50,9 @@ from query.security import (
     too_large_message,
 )
 
-__all__ = ["MAX_UPLOAD_BYTES", "check_exposure", "create_app"]
+__all__ = ["MAX_UPLOAD_BYTES", "check_exposure", "create_app", "prune_thumbnails"]
+
+log = logging.getLogger(__name__)
 
 # An upload is decoded in full; 40 megapixels (say 8000x5000) is far above any phone photo
 # and keeps one decode near 120 MB.
@@ -151,6 +155,10 @@ def create_app(
     admitted = 0  # image searches running or waiting for a slot
     verified = _Verified()
     max_file_bytes = client.settings.max_file_bytes
+    # Thumbnails of records deleted since are never shown again; take them off the disk.
+    threading.Thread(
+        target=prune_thumbnails, args=(thumbnails, client), name="prune", daemon=True
+    ).start()
 
     def authorised(request: Request) -> None:
         if token is None:
@@ -352,6 +360,36 @@ def create_app(
     )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
     return app
+
+
+def prune_thumbnails(folder: Path, client: QueryClient, chunk: int = 500) -> int:
+    """Delete the cached thumbnails of images no longer in the collection, and anything in
+    the cache the server did not make (links, other names). Returns how many went."""
+    if not folder.is_dir():
+        return 0
+    gone = 0
+    entries = list(folder.iterdir())
+    made = [
+        p
+        for p in entries
+        if p.suffix == ".jpg" and _ID.fullmatch(p.stem) and not p.is_symlink() and p.is_file()
+    ]
+    strays = [p for p in entries if p not in made]
+    for start in range(0, len(made), chunk):
+        batch = made[start : start + chunk]
+        try:
+            known = client.known([p.stem for p in batch])
+        except IndexerError as exc:
+            log.warning("thumbnail cache not pruned: %s", exc)
+            return gone
+        strays += [p for p in batch if p.stem not in known]
+    for path in strays:
+        if path.name.startswith(".tmp-"):
+            continue  # a thumbnail being written right now
+        with contextlib.suppress(OSError):
+            path.unlink()
+            gone += 1
+    return gone
 
 
 def _cached_thumbnail(path: Path) -> bytes | None:

@@ -562,3 +562,21 @@ def test_json_and_csv_for_a_terminal_carry_no_character_a_terminal_would_act_on(
     assert not any(c in text for c in raw) and "\\u202e" in text
     piped = cli("indexer", "export", "-f", "csv")
     assert evil in piped.stdout
+
+
+def test_thumbnails_of_records_gone_and_strays_are_pruned(indexed: Path, tmp_path: Path) -> None:
+    from query.server import prune_thumbnails
+
+    api = _api()
+    red = _id_of("red.jpg")
+    assert api.get(f"/api/images/{red}/thumbnail").status_code == 200
+    thumbs = Path(os.environ["INDEXER_HOME"]) / "thumbs"
+    stale = thumbs / f"{'0' * 32}.jpg"  # a record deleted since
+    stale.write_bytes(b"old")
+    (thumbs / "notes.txt").write_text("not ours")
+    victim = tmp_path / "victim.jpg"
+    victim.write_bytes(b"keep")
+    os.symlink(victim, thumbs / f"{'1' * 32}.jpg")
+    assert prune_thumbnails(thumbs, QueryClient.from_env()) == 3
+    assert sorted(p.name for p in thumbs.iterdir()) == [f"{red}.jpg"]
+    assert victim.read_bytes() == b"keep"
