@@ -181,3 +181,37 @@ def test_reset_names_the_open_jobs_it_forgets(batch_env: FakeGemini, tmp_path: P
     assert done.returncode == 0, done.stderr
     assert "1 open batch job(s) with 2 images, already paid for" in done.stderr
     assert "batches/000001" in done.stderr
+
+
+def test_two_batch_workers_on_a_server_keep_and_collect_each_others_jobs(
+    batch_env: FakeGemini, server_env: object, tmp_path: Path
+) -> None:
+    images = photos(tmp_path / "photos", 8)
+    batch_env.inject("batchGenerateContent", "timeout")  # worker 1's create hangs, then lands
+
+    def worker(k: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "indexer", "run", str(tmp_path / "photos"), "--batch"]
+            + ["--shard", f"{k}/2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def creating() -> bool:
+        done = cli("status", "--json")  # "no collection" until the worker made it
+        return done.returncode == 0 and any(
+            not j["job"] for j in json.loads(done.stdout)["batches"]
+        )
+
+    first = worker(1)
+    deadline = time.monotonic() + 120
+    while not creating():
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    second = worker(2)  # starts while the first one's job is being created
+    outcomes = [p.communicate(timeout=180) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outcomes
+    assert len(batch_env.batches) == 2
+    assert Counter(batch_env.submitted_keys()) == Counter(ids(images))
+    assert status()["indexed"] == 8 and status()["batches"] == []
