@@ -191,8 +191,16 @@ def test_two_batch_workers_on_a_server_keep_and_collect_each_others_jobs(
 
     def worker(k: int) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "indexer", "run", str(tmp_path / "photos"), "--batch"]
-            + ["--shard", f"{k}/2"],
+            [
+                sys.executable,
+                "-m",
+                "indexer",
+                "run",
+                str(tmp_path / "photos"),
+                "--batch",
+                "--shard",
+                f"{k}/2",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

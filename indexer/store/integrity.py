@@ -119,6 +119,17 @@ def _key_update(
     return update
 
 
+def _rewrite_keys(
+    collection: Collection,
+    wrong: Mapping[str, tuple[dict[str, list[str]], dict[str, list[str]]]],
+    prefix: str,
+) -> None:
+    """Make each listed entry's `prefix` keys say its wanted keywords: id -> (stored, wanted)."""
+    for chunk in chunks(list(wrong)):
+        updates = [_key_update(*wrong[i], prefix) for i in chunk]
+        collection.update(ids=list(chunk), metadatas=updates)  # type: ignore[arg-type]
+
+
 def verify(store: Parts, location: str, repair: bool, progress: Progress) -> Report:
     report = Report(store.catalog, location)
     keywords = _records(store, report, repair, progress)
@@ -182,9 +193,7 @@ def _records(
             repairable=True,
         )
         if repair:
-            for chunk in chunks(list(disagree)):
-                updates = [_key_update(*disagree[i], schema.FACET_PREFIX) for i in chunk]
-                store.records.update(ids=list(chunk), metadatas=updates)  # type: ignore[arg-type]
+            _rewrite_keys(store.records, disagree, schema.FACET_PREFIX)
             finding.repaired = True
         report.findings.append(finding)
     if pending:
@@ -242,9 +251,7 @@ def _image_vectors(
             repairable=True,
         )
         if repair:
-            for chunk in chunks(list(stale)):
-                updates = [_key_update(*stale[i], store.image_prefix) for i in chunk]
-                store.visual.update(ids=list(chunk), metadatas=updates)  # type: ignore[arg-type]
+            _rewrite_keys(store.visual, stale, store.image_prefix)
             finding.repaired = True
         report.findings.append(finding)
     missing = [rid for rid in keywords if rid not in seen]
