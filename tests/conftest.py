@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from indexer.records import ImageRecord
 from tests.fake_gemini import API_KEY, PALETTE, FakeGemini
 
 DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "clothing-small"
@@ -86,6 +87,23 @@ def env(
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
+
+
+def image_record(
+    rid: str, vec: list[float], picture: list[float] | None = None, **keywords: list[str]
+) -> ImageRecord:
+    """A complete record for store tests: path and caption from `rid`, model "model-a"."""
+    return ImageRecord(
+        id=rid,
+        path=f"/photos/{rid}.jpg",
+        caption=f"caption {rid}",
+        keywords=keywords,
+        raw_keywords=keywords,
+        embedding=vec,
+        image_embedding=picture,
+        model_ids={"embedding_model": "model-a"},
+        vocabulary="v1",
+    )
 
 
 def garment_image(path: Path, color: str, size: tuple[int, int] = (320, 400)) -> Path:

@@ -17,6 +17,7 @@ from indexer.config import Settings, load_settings
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import ImageStore, layout, partitions
 from query.planner import Planner
+from tests.conftest import image_record
 
 pytestmark = pytest.mark.usefixtures("hermetic")
 
@@ -32,17 +33,7 @@ FILTERS = [
 
 
 def record(rid: str, vec: list[float], **keywords: list[str]) -> ImageRecord:
-    return ImageRecord(
-        id=rid,
-        path=f"/photos/{rid}.jpg",
-        caption=f"caption {rid}",
-        keywords=keywords,
-        raw_keywords=keywords,
-        embedding=vec,
-        image_embedding=[vec[2], vec[1], vec[0]],
-        model_ids={"embedding_model": "model-a"},
-        vocabulary="v1",
-    )
+    return image_record(rid, vec, [vec[2], vec[1], vec[0]], **keywords)
 
 
 def catalog() -> list[ImageRecord]:

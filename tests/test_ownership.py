@@ -13,6 +13,7 @@ from indexer.errors import ConfigError, StoreError
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import ImageStore, layout, partitions
 from indexer.store.connection import connect
+from tests.conftest import image_record
 
 pytestmark = pytest.mark.usefixtures("hermetic")
 
@@ -20,17 +21,7 @@ SPEC = EmbeddingSpec("fake", "model-a", 3)
 
 
 def record(rid: str, vec: list[float], **keywords: list[str]) -> ImageRecord:
-    return ImageRecord(
-        id=rid,
-        path=f"/photos/{rid}.jpg",
-        caption=f"caption {rid}",
-        keywords=keywords,
-        raw_keywords=keywords,
-        embedding=vec,
-        image_embedding=vec,
-        model_ids={"embedding_model": "model-a"},
-        vocabulary="v1",
-    )
+    return image_record(rid, vec, vec, **keywords)
 
 
 def test_chroma_still_leaks_list_metadata_across_delete_collection() -> None:

@@ -12,6 +12,7 @@ from indexer.config import Settings, load_settings
 from indexer.errors import EmbeddingMismatchError, StoreError
 from indexer.records import EmbeddingSpec, Failure, ImageRecord
 from indexer.store import ImageStore, partitions, where_clause
+from tests.conftest import image_record
 
 SPEC = EmbeddingSpec("fake", "model-a", 3)
 
@@ -27,16 +28,7 @@ def store(tmp_path: Path) -> Iterator[ImageStore]:
 
 
 def record(rid: str, vec: list[float], **keywords: list[str]) -> ImageRecord:
-    return ImageRecord(
-        id=rid,
-        path=f"/photos/{rid}.jpg",
-        caption=f"caption {rid}",
-        keywords=keywords,
-        raw_keywords=keywords,
-        embedding=vec,
-        model_ids={"embedding_model": "model-a"},
-        vocabulary="v1",
-    )
+    return image_record(rid, vec, **keywords)
 
 
 def test_where_clause() -> None:
