@@ -148,23 +148,37 @@ class Indexer:
         # Images an open batch job carries are paid for there: describing them here too
         # would pay twice, and the job's answers would overwrite these records.
         carried = {i for entry in self.store.batches.entries() for i in entry.images}
+
+        def finish(future: Future[BatchResult]) -> None:
+            try:
+                self.write(future.result(), report)
+            finally:
+                self.store.release()
+            notify(report)
+
         try:
             for found in self.pending(paths, report, shard, stop, remember, notify, vanished_ok):
                 pending = [s for s in found if s.id not in carried]
                 report.in_batch_jobs += len(found) - len(pending)
                 if not pending:
                     continue
+                if self.store.switch_waiting():
+                    # A reembed waits for writers: write what is paid for, then let it switch.
+                    while in_flight:
+                        finish(in_flight.popleft())
+                # Held from before paying for the batch until it is written (ImageStore.hold).
+                self.store.hold()
                 in_flight.append(pool.submit(self._process, pending))
                 while len(in_flight) >= BATCHES_IN_FLIGHT:
-                    self.write(in_flight.popleft().result(), report)
-                    notify(report)
+                    finish(in_flight.popleft())
             while in_flight:
-                self.write(in_flight.popleft().result(), report)
-                notify(report)
+                finish(in_flight.popleft())
         finally:
             for future in in_flight:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            for _ in in_flight:
+                self.store.release()
             report.seconds = time.monotonic() - started
         return report
 

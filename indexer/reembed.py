@@ -8,7 +8,9 @@ resumes: staged records that still match theirs are skipped, and a half-done swi
 finished. Between a kill and the resume, or on a Chroma server while it runs, the live
 collection may change: each pass re-stages records whose caption, keywords, path or file
 changed, stages new ones and drops staged ones deleted since, and passes repeat until one
-finds nothing to do; only then does the switch happen.
+finds nothing to do. Then the catalog is closed to writers (on a server: a fence, waiting
+for every writer to release its hold, store/leases.py), one last pass stages what they
+wrote meanwhile, and the switch happens.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from itertools import islice
 from pathlib import Path
 
 from indexer.enrich import Enricher
+from indexer.errors import StoreBusyError
 from indexer.images import reread
 from indexer.records import EmbeddingSpec, StoredRecord
 from indexer.store import ImageStore
@@ -29,6 +32,7 @@ from indexer.store.staging import Staging
 # What must match between a live record and its staged copy; the rest is the models' own.
 _MATCHED = ("path", "size", "mtime_ns")
 MAX_PASSES = 5
+WRITERS_WAIT = 300.0  # seconds a fence waits for writers to finish their batches
 
 
 @dataclass
@@ -52,23 +56,45 @@ def reembed(
     page: int = 64,
     on_progress: Callable[[ReembedReport], None] | None = None,
     stop: threading.Event | None = None,
+    writers_wait: float = WRITERS_WAIT,
 ) -> ReembedReport:
-    """Re-embed every record of `store` (opened exclusively) with `enricher`'s models."""
+    """Re-embed every record of `store` (opened exclusively) with `enricher`'s models.
+
+    Raises StoreBusyError, keeping what is staged, when other writers kept the catalog
+    changing through every pass."""
     started = time.monotonic()
     report = ReembedReport(store.spec, enricher.spec, records=store.count())
     staging = store.staging(enricher.spec, enricher.image_spec)
     notify = on_progress or (lambda _report: None)
+
+    def sync(attempt: int) -> int:
+        limits = (max_side, max_bytes)
+        return _sync(store, staging, enricher, limits, page, report, notify, stop, attempt)
+
     for attempt in range(MAX_PASSES):
-        changed = _sync(
-            store, staging, enricher, (max_side, max_bytes), page, report, notify, stop, attempt
-        )
+        changed = sync(attempt)
         if stop is not None and stop.is_set():
             break
-        if not changed:
+        if changed and attempt < MAX_PASSES - 1:
+            continue
+        if not staging.fence(writers_wait):
+            continue
+        try:
+            sync(attempt + 1)  # what was written before the fence; nothing is written now
+            if stop is not None and stop.is_set():
+                break
             report.records = store.count()
             staging.switch()
             report.switched = True
-            break
+        finally:
+            if not report.switched:
+                staging.unfence()
+        break
+    else:
+        raise StoreBusyError(
+            f"other writers kept catalog {store.name!r} busy through {MAX_PASSES} passes; "
+            "what is staged is kept: run `indexer reembed` again when they are done"
+        )
     report.seconds = time.monotonic() - started
     return report
 

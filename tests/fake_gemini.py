@@ -18,7 +18,7 @@ import json
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -138,6 +138,7 @@ class Recorded:
     color: str | None = None
     thinking_level: str = ""
     media_resolution: str = ""
+    digest: str = ""  # sha256 of the image described
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -242,6 +243,11 @@ class FakeGemini:
         with self._lock:
             jobs = [*self.forgotten, *self.batches.values()]
             return [r["key"] for b in jobs for r in b.requests]
+
+    def described(self) -> Counter[str]:
+        """How many times each image (by the digest of the bytes sent) was described."""
+        with self._lock:
+            return Counter(r.digest for r in self.requests if r.endpoint == "generateContent")
 
     def count(self, endpoint: str) -> int:
         with self._lock:
@@ -450,7 +456,8 @@ class _Handler(BaseHTTPRequestHandler):
         if image is None:
             return 400, _error_body(400, "INVALID_ARGUMENT", "no image in request")
         rec.color, rec.image_size = _seen(image)
-        answer = self.fake.describe(rec.color, schema, hashlib.sha256(image).hexdigest())
+        rec.digest = hashlib.sha256(image).hexdigest()
+        answer = self.fake.describe(rec.color, schema, rec.digest)
         kind = fault.kind if fault else (answer if isinstance(answer, str) else None)
         if kind == "blocked":
             body = {"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": rec.model}

@@ -13,7 +13,8 @@ or writing (collections created, spec checked, and on the embedded store the wri
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from indexer.store import integrity, layout, partitions, schema
 from indexer.store.batches import BatchEntry, BatchLog
 from indexer.store.connection import chunks, connect, fresh_metadata, now, store_errors
 from indexer.store.failures import FailureLog
+from indexer.store.leases import WriterLeases
 from indexer.store.partitions import Partitions
 from indexer.store.roots import RootList
 from indexer.store.staging import Staging, finish_switch
@@ -82,6 +84,8 @@ class ImageStore:
         self._image_prefix = schema.IMAGE_FACET_PREFIX  # its keyword keys
         self._lock_path: Path | None = None
         self._writer_lock: Any = None  # filelock.FileLock while writing an embedded store
+        self._leases: WriterLeases | None = None  # on a server, where there is no lock
+        self._reopen: Callable[[], None] = lambda: None  # opens again as it was opened
         # Keyword partitions of the records and of the image vectors (store/partitions.py):
         # a writer keeps the configured facets'; a reader searches the complete ones.
         self._parts: Partitions | None = None
@@ -124,7 +128,9 @@ class ImageStore:
         client, location = connect(settings)
         retry = settings.store_retry_seconds if settings.uses_server else 0.0
         store = cls(client, settings.collection, location, retry)
-        if not settings.uses_server:
+        if settings.uses_server:
+            store._leases = WriterLeases(client, settings.collection, location, retry)
+        else:
             store._lock_path = settings.store_path / "writer.lock"
         return store
 
@@ -134,6 +140,7 @@ class ImageStore:
     def _open_for_reading(self, spec: EmbeddingSpec | None) -> None:
         from chromadb.errors import NotFoundError
 
+        self._reopen = lambda: self._open_for_reading(spec)
         finish_switch(self._client, self.name)  # a reembed killed while switching
         try:
             self._records = self._client.get_collection(self.name, embedding_function=None)
@@ -166,6 +173,7 @@ class ImageStore:
         self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None, facets: Sequence[str]
     ) -> None:
         self._lock_for_writing()
+        self._reopen = lambda: self._open_for_writing(spec, image_spec, facets)
         try:
             finish_switch(self._client, self.name)
             self._records = self._client.get_or_create_collection(
@@ -380,6 +388,48 @@ class ImageStore:
         assert self._records is not None, "ImageStore.open() opens the collection"
         return self._records
 
+    # --- writers on a server (store/leases.py) ---
+
+    def hold(self) -> None:
+        """Take a writer hold before paying for work this store is to write; release it
+        once written. On a Chroma server, a reembed switches the catalog only while no
+        writer holds one, so nothing written under a hold is left behind; while a switch
+        is under way, the first hold waits for it and then opens the new collections."""
+        if self._leases is None or not self._leases.enter():
+            return
+        if not self.replaced():
+            return
+        before = self.spec
+        try:
+            self._reopen()
+        except EmbeddingMismatchError:
+            self._leases.leave()
+            after = schema.spec_of(fresh_metadata(self._client, self.name))
+            raise EmbeddingMismatchError(
+                f"`indexer reembed` moved catalog {self.name!r} from {before} to {after} "
+                "while this process ran; what it wrote before is kept. Configure that "
+                "model and run it again"
+            ) from None
+        except BaseException:
+            self._leases.leave()
+            raise
+
+    def release(self) -> None:
+        if self._leases is not None:
+            self._leases.leave()
+
+    def switch_waiting(self) -> bool:
+        """Whether a reembed waits for writers to release their holds before switching."""
+        return self._leases is not None and self._leases.fenced()
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        self.hold()
+        try:
+            yield
+        finally:
+            self.release()
+
     # --- the writer lock ---
 
     def _try_lock(self) -> bool:
@@ -451,7 +501,9 @@ class ImageStore:
     @store_errors
     def update_stats(self, stats: Mapping[str, tuple[str, int, int]]) -> None:
         """Record (path, size, mtime_ns) for records (by id) whose file was read again."""
-        if stats:
+        if not stats:
+            return
+        with self._held():
             ids = list(stats)
             self._collection.update(
                 ids=ids,
@@ -476,6 +528,10 @@ class ImageStore:
         Readers check every hit against its record's own keywords meanwhile (`answer`)."""
         if not records:
             return
+        with self._held():
+            self._write(records)
+
+    def _write(self, records: Sequence[ImageRecord]) -> None:
         ids = [r.id for r in records]
         before = self._keywords_of(ids) if self._parts is not None else {}
         pending = {schema.PARTS_PENDING: True} if self._parts is not None else None
@@ -576,8 +632,9 @@ class ImageStore:
     @store_errors
     def remove_paths(self, paths: Sequence[str]) -> int:
         """Forget the images at these paths (their files are gone); return how many."""
-        ids = list(self._records_at(paths))
-        self._delete(ids)
+        with self._held():
+            ids = list(self._records_at(paths))
+            self._delete(ids)
         self.failures.clear((), paths)
         return len(ids)
 

@@ -1,7 +1,7 @@
 """Which collections belong to a catalog, and the only way the store deletes one.
 
 A catalog `<name>` is the main collection plus collections named from it: `<name>-images`,
-the logs `<name>-failures`, `-roots`, `-usage`, `-batches`, a staged re-embedding
+the logs `<name>-failures`, `-roots`, `-usage`, `-batches`, `-writers`, a staged re-embedding
 `<name>--next` (and `--retired` during its switch), and keyword partitions
 `<name>--kw--...`. Every one of them carries `OWNER: <name>` in its collection metadata.
 A catalog name that ends in a sibling's suffix or holds `--` is refused, so that no catalog's
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 OWNER = "catalog"  # collection metadata: the catalog a collection belongs to
 IMAGES = "images"
-LOG_SUFFIXES = ("failures", "roots", "usage", "batches")
+LOG_SUFFIXES = ("failures", "roots", "usage", "batches", "writers")
 NEXT, RETIRED = "--next", "--retired"
 PARTITION_INFIX = "--kw--"
 COMPLETE = "partitions"  # main collection metadata: comma-separated complete facets
