@@ -82,6 +82,7 @@ def test_a_job_the_api_no_longer_knows_is_replaced_once_and_later_jobs_are_colle
     again = cli("run", str(tmp_path / "photos"), "--batch")
     assert again.returncode == 0 and "submitted 0 images" in again.stderr
     assert sum(Counter(batch_env.submitted_keys()).values()) == 8
+    check_sound()
 
 
 def test_a_cancelled_job_is_not_resubmitted(batch_env: FakeGemini, tmp_path: Path) -> None:
@@ -93,6 +94,7 @@ def test_a_cancelled_job_is_not_resubmitted(batch_env: FakeGemini, tmp_path: Pat
     assert "batch job cancelled" in done.stderr
     assert Counter(batch_env.submitted_keys()) == Counter(ids(images))
     assert status()["failed"] == 3 and status()["batches"] == []
+    check_sound()
 
 
 def test_an_online_run_leaves_images_in_open_jobs_to_them(
@@ -128,6 +130,7 @@ def test_answers_whose_embedding_fails_are_kept_and_collected_later(
     assert done.returncode == 0, done.stderr
     assert Counter(batch_env.submitted_keys()) == Counter(ids(images))  # never paid again
     assert status()["indexed"] == 3 and status()["failed"] == 0
+    check_sound()
 
 
 REPLACE_AND_DIE = textwrap.dedent(
@@ -172,6 +175,7 @@ def test_a_kill_while_replacing_an_expired_job_leaves_one_replacement(
     assert len(batch_env.batches) == 2
     assert Counter(batch_env.submitted_keys()) == {i: 2 for i in ids(images)}
     assert status()["indexed"] == 3 and status()["batches"] == []
+    check_sound()
 
 
 def test_reset_names_the_open_jobs_it_forgets(batch_env: FakeGemini, tmp_path: Path) -> None:
@@ -223,3 +227,4 @@ def test_two_batch_workers_on_a_server_keep_and_collect_each_others_jobs(
     assert len(batch_env.batches) == 2
     assert Counter(batch_env.submitted_keys()) == Counter(ids(images))
     assert status()["indexed"] == 8 and status()["batches"] == []
+    check_sound()

@@ -57,6 +57,7 @@ def test_after_reset_a_filter_returns_only_records_that_match(tmp_path: Path) ->
             leaked = layout.find(store._client, name)
             assert leaked is not None
             assert leaked.get(where={"kw_color": {"$contains": "black"}})["ids"] == []
+        assert store.verify().findings == []
 
 
 @pytest.mark.parametrize(
