@@ -215,7 +215,7 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(f"unknown settings: {', '.join(unknown)}")
     by_alias = {_first_alias(name): value for name, value in overrides.items()}
     try:
-        return Settings(**by_alias)
+        return Settings.model_validate(by_alias)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()

@@ -126,6 +126,7 @@ class _ReadableHelp:
     INTEGER`, `PATHS...` rather than `<list[str]>`, `<int>`, `<list[Path]>`."""
 
     def get_params(self, ctx: Any) -> list[Any]:
+        # Typer's TyperCommand declares no types for Click's get_params.
         params = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
             # Typer's help asks each parameter for its type's label; answer for it.

@@ -114,15 +114,16 @@ def open_image(data: bytes, max_side: int, max_pixels: int = MAX_PIXELS) -> Imag
 
     The pixel count is checked from the header, before anything is decoded."""
     try:
-        img = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
+        img: Image.Image = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
         width, height = img.size
         if width * height > max_pixels:
             raise ImageError(f"image too large to decode safely ({width}x{height} pixels)")
         img.seek(0)  # first frame of an animation
         # JPEG can decode at a fraction of full size, which saves most of the work.
         img.draft("RGB", (max_side, max_side))
-        img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
+        upright = _to_rgb(ImageOps.exif_transpose(img))
+        img.close()
+        img = upright
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     except ImageError:
         raise

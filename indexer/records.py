@@ -128,7 +128,11 @@ class Usage:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Usage:
         known = {f.name for f in fields(cls)} - {"_lock"}
-        return cls(**{k: int(v) for k, v in data.items() if k in known})
+        usage = cls()
+        for name, value in data.items():
+            if name in known:
+                setattr(usage, name, int(value))
+        return usage
 
     @property
     def tokens(self) -> int:

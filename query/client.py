@@ -159,7 +159,7 @@ class QueryClient:
 
     def _search(self, vector: list[float], where: Where, limit: int, pictures: bool) -> list[Hit]:
         store, _ = self._ready()
-        return store.answer(self.planner.nearest(vector, limit, where, pictures), where)  # type: ignore[arg-type]
+        return store.answer(self.planner.nearest(vector, limit, where, pictures), where)
 
     def _fused(
         self, text_vector: list[float], image_vector: list[float], where: Where, limit: int
@@ -172,7 +172,7 @@ class QueryClient:
         ids = dict.fromkeys(
             n.id
             for vector, pictures in ((text_vector, False), (image_vector, True))
-            for n in self.planner.nearest(vector, depth, where, pictures)  # type: ignore[arg-type]
+            for n in self.planner.nearest(vector, depth, where, pictures)
         )
         return ranking.fused(store.with_vectors(list(ids), where), text_vector, image_vector, limit)
 
@@ -312,7 +312,7 @@ class QueryClient:
         for facet, values in (where or {}).items():
             if facet not in vocabulary.facets:
                 raise QueryError(
-                    f"unknown facet {facet!r};{_nearest(facet, vocabulary.facets)} "
+                    f"unknown facet {facet!r};{_nearest(facet, list(vocabulary.facets))} "
                     f"facets are: {', '.join(vocabulary.facets)}"
                 )
             for value in [values] if isinstance(values, str) else list(values):
@@ -323,9 +323,9 @@ class QueryClient:
                         f"{value!r} is not a {facet} keyword;{_nearest(value, words)} "
                         f"allowed: {', '.join(words)}"
                     )
-                words = checked.setdefault(facet, [])
-                if keyword not in words:  # a repeated term filters nothing more
-                    words.append(keyword)
+                kept = checked.setdefault(facet, [])
+                if keyword not in kept:  # a repeated term filters nothing more
+                    kept.append(keyword)
         terms = sum(len(words) for words in checked.values())
         if terms > MAX_FILTER_TERMS:
             raise QueryError(

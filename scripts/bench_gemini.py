@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,10 +132,10 @@ def measure(name: str, per_class: int) -> None:
             vector = provider.embed_queries([QUERY[label]])[0]
             candidates = store.candidates(vector, vector, {}, 40)
             routes: dict[str, Callable[[], list[Hit]]] = {
-                "caption": lambda v=vector: store.query(v, {}, 10),
-                "picture": lambda v=vector: store.query(v, {}, 10, pictures=True),
-                "both (mean)": lambda v=vector, c=candidates: ranking.fused(c, v, v, 10),
-                "both (RRF)": lambda v=vector, c=candidates: ranking.reciprocal_rank(c, v, v, 10),
+                "caption": partial(store.query, vector, {}, 10),
+                "picture": partial(store.query, vector, {}, 10, pictures=True),
+                "both (mean)": partial(ranking.fused, candidates, vector, vector, 10),
+                "both (RRF)": partial(ranking.reciprocal_rank, candidates, vector, vector, 10),
             }
             for route, run in routes.items():
                 by_text[route].append(precision(run(), label, labels, 10))

@@ -46,9 +46,10 @@ def peak_rss_mib(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
+        assert proc.stderr is not None  # stderr=PIPE
         raise SystemExit(
             f"indexer failed ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}"
-        )  # type: ignore[union-attr]
+        )
     return usage.ru_maxrss / 1024, time.monotonic() - started
 
 

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -287,15 +288,15 @@ def main() -> None:
         print(json.dumps(results[0] if len(results) == 1 else results))
 
 
-def ratios(results: list[dict[str, object]]) -> list[str]:
-    """Issue 13's ratios within this run: each filter's p50 over the unfiltered p50 at the
+def ratios(results: list[dict[str, Any]]) -> list[str]:
+    """The ratios within this run: each filter's p50 over the unfiltered p50 at the
     same size (its target, at most 2x, is for the partitioned facets' filters), and the
     unfiltered p50 of each size over the smallest's, beside Chroma alone's."""
     lines = []
     for mode in dict.fromkeys(str(r["mode"]) for r in results):
         runs = sorted(
             (r for r in results if r["mode"] == mode and r["cases"]),
-            key=lambda r: int(r["records"]),  # type: ignore[call-overload]
+            key=lambda r: int(r["records"]),
         )
         for run in runs:
             cases = run["cases"]
@@ -304,9 +305,9 @@ def ratios(results: list[dict[str, object]]) -> list[str]:
             each = ", ".join(f"{c['filter']} {c['p50_ms'] / none:.2f}x" for c in cases[1:])
             lines.append(f"{mode} {run['records']}: p50 over the unfiltered p50: {each}")
         if len(runs) > 1:
-            small = runs[0]["cases"][0]  # type: ignore[index]
+            small = runs[0]["cases"][0]
             for run in runs[1:]:
-                big = run["cases"][0]  # type: ignore[index]
+                big = run["cases"][0]
                 lines.append(
                     f"{mode}: unfiltered p50 at {run['records']} over {runs[0]['records']}: "
                     f"{big['p50_ms'] / small['p50_ms']:.2f}x (Chroma alone "

@@ -1,4 +1,4 @@
-"""The offline provider's two speed ratios (issue 14), measured in one run on this machine.
+"""The offline provider's two speed ratios, measured in one run on this machine.
 
     python scripts/bench_retrieval.py --speed        (or: python scripts/bench_speed.py)
 

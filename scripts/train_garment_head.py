@@ -47,6 +47,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -257,7 +258,7 @@ def train_tail(x: np.ndarray, y: np.ndarray, start: int, classes: list[str]) -> 
     return tail.eval()
 
 
-def tail_features(tail: object, x: np.ndarray) -> np.ndarray:
+def tail_features(tail: Any, x: np.ndarray) -> np.ndarray:
     """Unit-length pooled features of the tail, (n, views, 1280), as the ONNX model gives."""
     import torch
 
@@ -266,7 +267,7 @@ def tail_features(tail: object, x: np.ndarray) -> np.ndarray:
         for first in range(0, len(x), 256):
             chunk = x[first : first + 256]
             flat = torch.from_numpy(chunk.reshape(-1, *chunk.shape[2:]).astype(np.float32))
-            pooled = tail(flat).numpy()  # type: ignore[operator]
+            pooled = tail(flat).numpy()
             out.append(pooled.reshape(len(chunk), chunk.shape[1], -1))
     rows = np.concatenate(out)
     return rows / np.linalg.norm(rows, axis=2, keepdims=True)

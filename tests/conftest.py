@@ -37,11 +37,14 @@ def _setting_names() -> list[str]:
 _LEAKY = _setting_names()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No setting of the person running the tests, and no `.env` of theirs, is read."""
+    """No setting of the person running the tests, and no `.env` of theirs, is read: every
+    test runs with the variables Settings reads removed, in a fresh working folder."""
     for name in _LEAKY:
         monkeypatch.delenv(name, raising=False)
+    # The default data folder lives there: a test that sets no INDEXER_HOME writes here.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     work = tmp_path / "cwd"
     work.mkdir(exist_ok=True)
     monkeypatch.chdir(work)

@@ -221,8 +221,7 @@ class FakeGemini:
     @property
     def base_url(self) -> str:
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_port}"
 
     def inject(
         self, endpoint: str, kind: str, count: int = 1, retry_after: float | None = None
@@ -319,7 +318,7 @@ def _seen(image: bytes) -> tuple[str, tuple[int, int]]:
     """The fake's vision: the picture's dominant colour, and its size."""
     with Image.open(io.BytesIO(image)) as img:
         mean = tuple(np.asarray(img.convert("RGB"), dtype=np.float64).mean(axis=(0, 1)))
-        return nearest_color(mean), img.size  # type: ignore[arg-type]
+        return nearest_color(mean), img.size
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -459,6 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
         rec.digest = hashlib.sha256(image).hexdigest()
         answer = self.fake.describe(rec.color, schema, rec.digest)
         kind = fault.kind if fault else (answer if isinstance(answer, str) else None)
+        body: dict[str, Any]
         if kind == "blocked":
             body = {"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": rec.model}
         elif kind == "safety":
@@ -532,17 +532,17 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send(200, json.dumps(self._job_json(job)).encode())
         elif m := re.fullmatch(r"/v1beta/batches/([\w-]+):cancel", path):
-            job = fake.batches.get(f"batches/{m.group(1)}")
-            if job is None:
+            cancelled = fake.batches.get(f"batches/{m.group(1)}")
+            if cancelled is None:
                 self._send(404, _error_body(404, "NOT_FOUND", "no such batch"))
                 return
-            job.cancelled = True
+            cancelled.cancelled = True
             self._send(200, b"{}")
         elif path.startswith("/upload/v1beta/files"):  # resumable upload: start
             with fake._lock:
                 session = f"files/{len(fake.files) + 1:06d}"
                 fake.files[session] = b""
-            url = f"http://127.0.0.1:{self.server.server_address[1]}/upload-session/{session}"
+            url = f"{fake.base_url}/upload-session/{session}"
             self._send(200, b"{}", {"X-Goog-Upload-URL": url, "X-Goog-Upload-Status": "active"})
         elif path.startswith("/upload-session/"):
             name = path.removeprefix("/upload-session/")

@@ -1,4 +1,4 @@
-"""Issue 12: `indexer run --batch` against the fake's Batch API (v1beta: create with inline
+"""`indexer run --batch` against the fake's Batch API (v1beta: create with inline
 or file input, get, list, cancel, upload, download; jobs go pending -> running -> done), as
 real `indexer` processes on embedded Chroma. The fake counts every request it was sent in a
 job, so "never pay twice" is checked by counting."""
@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def status() -> dict[str, object]:
+def status() -> dict[str, Any]:
     done = cli("status", "--json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -69,7 +70,7 @@ def test_a_batch_run_indexes_everything_with_no_online_generation(
     assert Counter(batch_env.submitted_keys()) == Counter(ids(images))  # each image once
     report = status()
     assert report["indexed"] == 6 and report["batches"] == []
-    assert report["usage"]["generation_requests"] == 6  # type: ignore[index]
+    assert report["usage"]["generation_requests"] == 6
 
 
 def test_sigkill_while_waiting_then_a_rerun_submits_nothing_again(
@@ -90,7 +91,7 @@ def test_sigkill_while_waiting_then_a_rerun_submits_nothing_again(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     open_jobs = status()["batches"]
-    assert [j["images"] for j in open_jobs] == [5]  # type: ignore[index,union-attr]
+    assert [j["images"] for j in open_jobs] == [5]
 
     batch_env.batch_seconds = 0.6
     again = cli("run", str(tmp_path / "photos"), "--batch")
@@ -175,8 +176,8 @@ def test_no_wait_then_collect_and_a_mixed_folder(batch_env: FakeGemini, tmp_path
     assert submitted.returncode == 0, submitted.stderr
     assert submitted.stdout.strip().startswith("batches/")
     jobs = status()["batches"]
-    assert len(jobs) == 1 and jobs[0]["images"] == 3  # type: ignore[index]
-    assert jobs[0]["state"] in {"pending", "running"}  # type: ignore[index]
+    assert len(jobs) == 1 and jobs[0]["images"] == 3
+    assert jobs[0]["state"] in {"pending", "running"}
 
     time.sleep(batch_env.batch_seconds)
     collected = cli("run", str(folder), "--batch")
@@ -203,7 +204,7 @@ def test_the_fake_serves_file_input_upload_and_download(batch_env: FakeGemini) -
         file=io.BytesIO(json.dumps(line).encode()),
         config=types.UploadFileConfig(mime_type="application/jsonl"),
     )
-    job = client.batches.create(model="gemini-3.8-flash", src=uploaded.name)
+    job = client.batches.create(model="gemini-3.8-flash", src=str(uploaded.name))
     time.sleep(batch_env.batch_seconds)
     done = client.batches.get(name=str(job.name))
     assert done.state is not None and done.state.name == "JOB_STATE_SUCCEEDED"

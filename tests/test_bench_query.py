@@ -1,4 +1,4 @@
-"""scripts/bench_query.py keeps issue 13's JSON contract: run on small real catalogs (real
+"""scripts/bench_query.py keeps its JSON contract: run on small real catalogs (real
 MiniLM vectors, real embedded Chroma), its last line is the JSON object other tools read."""
 
 from __future__ import annotations

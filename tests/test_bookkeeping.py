@@ -1,4 +1,4 @@
-"""Issue 13's bookkeeping: re-runs and `status` tell unchanged files by size and mtime
+"""Bookkeeping: re-runs and `status` tell unchanged files by size and mtime
 without reading them; roots added by concurrent writers are all kept."""
 
 from __future__ import annotations

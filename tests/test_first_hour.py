@@ -1,4 +1,4 @@
-"""Issue 15 (part): messages a new user meets, through the real CLI processes."""
+"""Messages a new user meets, through the real CLI processes."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def _watch_console(page: Page) -> list[str]:
 def test_the_gallery_opens_on_the_collection_and_chips_filter_it(
     gallery: str, tmp_path: Path
 ) -> None:
-    """Issue 15: no empty page; chips work without a query; counts and greyed keywords;
+    """No empty page; chips work without a query; counts and greyed keywords;
     the filters live in the address, so reload, back and a shared link work."""
     with browsing() as (page, problems):
         page.goto(gallery)

@@ -192,13 +192,12 @@ def test_several_inputs_in_one_content_are_one_vector(
     from google.genai import types
 
     client = genai.Client(api_key=API_KEY, http_options=types.HttpOptions(base_url=fake.base_url))
-    merged = client.models.embed_content(
-        model="gemini-embedding-2", contents=["red dress", "blue jeans"]
-    )
+    texts: list[types.PartUnion] = ["red dress", "blue jeans"]
+    merged = client.models.embed_content(model="gemini-embedding-2", contents=texts)
     assert len(merged.embeddings or []) == 1  # two inputs, one vector: the wrong shape
-    image = types.Part.from_bytes(data=b"\x89PNG", mime_type="image/png")
+    image: list[types.PartUnion] = [types.Part.from_bytes(data=b"\x89PNG", mime_type="image/png")]
     with pytest.raises(genai.errors.ClientError, match="does not support image input"):
-        client.models.embed_content(model="gemini-embedding-001", contents=[image])
+        client.models.embed_content(model="gemini-embedding-001", contents=image)
 
 
 def test_wrong_embedding_dimension_is_an_error(provider: GeminiProvider, fake: FakeGemini) -> None:

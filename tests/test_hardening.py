@@ -1,4 +1,4 @@
-"""Issue 9: what a hostile file system, web page or catalog can do, each attack reproduced
+"""What a hostile file system, web page or catalog can do, each attack reproduced
 through the real CLI (`python -m indexer` / `python -m query` processes) or real HTTP
 (a `query serve` process, or the ASGI app) against the fake Gemini and embedded Chroma."""
 

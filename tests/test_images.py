@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -11,7 +13,7 @@ from indexer.errors import ImageError
 from indexer.images import content_id, discover, open_image, prepare, read_source
 
 
-def _save(path: Path, img: Image.Image, **kw: object) -> Path:
+def _save(path: Path, img: Image.Image, **kw: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, **kw)
     return path
@@ -76,8 +78,8 @@ def test_exif_rotation_is_applied(tmp_path: Path) -> None:
     ],
     ids=["cmyk", "16-bit", "grey-alpha", "transparent"],
 )
-def test_unusual_modes_become_rgb(tmp_path: Path, make: object) -> None:
-    img = make()  # type: ignore[operator]
+def test_unusual_modes_become_rgb(tmp_path: Path, make: Callable[[], Image.Image]) -> None:
+    img = make()
     fmt = "TIFF" if img.mode == "CMYK" else "PNG"
     src = _save(tmp_path / f"x.{fmt.lower()}", img, format=fmt)
     out = open_image(read_source(src).data, 100)
@@ -101,7 +103,7 @@ def test_palette_with_transparency_and_animated_gif(tmp_path: Path) -> None:
     gif = tmp_path / "anim.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=50, loop=0)
     first = open_image(read_source(gif).data, 10).getpixel((5, 5))
-    assert first[0] > 200 and first[2] < 50  # the first frame, red
+    assert isinstance(first, tuple) and first[0] > 200 and first[2] < 50  # the first frame, red
 
 
 @pytest.mark.parametrize(

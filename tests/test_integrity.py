@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,13 +78,13 @@ def answers(conf: Settings) -> list[list[tuple[str, float]]]:
     return out
 
 
-def verify(conf: Settings, repair: bool = False) -> dict[str, object]:
+def verify(conf: Settings, repair: bool = False) -> dict[str, Any]:
     with ImageStore.open(conf, exclusive=repair) as store:
         return store.verify(repair).as_dict()
 
 
-def kinds(report: dict[str, object]) -> set[str]:
-    return {str(f["kind"]) for f in report["findings"]}  # type: ignore[attr-defined, index]
+def kinds(report: dict[str, Any]) -> set[str]:
+    return {str(f["kind"]) for f in report["findings"]}
 
 
 def test_a_store_built_by_the_indexer_is_sound(tmp_path: Path) -> None:

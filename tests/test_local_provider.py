@@ -77,7 +77,7 @@ def test_describe_and_embed_images_share_one_forward_pass(
             super().__init__(models_dir)
             self.images_encoded = 0
 
-        def encode_all(self, images):  # type: ignore[no-untyped-def]
+        def encode_all(self, images):
             self.images_encoded += len(images)
             return super().encode_all(images)
 

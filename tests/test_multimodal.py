@@ -1,4 +1,4 @@
-"""Issue 11: the Gemini path sees images. Real CLI processes against the fake Gemini (which
+"""The Gemini path sees images. Real CLI processes against the fake Gemini (which
 merges multi-part contents, refuses images for text-only models, accounts tokens) and
 embedded Chroma; image vectors come from the API, not from the local image model."""
 

@@ -1,4 +1,4 @@
-"""The README's examples, run as written by a new user with no key (issue 15): the main
+"""The README's examples, run as written by a new user with no key: the main
 job, then each marked block, in a folder beside `shared/` as the project folder is. Every
 search the README shows must find something."""
 

@@ -1,4 +1,4 @@
-"""Issue 4: sharded workers, SIGKILL, a restarting Chroma server, junk files, a faulty API.
+"""Sharded workers, SIGKILL, a restarting Chroma server, junk files, a faulty API.
 
 The indexer runs as real processes (`python -m indexer`) against the fake Gemini server and
 real Chroma, embedded on disk or a `chroma run` server.
@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,13 +40,13 @@ def photos(folder: Path, count: int) -> list[Path]:
     ]
 
 
-def indexer(*args: str, **popen: object) -> subprocess.Popen[str]:
+def indexer(*args: str, **popen: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "indexer", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **popen,  # type: ignore[call-overload]
+        **popen,
     )
 
 
@@ -53,7 +55,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str]
     return proc.returncode, out + errors
 
 
-def status_json() -> dict[str, object]:
+def status_json() -> dict[str, Any]:
     run = subprocess.run(
         [sys.executable, "-m", "indexer", "status", "--json"],
         capture_output=True,
@@ -143,9 +145,11 @@ def test_sharded_workers_index_everything_exactly_once(
 # --- nothing lost ---
 
 
-def wait_for(condition: object, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+def wait_for(
+    condition: Callable[[], object], proc: subprocess.Popen[str], timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if proc.poll() is not None:
             raise AssertionError(f"the run ended early: {finish(proc)}")
         assert time.monotonic() < deadline, "timed out waiting for the run"
@@ -167,14 +171,15 @@ def test_sigkill_at_any_moment_then_rerun_finishes_the_job(
     for threshold in (8, 10, 9):
         before = fake.count("generateContent")
         proc = indexer("run", str(folder))
-        wait_for(lambda t=threshold, b=before: fake.count("generateContent") >= b + t, proc)
+        wanted = before + threshold
+        wait_for(lambda: fake.count("generateContent") >= wanted, proc)  # noqa: B023
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
         report = status_json()
         assert report["failed"] == 1
-        assert report["failures"][0]["path"].endswith("000-corrupt.jpg")  # type: ignore[index]
-        assert report["indexed"] + report["pending"] == 30  # type: ignore[operator]
+        assert report["failures"][0]["path"].endswith("000-corrupt.jpg")
+        assert report["indexed"] + report["pending"] == 30
         assert report["pending"] > 0
 
     code, output = finish(indexer("run", str(folder)))
@@ -275,7 +280,7 @@ def test_every_kind_of_bad_file_gets_a_one_line_reason_and_the_run_goes_on(
     indexed = 5 + (1 if root else 0)
     assert f"indexed {indexed}," in output and f"failed {len(bad)}" in output
     report = status_json()
-    reasons = {Path(f["path"]).name: f["reason"] for f in report["failures"]}  # type: ignore[union-attr]
+    reasons = {Path(f["path"]).name: f["reason"] for f in report["failures"]}
     assert set(reasons) == set(bad)
     for name, expected in bad.items():
         assert expected in reasons[name], (name, reasons[name])
@@ -317,9 +322,9 @@ def test_a_faulty_api_never_crashes_loses_or_half_writes_an_image(
     assert code == 1, output
     assert "Traceback" not in output
     report = status_json()
-    failures = {Path(f["path"]).stem: f["reason"] for f in report["failures"]}  # type: ignore[union-attr]
+    failures = {Path(f["path"]).stem: f["reason"] for f in report["failures"]}
     # Nothing is lost: every photo is indexed or recorded with its reason.
-    assert report["indexed"] + report["failed"] == 19 and report["pending"] == 0  # type: ignore[operator]
+    assert report["indexed"] + report["failed"] == 19 and report["pending"] == 0
     for color, (_, reason) in scripted.items():
         assert reason in failures[color]
     # Only answers that cannot be retried fail: one empty, one malformed, one embedding batch.

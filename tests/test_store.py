@@ -28,7 +28,7 @@ def store(tmp_path: Path) -> Iterator[ImageStore]:
 
 
 def record(rid: str, vec: list[float], **keywords: list[str]) -> ImageRecord:
-    return image_record(rid, vec, **keywords)
+    return image_record(rid, vec, None, **keywords)
 
 
 def test_where_clause() -> None:

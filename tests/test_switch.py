@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chromadb.api import ClientAPI
 
 from indexer.records import EmbeddingSpec
 from indexer.store.leases import FENCE, WriterLeases, fence_of
@@ -28,7 +29,7 @@ SPEC = EmbeddingSpec("test", "model-b", 4)
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[object]:
+def client(tmp_path: Path) -> Iterator[ClientAPI]:
     import chromadb
     from chromadb.config import Settings
 
@@ -37,25 +38,25 @@ def client(tmp_path: Path) -> Iterator[object]:
     )
 
 
-def leases(client: object, **timing: float) -> WriterLeases:
-    return WriterLeases(client, "shop", "test", 0.0, **timing)  # type: ignore[arg-type]
+def leases(client: ClientAPI, **timing: float) -> WriterLeases:
+    return WriterLeases(client, "shop", "test", 0.0, **timing)
 
 
-def staging(client: object, stale_after: float = 60.0) -> Staging:
-    staged = Staging(client, "shop", "test", 0.0, SPEC, None)  # type: ignore[arg-type]
+def staging(client: ClientAPI, stale_after: float = 60.0) -> Staging:
+    staged = Staging(client, "shop", "test", 0.0, SPEC, None)
     staged.stale_after = stale_after
     staged.beat_seconds = 0.05
-    client.get_or_create_collection("shop", metadata={"catalog": "shop"})  # type: ignore[attr-defined]
+    client.get_or_create_collection("shop", metadata={"catalog": "shop"})
     staged.open()
     return staged
 
 
-def test_a_fence_waits_for_a_held_lease_and_gives_up_without_switching(client: object) -> None:
+def test_a_fence_waits_for_a_held_lease_and_gives_up_without_switching(client: ClientAPI) -> None:
     writer = leases(client)
     assert writer.enter() is False  # no fence: the hold is taken at once
     staged = staging(client)
     assert staged.fence(wait_seconds=0.3) is False  # the writer still holds it
-    assert fence_of(client, "shop") is None  # and the fence is down again  # type: ignore[arg-type]
+    assert fence_of(client, "shop") is None  # and the fence is down again
     writer.leave()
     assert writer.held() == {}
     assert staged.fence(wait_seconds=5) is True
@@ -63,7 +64,7 @@ def test_a_fence_waits_for_a_held_lease_and_gives_up_without_switching(client: o
 
 
 def test_a_writer_waits_while_fenced_and_learns_the_switch_happened(
-    client: object, caplog: pytest.LogCaptureFixture
+    client: ClientAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     staged = staging(client)
     assert staged.fence(wait_seconds=5) is True
@@ -79,13 +80,13 @@ def test_a_writer_waits_while_fenced_and_learns_the_switch_happened(
     staged.switch()
     entering.join(timeout=30)
     assert waited == [True]
-    assert fence_of(client, "shop") is None  # type: ignore[arg-type]
-    assert FENCE in (client.get_collection("shop").metadata or {})  # type: ignore[attr-defined]
+    assert fence_of(client, "shop") is None
+    assert FENCE in (client.get_collection("shop").metadata or {})
     writer.leave()
 
 
 def test_a_killed_writers_lease_and_a_killed_reembeds_fence_block_nobody_for_long(
-    client: object,
+    client: ClientAPI,
 ) -> None:
     dead = leases(client)
     dead._announce()  # announced, then never beat again: the process was killed
@@ -99,7 +100,7 @@ def test_a_killed_writers_lease_and_a_killed_reembeds_fence_block_nobody_for_lon
     writer.leave()
     # A reembed run again takes the dead fence down before anything else.
     staging(client)
-    assert fence_of(client, "shop") is None  # type: ignore[arg-type]
+    assert fence_of(client, "shop") is None
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

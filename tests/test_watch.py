@@ -12,12 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import ChromaServer, garment_image
 from tests.fake_gemini import FakeGemini
 
 
-def records() -> dict[str, dict[str, object]]:
+def records() -> dict[str, dict[str, Any]]:
     """path name -> exported record, read through the CLI like any other tool would."""
     run = subprocess.run(
         [sys.executable, "-m", "indexer", "export", "--format", "jsonl"],
@@ -56,10 +57,10 @@ def test_watch_follows_new_changed_moved_and_deleted_images(
 
         garment_image(folder / "sub" / "new.png", "blue")  # a new image, in a new folder
         eventually(lambda: "new.png" in records(), proc)
-        assert records()["new.png"]["keywords"]["color"] == ["blue"]  # type: ignore[index]
+        assert records()["new.png"]["keywords"]["color"] == ["blue"]
 
         garment_image(folder / "first.png", "green")  # edited in place
-        eventually(lambda: records()["first.png"]["keywords"]["color"] == ["green"], proc)  # type: ignore[index]
+        eventually(lambda: records()["first.png"]["keywords"]["color"] == ["green"], proc)
         assert len(records()) == 2  # the red version's record is gone
 
         calls = fake.count("generateContent")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -270,7 +271,7 @@ class GeminiProvider(GeminiBatches, Provider):
             response_mime_type="application/json",
             response_json_schema=vocabulary.response_schema(),
             thinking_config=types.ThinkingConfig(
-                thinking_level=self._settings.thinking_level.upper()  # type: ignore[arg-type]
+                thinking_level=self._settings.thinking_level.upper()
             ),
         )
 
@@ -282,7 +283,7 @@ class GeminiProvider(GeminiBatches, Provider):
             types.Part.from_bytes(
                 data=image.jpeg,
                 mime_type=image.mime_type,
-                media_resolution=resolution,  # type: ignore[arg-type]
+                media_resolution=resolution,
             ),
             "Tag and caption this garment.",
         ]
@@ -392,8 +393,11 @@ class GeminiProvider(GeminiBatches, Provider):
             chunk = contents[start : start + per_request]
             response = self._call(
                 self._embedding_limiter,
-                lambda chunk=chunk: self.client.models.embed_content(
-                    model=self._settings.embedding_model, contents=chunk, config=config
+                partial(
+                    self.client.models.embed_content,
+                    model=self._settings.embedding_model,
+                    contents=chunk,
+                    config=config,
                 ),
             )
             self._usage.add(embedding_requests=1)

@@ -57,7 +57,7 @@ def _transport_errors(kind: str) -> tuple[type[BaseException], ...]:
 
     classes: list[type[BaseException]] = [getattr(httpx, kind)]
     try:  # the SDK uses the httpx2 fork when it is installed
-        import httpx2  # type: ignore[import-not-found]
+        import httpx2
 
         classes.append(getattr(httpx2, kind))
     except ImportError:

@@ -165,7 +165,7 @@ class ImageStore:
         if spec is not None:
             self.check(spec)
         self._parts, self._visual_parts = self._partitions(
-            partitions.complete_facets(self._records.metadata or {})
+            sorted(partitions.complete_facets(self._records.metadata or {}))
         )
 
     @store_errors
@@ -178,7 +178,7 @@ class ImageStore:
             finish_switch(self._client, self.name)
             self._records = self._client.get_or_create_collection(
                 self.name,
-                configuration=_COSINE,  # type: ignore[arg-type]
+                configuration=_COSINE,
                 metadata={**schema.spec_metadata(spec, now()), **layout.mark(self.name)},
                 embedding_function=None,
             )
@@ -190,7 +190,7 @@ class ImageStore:
             else:
                 self._visual = self._client.get_or_create_collection(
                     f"{self.name}-images",
-                    configuration=_COSINE,  # type: ignore[arg-type]
+                    configuration=_COSINE,
                     metadata={**schema.spec_metadata(image_spec, now()), **layout.mark(self.name)},
                     embedding_function=None,
                 )
@@ -218,7 +218,7 @@ class ImageStore:
         layout.drop(self._client, self.name, self.name)
         self._records = self._client.create_collection(
             self.name,
-            configuration=_COSINE,  # type: ignore[arg-type]
+            configuration=_COSINE,
             metadata={**schema.spec_metadata(spec, now()), **layout.mark(self.name)},
             embedding_function=None,
         )
@@ -268,7 +268,7 @@ class ImageStore:
             self._records = self._client.get_collection(self.name, embedding_function=None)
         # Partitions search as wide as their catalog: at a million records, the summer
         # partition's recall needed it too.
-        ef = schema.search_ef(self._records.count())
+        ef = schema.search_ef(self._collection.count())
         siblings = [f"{self.name}-images", *partitions.partition_names(self._client, self.name)]
         for collection in (self._records, *map(self._existing, siblings)):
             if collection is not None:
@@ -538,7 +538,7 @@ class ImageStore:
         schema.write(self._collection, self._visual, records, [now()] * len(records), pending)
         if self._parts is not None:
             self._write_partitions(records, before)
-            self._collection.update(ids=ids, metadatas=[{schema.PARTS_PENDING: None}] * len(ids))  # type: ignore[list-item]
+            self._collection.update(ids=ids, metadatas=[{schema.PARTS_PENDING: None}] * len(ids))
         # A path shows one image: a record of what the file held before it was edited goes.
         written = set(ids)
         self._delete([i for i in self._records_at([r.path for r in records]) if i not in written])
@@ -552,12 +552,12 @@ class ImageStore:
         self._parts.write(
             ids, [r.embedding for r in records], [r.keywords for r in records], before
         )
-        pictured = [r for r in records if r.image_embedding is not None]
+        pictured = [(r, r.image_embedding) for r in records if r.image_embedding is not None]
         if self._visual_parts is not None and pictured:
             self._visual_parts.write(
-                [r.id for r in pictured],
-                [r.image_embedding for r in pictured],  # type: ignore[misc]
-                [r.keywords for r in pictured],
+                [r.id for r, _ in pictured],
+                [vector for _, vector in pictured],
+                [r.keywords for r, _ in pictured],
                 before,
             )
 
@@ -575,13 +575,13 @@ class ImageStore:
         pictures: dict[str, Any] = {}
         if self._visual is not None:
             visual = self._visual.get(ids=ids, include=["embeddings"])
-            pictures = dict(zip(visual["ids"], visual["embeddings"], strict=True))  # type: ignore[arg-type]
+            pictures = dict(zip(visual["ids"], visual["embeddings"], strict=True))
         for parts in (self._parts, self._visual_parts):
             if parts is not None:
                 parts.remove(ids)
         self._parts.write(
             ids,
-            [list(v) for v in got["embeddings"]],  # type: ignore[union-attr]
+            [list(v) for v in got["embeddings"]],
             [schema.filter_keywords(m or {}) for m in got["metadatas"] or []],
         )
         if self._visual_parts is not None:
@@ -593,7 +593,7 @@ class ImageStore:
                 [list(pictures[i]) for i, _ in kept],
                 [schema.filter_keywords(m or {}) for _, m in kept],
             )
-        self._collection.update(ids=ids, metadatas=[{schema.PARTS_PENDING: None}] * len(ids))  # type: ignore[list-item]
+        self._collection.update(ids=ids, metadatas=[{schema.PARTS_PENDING: None}] * len(ids))
         log.warning("finished partitioning %d records a crash left half-written", len(ids))
         return len(ids)
 
@@ -689,7 +689,7 @@ class ImageStore:
     @store_errors
     def _page(self, offset: int, limit: int, vectors: bool) -> list[StoredRecord]:
         include = ["metadatas", "documents", *(["embeddings"] if vectors else [])]
-        got = self._collection.get(limit=limit, offset=offset, include=include)  # type: ignore[arg-type]
+        got = self._collection.get(limit=limit, offset=offset, include=include)
         return self._with_pictures(got, vectors)
 
     def _with_pictures(self, got: Any, vectors: bool) -> list[StoredRecord]:
@@ -698,7 +698,7 @@ class ImageStore:
         pictures: dict[str, Any] = {}
         if vectors and self._visual is not None and ids:
             visual = self._visual.get(ids=ids, include=["embeddings"])
-            pictures = dict(zip(visual["ids"], visual["embeddings"], strict=True))  # type: ignore[arg-type]
+            pictures = dict(zip(visual["ids"], visual["embeddings"], strict=True))
         embeddings = got["embeddings"] if vectors else None
         return [
             schema.stored(
@@ -758,7 +758,7 @@ class ImageStore:
         found = collection.query(
             query_embeddings=[list(vector)],
             n_results=max(1, k),
-            where=where_clause(where or {}, prefix),  # type: ignore[arg-type]
+            where=where_clause(where or {}, prefix),
             include=[
                 *(["documents"] if partition or whole else []),
                 *(["metadatas"] if not partition else []),

@@ -103,7 +103,7 @@ def _norm(keywords: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
 def _pages(collection: Collection, include: list[str]) -> Iterator[dict[str, Any]]:
     offset = 0
     while True:
-        got = collection.get(limit=_PAGE, offset=offset, include=include)  # type: ignore[arg-type]
+        got = collection.get(limit=_PAGE, offset=offset, include=include)
         yield dict(got)
         if len(got["ids"]) < _PAGE:
             return
@@ -127,7 +127,7 @@ def _rewrite_keys(
     """Make each listed entry's `prefix` keys say its wanted keywords: id -> (stored, wanted)."""
     for chunk in chunks(list(wrong)):
         updates = [_key_update(*wrong[i], prefix) for i in chunk]
-        collection.update(ids=list(chunk), metadatas=updates)  # type: ignore[arg-type]
+        collection.update(ids=list(chunk), metadatas=updates)
 
 
 def verify(store: Parts, location: str, repair: bool, progress: Progress) -> Report:
@@ -146,7 +146,7 @@ def verify(store: Parts, location: str, repair: bool, progress: Progress) -> Rep
         for chunk in chunks(half.ids):
             store.records.update(
                 ids=list(chunk),
-                metadatas=[{schema.PARTS_PENDING: None}] * len(chunk),  # type: ignore[list-item]
+                metadatas=[{schema.PARTS_PENDING: None}] * len(chunk),
             )
         half.repaired = True
     _collections(store, report, repair)
@@ -230,7 +230,7 @@ def _image_vectors(
                 continue
             keys = _norm(schema.filter_keywords(meta or {}, store.image_prefix))
             if keys != keywords[rid]:
-                stale[rid] = (keys, dict(keywords[rid]))
+                stale[rid] = (keys, {f: list(v) for f, v in keywords[rid].items()})
         progress("image vectors", len(seen))
     name = store.visual.name
     if orphans:
@@ -352,7 +352,7 @@ def _vectors(source: Collection, ids: Sequence[str]) -> dict[str, list[float]]:
     if not ids:
         return {}
     got = source.get(ids=list(ids), include=["embeddings"])
-    return {rid: list(v) for rid, v in zip(got["ids"], got["embeddings"], strict=True)}  # type: ignore[arg-type]
+    return {rid: list(v) for rid, v in zip(got["ids"], got["embeddings"], strict=True)}
 
 
 def _close(a: Sequence[float], b: Sequence[float]) -> bool:

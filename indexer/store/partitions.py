@@ -105,7 +105,7 @@ class Partitions:
                 return None
             found = self._client.get_or_create_collection(
                 name,
-                configuration=schema.COSINE,  # type: ignore[arg-type]
+                configuration=schema.COSINE,
                 metadata={**schema.spec_metadata(self.spec, now()), **layout.mark(self.catalog)},
                 embedding_function=None,
             )
@@ -154,7 +154,7 @@ class Partitions:
             target.upsert(
                 ids=[ids[r] for r in rows],
                 embeddings=[list(vectors[r]) for r in rows],
-                metadatas=[_lean(keywords[r], prefix) for r in rows],  # type: ignore[misc]
+                metadatas=[_lean(keywords[r], prefix) for r in rows],
                 documents=[document(keywords[r]) for r in rows],
             )
 

@@ -93,17 +93,17 @@ def write(
         # in between leaves it pending (and redone), never half-indexed.
         visual.upsert(
             ids=[r.id for r in pictured],
-            embeddings=[r.image_embedding for r in pictured],  # type: ignore[misc]
-            metadatas=[filter_metadata(r, IMAGE_FACET_PREFIX) for r in pictured],  # type: ignore[misc]
+            embeddings=[r.image_embedding for r in pictured],
+            metadatas=[filter_metadata(r, IMAGE_FACET_PREFIX) for r in pictured],
         )
     records.upsert(
         ids=[r.id for r in batch],
-        embeddings=[r.embedding for r in batch],  # type: ignore[arg-type]
+        embeddings=[r.embedding for r in batch],
         documents=[r.caption for r in batch],
         metadatas=[
             {**record_metadata(r, at), **(extra or {})}
             for r, at in zip(batch, indexed_at, strict=True)
-        ],  # type: ignore[misc]
+        ],
     )
 
 
@@ -226,7 +226,7 @@ def _own_image_keys(client: ClientAPI, records: Collection) -> None:
         moves = [(i, u) for i, m in zip(ids, metas, strict=True) if (u := _image_keys(m or {}))]
         if moves:
             # A key set to None is deleted by Chroma's update.
-            visual.update(ids=[i for i, _ in moves], metadatas=[m for _, m in moves])  # type: ignore[misc]
+            visual.update(ids=[i for i, _ in moves], metadatas=[m for _, m in moves])
         if len(ids) < _PAGE:
             return
         offset += _PAGE

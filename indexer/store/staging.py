@@ -101,14 +101,14 @@ class Staging:
         keep = {k: v for k, v in live.items() if k == "roots_json"}
         self._records = self._client.get_or_create_collection(
             self.name + NEXT,
-            configuration=schema.COSINE,  # type: ignore[arg-type]
+            configuration=schema.COSINE,
             metadata={**schema.spec_metadata(self.spec, now()), **keep, **layout.mark(self.name)},
             embedding_function=None,
         )
         if self.image_spec is not None:
             self._visual = self._client.get_or_create_collection(
                 f"{self.name}-images{NEXT}",
-                configuration=schema.COSINE,  # type: ignore[arg-type]
+                configuration=schema.COSINE,
                 metadata={**schema.spec_metadata(self.image_spec, now()), **layout.mark(self.name)},
                 embedding_function=None,
             )
