@@ -108,3 +108,23 @@ def drop(client: ClientAPI, name: str, catalog: str) -> int | None:
     held = empty(found)
     client.delete_collection(name)
     return held
+
+
+def drop_catalog(client: ClientAPI, catalog: str) -> list[tuple[str, int]]:
+    """Drop every collection of `catalog`, with each one's record count; a collection that
+    only bears one of its names (another catalog's, another tool's) is left, with a
+    warning."""
+    names = [catalog, *siblings(catalog)]
+    for base in (catalog, f"{catalog}-{IMAGES}"):
+        prefix = base + PARTITION_INFIX
+        names += [c.name for c in client.list_collections() if c.name.startswith(prefix)]
+    dropped = []
+    for name in names:
+        try:
+            held = drop(client, name, catalog)
+        except StoreError as exc:
+            log.warning("%s", exc)
+            continue
+        if held is not None:
+            dropped.append((name, held))
+    return dropped

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from indexer.records import EmbeddingSpec
+from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import layout, schema
 from indexer.store.connection import chunks, fresh_metadata, now
 
@@ -232,3 +232,60 @@ def build(
         if len(ids) < page:
             return written
         offset += page
+
+
+def write_records(
+    parts: Partitions,
+    visual_parts: Partitions | None,
+    records: Sequence[ImageRecord],
+    before: Mapping[str, Mapping[str, Sequence[str]]] | None,
+) -> None:
+    """Partition written records by caption vector, and by image vector where they have
+    one; `before` holds the keywords they had, whose partitions they leave."""
+    ids = [r.id for r in records]
+    parts.write(ids, [r.embedding for r in records], [r.keywords for r in records], before)
+    pictured = [(r, r.image_embedding) for r in records if r.image_embedding is not None]
+    if visual_parts is not None and pictured:
+        visual_parts.write(
+            [r.id for r, _ in pictured],
+            [vector for _, vector in pictured],
+            [r.keywords for r, _ in pictured],
+            before,
+        )
+
+
+def finish_pending(
+    records: Collection,
+    visual: Collection | None,
+    parts: Partitions | None,
+    visual_parts: Partitions | None,
+) -> int:
+    """Partition the records a crash left flagged `PARTS_PENDING`: out of every partition,
+    then into those of their keywords. Returns how many."""
+    if parts is None:
+        return 0
+    got = records.get(where={schema.PARTS_PENDING: True}, include=["metadatas", "embeddings"])
+    ids = list(got["ids"])
+    if not ids:
+        return 0
+    pictures: dict[str, Any] = {}
+    if visual is not None:
+        found = visual.get(ids=ids, include=["embeddings"])
+        pictures = dict(zip(found["ids"], found["embeddings"], strict=True))
+    for each in (parts, visual_parts):
+        if each is not None:
+            each.remove(ids)
+    metas = got["metadatas"] or []
+    parts.write(
+        ids, [list(v) for v in got["embeddings"]], [schema.filter_keywords(m or {}) for m in metas]
+    )
+    if visual_parts is not None:
+        kept = [(i, m) for i, m in zip(ids, metas, strict=True) if i in pictures]
+        visual_parts.write(
+            [i for i, _ in kept],
+            [list(pictures[i]) for i, _ in kept],
+            [schema.filter_keywords(m or {}) for _, m in kept],
+        )
+    records.update(ids=ids, metadatas=[{schema.PARTS_PENDING: None}] * len(ids))
+    log.warning("finished partitioning %d records a crash left half-written", len(ids))
+    return len(ids)
