@@ -139,7 +139,24 @@ class ReadableCommand(_ReadableHelp, TyperCommand):
 
 
 class ReadableGroup(_ReadableHelp, TyperGroup):
-    pass
+    """Commands listed in the order of a catalog's life, not in the order their modules
+    registered them; a command not named here comes last."""
+
+    order: tuple[str, ...] = (
+        "run",
+        "status",
+        "watch",
+        "export",
+        "reembed",
+        "reset",
+        "check",
+        "train-tagger",
+    )
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(self.order)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))
 
 
 _TYPE_NAMES = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "path": "PATH", "Path": "PATH"}

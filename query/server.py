@@ -15,13 +15,11 @@ describes itself at /openapi.json (browsable at /docs). Requests pass the guards
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import io
 import logging
 import mimetypes
 import os
-import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -37,8 +35,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from indexer.config import is_loopback_host
 from indexer.errors import ConfigError, ImageError, IndexerError, QueryError
-from indexer.files import atomic_write, read_regular
-from indexer.images import DECODED_FORMATS, content_id, open_image
+from indexer.files import read_regular
+from indexer.images import DECODED_FORMATS, content_id
 from indexer.records import StoredRecord
 from query.client import QueryClient, parse_where
 from query.security import (
@@ -49,6 +47,7 @@ from query.security import (
     page_policy,
     too_large_message,
 )
+from query.thumbnails import IMAGE_ID, cached_thumbnail, make_thumbnail, prune_thumbnails
 
 __all__ = ["MAX_UPLOAD_BYTES", "check_exposure", "create_app", "prune_thumbnails"]
 
@@ -60,10 +59,6 @@ MAX_UPLOAD_PIXELS = 40_000_000
 IMAGE_SEARCH_WORKERS = 2
 IMAGE_SEARCH_QUEUE = 8
 RETRY_AFTER_SECONDS = 5
-THUMBNAIL_SIDE = 320
-# A 320-pixel JPEG is tens of kilobytes; anything far larger in the cache was not made here.
-MAX_THUMBNAIL_BYTES = 4 * 1024 * 1024
-_ID = re.compile(r"[0-9a-f]{32}")
 _PAGE = Path(__file__).with_name("static") / "index.html"
 
 
@@ -298,7 +293,7 @@ def create_app(
 
     def stored(image_id: str) -> StoredRecord:
         """The record with this id: the only way a path reaches the disk."""
-        if not _ID.fullmatch(image_id):
+        if not IMAGE_ID.fullmatch(image_id):
             raise HTTPException(404, "no such image")
         found = ask(lambda: client.record(image_id))
         if found is None:
@@ -339,20 +334,15 @@ def create_app(
         """A JPEG of at most 320 px a side, made on first request and cached."""
         found = stored(image_id)
         cached = thumbnails / f"{image_id}.jpg"
-        made = _cached_thumbnail(cached)  # a regular file only: a link planted there is not
+        made = cached_thumbnail(cached)  # a regular file only: a link planted there is not
         if made is not None and verified.holds(_Verified.key(Path(found.path)), image_id):
             return Response(made, media_type="image/jpeg")
         data = indexed_bytes(found)
         if made is None:
             try:
-                img = open_image(data, THUMBNAIL_SIDE)
+                made = make_thumbnail(data, cached)
             except ImageError as exc:
                 raise HTTPException(422, f"cannot make a thumbnail: {exc}") from exc
-            out = io.BytesIO()
-            img.save(out, format="JPEG", quality=85)
-            made = out.getvalue()
-            with atomic_write(cached) as tmp:  # replaces a link, never writes through it
-                tmp.write_bytes(made)
         return Response(made, media_type="image/jpeg")
 
     app.add_middleware(
@@ -360,44 +350,6 @@ def create_app(
     )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
     return app
-
-
-def prune_thumbnails(folder: Path, client: QueryClient, chunk: int = 500) -> int:
-    """Delete the cached thumbnails of images no longer in the collection, and anything in
-    the cache the server did not make (links, other names). Returns how many went."""
-    if not folder.is_dir():
-        return 0
-    gone = 0
-    entries = list(folder.iterdir())
-    made = [
-        p
-        for p in entries
-        if p.suffix == ".jpg" and _ID.fullmatch(p.stem) and not p.is_symlink() and p.is_file()
-    ]
-    strays = [p for p in entries if p not in made]
-    for start in range(0, len(made), chunk):
-        batch = made[start : start + chunk]
-        try:
-            known = client.known([p.stem for p in batch])
-        except IndexerError as exc:
-            log.warning("thumbnail cache not pruned: %s", exc)
-            return gone
-        strays += [p for p in batch if p.stem not in known]
-    for path in strays:
-        if path.name.startswith(".tmp-"):
-            continue  # a thumbnail being written right now
-        with contextlib.suppress(OSError):
-            path.unlink()
-            gone += 1
-    return gone
-
-
-def _cached_thumbnail(path: Path) -> bytes | None:
-    """A thumbnail the server made earlier: a regular file, not followed through a link."""
-    try:
-        return read_regular(path, MAX_THUMBNAIL_BYTES, follow=False)
-    except ImageError:
-        return None
 
 
 def _checked_upload(data: bytes) -> bytes:

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -35,6 +36,18 @@ def _setting_names() -> list[str]:
 
 
 _LEAKY = _setting_names()
+
+
+def _scrub(environ: dict[str, str] | os._Environ[str]) -> None:
+    for name in _LEAKY:
+        environ.pop(name, None)
+
+
+# Module- and session-scoped fixtures are built before any function-scoped one runs: the
+# developer's settings, and the project folder's `.env`, are out of reach before anything
+# is collected. Each test then gets a working folder of its own (`hermetic`).
+_scrub(os.environ)
+os.chdir(tempfile.mkdtemp(prefix="indexer-tests-"))
 
 
 @pytest.fixture(autouse=True)

@@ -223,7 +223,7 @@ def test_a_write_killed_between_records_and_partitions_is_finished_by_the_next_w
         [sys.executable, "-c", CRASH, str(where)],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         timeout=120,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr

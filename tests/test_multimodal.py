@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from indexer.config import load_settings
-from indexer.providers.gemini import description_from_json
+from indexer.providers.gemini_responses import description_from_json
 from indexer.store import ImageStore
 from tests.conftest import garment_image
 from tests.fake_gemini import FakeGemini

@@ -7,7 +7,6 @@ and jitter, waiting at least as long as the server's Retry-After asks.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -21,7 +20,6 @@ from tenacity import Retrying, retry_if_exception, retry_if_exception_type
 
 from indexer.config import GOOGLE_API_HOST
 from indexer.errors import (
-    BlockedResponseError,
     ConfigError,
     EndpointUnreachableError,
     MalformedResponseError,
@@ -31,6 +29,7 @@ from indexer.errors import (
 from indexer.images import PreparedImage
 from indexer.providers.base import Provider
 from indexer.providers.gemini_batch import GeminiBatches
+from indexer.providers.gemini_responses import parse_description
 from indexer.providers.gemini_transport import (
     FairLimiter,
     RetryPolicy,
@@ -49,18 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BLOCKING_FINISH = frozenset(
-    {
-        "SAFETY",
-        "PROHIBITED_CONTENT",
-        "BLOCKLIST",
-        "SPII",
-        "RECITATION",
-        "IMAGE_SAFETY",
-        "IMAGE_PROHIBITED_CONTENT",
-        "LANGUAGE",
-    }
-)
 MAX_EMBED_BATCH = 100  # batchEmbedContents accepts at most 100 requests
 # gemini-embedding-2 takes at most six images in one request.
 MAX_IMAGES_PER_EMBED_REQUEST = 6
@@ -83,60 +70,13 @@ and audience where they are visible, e.g. "A red cotton summer dress for women."
 """
 
 
-def _parse_description(response: Any) -> Description:
-    feedback = getattr(response, "prompt_feedback", None)
-    if feedback is not None and feedback.block_reason:
-        reason = getattr(feedback.block_reason, "value", feedback.block_reason)
-        raise BlockedResponseError(f"request blocked by the API: {reason}")
-    candidates = response.candidates or []
-    if not candidates:
-        raise MalformedResponseError("the API returned no candidates")
-    candidate = candidates[0]
-    finish = str(getattr(candidate.finish_reason, "value", candidate.finish_reason) or "")
-    if finish in BLOCKING_FINISH:
-        raise BlockedResponseError(f"response blocked by the API (finish reason {finish})")
-    parts = candidate.content.parts if candidate.content and candidate.content.parts else []
-    text = "".join(p.text for p in parts if getattr(p, "text", None) and not p.thought)
-    if not text.strip():
-        raise MalformedResponseError(f"the model returned no text (finish reason {finish or '?'})")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MalformedResponseError(f"model output is not valid JSON: {exc.msg}") from exc
-    return description_from_json(data)
-
-
 def is_multimodal(model: str) -> bool:
     return model.rsplit("/", 1)[-1].startswith(MULTIMODAL_EMBEDDING_MODELS)
 
 
-def _unique(words: list[str]) -> list[str]:
-    """Keywords without repeats (case-insensitive), first spelling kept: the response schema
-    cannot ask the model for unique items."""
-    seen: dict[str, str] = {}
-    for word in words:
-        seen.setdefault(word.strip().casefold(), word.strip())
-    return list(seen.values())
-
-
-def description_from_json(data: Any) -> Description:
-    """Validate the structured output's shape; anything else is a malformed response."""
-    if not isinstance(data, dict):
-        raise MalformedResponseError("model output is not a JSON object")
-    keywords, caption = data.get("keywords"), data.get("caption")
-    if not isinstance(keywords, dict) or not all(
-        isinstance(k, str) and isinstance(v, list) and all(isinstance(w, str) for w in v)
-        for k, v in keywords.items()
-    ):
-        raise MalformedResponseError("model output lacks a keywords object of string lists")
-    if not isinstance(caption, str) or not caption.strip():
-        raise MalformedResponseError("model output lacks a caption")
-    return Description({k: _unique(v) for k, v in keywords.items()}, " ".join(caption.split()))
-
-
 class GeminiProvider(GeminiBatches, Provider):
     name = "gemini"
-    _parse = staticmethod(_parse_description)
+    _parse = staticmethod(parse_description)
 
     def __init__(
         self,
@@ -249,7 +189,7 @@ class GeminiProvider(GeminiBatches, Provider):
                     ),
                 )
                 self._count(response)
-                return _parse_description(response)
+                return parse_description(response)
             except ProviderError as exc:
                 return exc
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -150,3 +150,18 @@ class Sibling:
 def fresh_metadata(client: ClientAPI, name: str) -> dict[str, Any]:
     """A collection's metadata as stored now (a Collection object caches what it was)."""
     return dict(client.get_collection(name, embedding_function=None).metadata or {})
+
+
+PAGE = 1_000
+
+
+def pages(collection: Collection, include: list[str], size: int = PAGE) -> Iterator[dict[str, Any]]:
+    """Every entry of `collection`, one `get` page at a time, so that memory stays flat on
+    any catalog size. Updating the entries of a page read does not shift the next one."""
+    offset = 0
+    while True:
+        got = collection.get(limit=size, offset=offset, include=include)
+        yield dict(got)
+        if len(got["ids"]) < size:
+            return
+        offset += size

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from indexer.store import layout, partitions, schema
-from indexer.store.connection import chunks
+from indexer.store.connection import chunks, pages
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -100,16 +100,6 @@ def _norm(keywords: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     return {f: sorted(set(w)) for f, w in keywords.items() if w}
 
 
-def _pages(collection: Collection, include: list[str]) -> Iterator[dict[str, Any]]:
-    offset = 0
-    while True:
-        got = collection.get(limit=_PAGE, offset=offset, include=include)
-        yield dict(got)
-        if len(got["ids"]) < _PAGE:
-            return
-        offset += _PAGE
-
-
 def _key_update(
     stored: Mapping[str, Sequence[str]], wanted: Mapping[str, Sequence[str]], prefix: str
 ) -> dict[str, Any]:
@@ -172,7 +162,7 @@ def _records(
     keywords: dict[str, dict[str, list[str]]] = {}
     disagree: dict[str, tuple[dict[str, list[str]], dict[str, list[str]]]] = {}
     pending: list[str] = []
-    for page in _pages(store.records, ["metadatas"]):
+    for page in pages(store.records, ["metadatas"]):
         for rid, meta in zip(page["ids"], page["metadatas"] or [], strict=True):
             meta = meta or {}
             words = _norm(schema.keywords_of(meta))
@@ -222,7 +212,7 @@ def _image_vectors(
     seen: set[str] = set()
     orphans: list[str] = []
     stale: dict[str, tuple[dict[str, list[str]], dict[str, list[str]]]] = {}
-    for page in _pages(store.visual, ["metadatas"]):
+    for page in pages(store.visual, ["metadatas"]):
         for rid, meta in zip(page["ids"], page["metadatas"] or [], strict=True):
             seen.add(rid)
             if rid not in keywords:
@@ -296,7 +286,7 @@ def _partitions(
             continue
         want = expected.get(name, set())
         held: set[str] = set()
-        for page in _pages(collection, ["documents", "embeddings"]):
+        for page in pages(collection, ["documents", "embeddings"]):
             ids = list(page["ids"])
             held.update(ids)
             vectors = _vectors(source, [i for i in ids if i in want])

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import layout, schema
-from indexer.store.connection import chunks, fresh_metadata, now
+from indexer.store.connection import chunks, fresh_metadata, now, pages
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -221,17 +221,14 @@ def build(
 ) -> int:
     """Fill `partitions` from every record of `records` (their vectors and keyword keys, named
     with `prefix`). Idempotent; returns how many records it wrote."""
-    offset = written = 0
-    while True:
-        got = records.get(limit=page, offset=offset, include=["metadatas", "embeddings"])
+    written = 0
+    for got in pages(records, ["metadatas", "embeddings"], page):
         ids = list(got["ids"])
         if ids:
             keywords = [schema.filter_keywords(m or {}, prefix) for m in got["metadatas"] or []]
             partitions.write(ids, [list(v) for v in got["embeddings"]], keywords)
             written += len(ids)
-        if len(ids) < page:
-            return written
-        offset += page
+    return written
 
 
 def write_records(

@@ -11,7 +11,7 @@ from indexer.errors import EmbeddingMismatchError
 from indexer.records import EmbeddingSpec, Listed, StoredRecord
 from indexer.store import layout, schema
 from indexer.store.batches import BatchLog
-from indexer.store.connection import chunks, store_errors
+from indexer.store.connection import chunks, pages, store_errors
 from indexer.store.failures import FailureLog
 from indexer.store.guard import WriterGuard
 from indexer.store.partitions import Partitions
@@ -169,16 +169,12 @@ class StoreReader:
     def listing(self, page: int = 2000) -> list[Listed]:
         """Every record's id, time of indexing and keywords (no documents, no vectors)."""
         listed: list[Listed] = []
-        offset = 0
-        while True:
-            got = self._collection.get(limit=page, offset=offset, include=["metadatas"])
+        for got in pages(self._collection, ["metadatas"], page):
             for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
                 meta = meta or {}
                 at = str(meta.get("indexed_at", ""))
                 listed.append(Listed(rid, at, schema.filter_keywords(meta)))
-            if len(got["ids"]) < page:
-                return listed
-            offset += page
+        return listed
 
     @store_errors
     def by_ids(self, ids: Sequence[str]) -> list[StoredRecord]:

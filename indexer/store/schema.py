@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from indexer.errors import StoreError
 from indexer.records import EmbeddingSpec, ImageRecord, StoredRecord
 from indexer.store import layout
+from indexer.store.connection import pages
 from indexer.vocabulary import Keywords
 
 if TYPE_CHECKING:
@@ -178,9 +179,7 @@ def _add_folders(client: ClientAPI, records: Collection) -> None:
     """1 -> 2: give every record its `folders` list, so that the records under a folder are
     found by a filter instead of a scan of the whole collection. Records that have it keep it,
     so a re-run after a crash only finishes the rest."""
-    offset = 0
-    while True:
-        got = records.get(limit=_PAGE, offset=offset, include=["metadatas"])
+    for got in pages(records, ["metadatas"]):
         ids, metas = list(got["ids"]), list(got["metadatas"] or [])
         missing = [(i, m) for i, m in zip(ids, metas, strict=True) if m and FOLDERS not in m]
         if missing:
@@ -188,9 +187,6 @@ def _add_folders(client: ClientAPI, records: Collection) -> None:
                 ids=[i for i, _ in missing],
                 metadatas=[{FOLDERS: folders_of(str(m.get("path", "")))} for _, m in missing],
             )
-        if len(ids) < _PAGE:
-            return
-        offset += _PAGE
 
 
 def _mark_partitioned(client: ClientAPI, records: Collection) -> None:
@@ -219,17 +215,12 @@ def _own_image_keys(client: ClientAPI, records: Collection) -> None:
         visual = client.get_collection(f"{records.name}-images", embedding_function=None)
     except NotFoundError:
         return
-    offset = 0
-    while True:
-        got = visual.get(limit=_PAGE, offset=offset, include=["metadatas"])
+    for got in pages(visual, ["metadatas"]):
         ids, metas = list(got["ids"]), list(got["metadatas"] or [])
         moves = [(i, u) for i, m in zip(ids, metas, strict=True) if (u := _image_keys(m or {}))]
         if moves:
             # A key set to None is deleted by Chroma's update.
             visual.update(ids=[i for i, _ in moves], metadatas=[m for _, m in moves])
-        if len(ids) < _PAGE:
-            return
-        offset += _PAGE
 
 
 def _image_keys(meta: Mapping[str, Any]) -> dict[str, Any]:

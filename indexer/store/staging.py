@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from indexer.errors import StoreError
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import layout, schema
-from indexer.store.connection import chunks, fresh_metadata, now, store_errors
+from indexer.store.connection import chunks, fresh_metadata, now, pages, store_errors
 from indexer.store.layout import NEXT, RETIRED, find
 from indexer.store.leases import BEAT_SECONDS, FENCE, STALE_AFTER, Pulse, WriterLeases
 
@@ -138,14 +138,7 @@ class Staging:
     def drop_except(self, live: set[str]) -> int:
         """Delete the staged records whose id is not in `live` (deleted since they were
         staged); return how many."""
-        extra: list[str] = []
-        offset = 0
-        while True:
-            ids = self._staged.get(limit=_PAGE, offset=offset, include=[])["ids"]
-            extra += [i for i in ids if i not in live]
-            if len(ids) < _PAGE:
-                break
-            offset += _PAGE
+        extra = [i for got in pages(self._staged, []) for i in got["ids"] if i not in live]
         for chunk in chunks(extra):
             if self._visual is not None:
                 self._visual.delete(ids=list(chunk))
