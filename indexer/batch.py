@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from indexer.enrich import one_line
-from indexer.errors import ImageError, ProviderError, TransientProviderError
+from indexer.errors import ConfigError, ImageError, ProviderError, TransientProviderError
 from indexer.images import PreparedImage, SourceImage, prepare, reread
 from indexer.pipeline import BatchResult, Indexer, RunReport, Shard
+from indexer.providers.base import BatchJobs
 from indexer.records import Description, Failure, ImageRecord
 from indexer.store.batches import CREATING, BatchEntry
 from indexer.store.connection import now
@@ -74,12 +75,11 @@ class BatchIndexer:
     def __init__(self, indexer: Indexer, poll_seconds: float = 10.0) -> None:
         self.indexer = indexer
         self.enricher = indexer.enricher
-        self.provider: Any = indexer.enricher.provider
-        for needed in ("batch_request", "submit_batch", "batch_status", "list_batches"):
-            if not hasattr(self.provider, needed):
-                from indexer.errors import ConfigError
-
-                raise ConfigError(f"provider {self.provider.name!r} has no batch mode; use gemini")
+        provider = indexer.enricher.provider
+        jobs = provider.batch_jobs
+        if jobs is None:
+            raise ConfigError(f"provider {provider.name!r} has no batch mode; use gemini")
+        self.jobs: BatchJobs = jobs
         self.log = indexer.store.batches
         self.poll_seconds = poll_seconds
         self.run_id = uuid.uuid4().hex[:12]
@@ -113,7 +113,7 @@ class BatchIndexer:
                 if job and size + cost > MAX_JOB_BYTES:
                     self._create(job, size, batch)
                     job, size = [], 0
-                job.append((image, self.provider.batch_request(image, self.enricher.vocabulary)))
+                job.append((image, self.jobs.request(image, self.enricher.vocabulary)))
                 size += cost
                 carried.add(source.id)
             notify(report, batch)
@@ -145,7 +145,7 @@ class BatchIndexer:
         )
         self.log.intend(entry)  # before the job exists: a crash now is seen by `adopt`
         try:
-            name, state = self.provider.submit_batch([r for _, r in job], display)
+            name, state = self.jobs.submit([r for _, r in job], display)
         except TransientProviderError as exc:
             if exc.refused:  # retried already, and still not acted on: no job was made
                 self.log.forget(display)
@@ -171,7 +171,7 @@ class BatchIndexer:
         unnamed = [e for e in self.log.entries() if not e.job]
         if not unnamed:
             return
-        existing = {display: (name, state) for name, display, state in self.provider.list_batches()}
+        existing = {display: (name, state) for name, display, state in self.jobs.listing()}
         for entry in unnamed:
             if entry.display_name in existing:
                 name, state = existing[entry.display_name]
@@ -205,7 +205,7 @@ class BatchIndexer:
             batch.states = Counter(CREATING for e in every if not e.job)
             progressed = False
             for entry in [e for e in every if e.job]:
-                status = self.provider.batch_status(entry.job)
+                status = self.jobs.status(entry.job)
                 if status.state == "succeeded":
                     progressed = self._collect(entry, status.answers or {}, report, batch)
                 elif status.state in DONE_STATES:
@@ -301,7 +301,7 @@ class BatchIndexer:
                     reason = "the file changed or vanished while its batch job ran"
                     self.indexer.fail([Failure(image_id, path, reason)], report)
                     continue
-                job.append((image, self.provider.batch_request(image, self.enricher.vocabulary)))
+                job.append((image, self.jobs.request(image, self.enricher.vocabulary)))
                 size += _cost(image)
             if job:
                 self._create(job, size, batch, replaces=entry.display_name)

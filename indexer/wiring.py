@@ -15,12 +15,14 @@ from indexer.console import (
     line,
     note,
 )
-from indexer.errors import StoreError
+from indexer.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from indexer.config import Settings
+    from indexer.enrich import Enricher
     from indexer.pipeline import Indexer
     from indexer.providers.base import Provider
+    from indexer.store import ImageStore
 
 
 def chosen_provider(name: str | None, settings: Settings) -> Provider:
@@ -38,24 +40,50 @@ def chosen_provider(name: str | None, settings: Settings) -> Provider:
     return providers.create(name, settings)
 
 
-@contextmanager
-def indexing(settings: Settings, provider: str | None) -> Iterator[Indexer]:
-    """The ingestion worker, wired: provider, enricher, and the store opened for writing in
-    the enricher's vector spaces. Closes the provider and releases the store afterwards."""
+def recorded_provider(store: ImageStore, settings: Settings) -> Provider:
+    """The provider that built `store`'s collection: only its vectors are comparable."""
+    from indexer import providers
+
+    recorded = store.spec.provider
+    if recorded not in providers.available():
+        raise ConfigError(
+            f"collection {store.name!r} was built by provider {recorded!r}, which is not "
+            f"installed here; installed: {', '.join(sorted(providers.available()))}"
+        )
+    return providers.create(recorded, settings)
+
+
+def enricher_for(settings: Settings, model: Provider) -> Enricher:
+    """The enricher around `model`, with the configured vocabulary."""
     from indexer.enrich import Enricher
-    from indexer.pipeline import Indexer
-    from indexer.store import ImageStore
     from indexer.vocabulary import Vocabulary
 
-    vocabulary = Vocabulary.load(settings.vocabulary_file)
+    return Enricher.create(settings, model, Vocabulary.load(settings.vocabulary_file))
+
+
+def writing(settings: Settings, model: Provider) -> Indexer:
+    """The ingestion worker around `model`: its enricher, and the store opened for writing
+    in the enricher's vector spaces (close it with `indexer.store.close()`)."""
+    from indexer.pipeline import Indexer
+    from indexer.store import ImageStore
+
+    enricher = enricher_for(settings, model)
+    store = ImageStore.open(
+        settings, write=True, spec=enricher.spec, image_spec=enricher.image_spec
+    )
+    return Indexer(settings, enricher, store)
+
+
+@contextmanager
+def indexing(settings: Settings, provider: str | None) -> Iterator[Indexer]:
+    """The ingestion worker, wired: provider chosen and announced, enricher, and the store
+    opened for writing. Closes the provider and releases the store afterwards."""
     model = chosen_provider(provider, settings)
     try:
-        enricher = Enricher.create(settings, model, vocabulary)
-        with ImageStore.open(
-            settings, write=True, spec=enricher.spec, image_spec=enricher.image_spec
-        ) as store:
+        worker = writing(settings, model)
+        with worker.store as store:
             try:
-                yield Indexer(settings, enricher, store)
+                yield worker
             finally:
                 # What the run spent counts even when it was interrupted.
                 with contextlib.suppress(StoreError):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from indexer.config import Settings, load_settings
-from indexer.errors import ConfigError, ImageError, QueryError, StoreError
+from indexer.errors import ImageError, QueryError, StoreError
 from indexer.records import Failure, Hit, Listed, Page, StoredRecord
 from indexer.vocabulary import Vocabulary
 
@@ -113,7 +113,9 @@ class QueryClient:
                 self._store = ImageStore.open(self.settings)
             if not self._checked:
                 if self._provider is None:
-                    self._provider = self._recorded_provider(self._store)
+                    from indexer.wiring import recorded_provider
+
+                    self._provider = recorded_provider(self._store, self.settings)
                 # Once per client: the collection's vector space does not change under it.
                 self._store.check(self._provider.embedding_spec)
                 self._checked = True
@@ -133,18 +135,6 @@ class QueryClient:
                 self._provider.close()
                 self._provider = None
             return True
-
-    def _recorded_provider(self, store: ImageStore) -> Provider:
-        """The provider that built the collection: only its vectors are comparable."""
-        from indexer import providers
-
-        recorded = store.spec.provider
-        if recorded not in providers.available():
-            raise ConfigError(
-                f"collection {store.name!r} was built by provider {recorded!r}, which is not "
-                f"installed here; installed: {', '.join(sorted(providers.available()))}"
-            )
-        return providers.create(recorded, self.settings)
 
     @property
     def planner(self) -> Planner:
@@ -178,11 +168,12 @@ class QueryClient:
 
     def _enricher_for(self, provider: Provider) -> Enricher:
         """Built once per client: it embeds the vocabulary and may load an image model."""
-        from indexer.enrich import Enricher
 
         with self._lock:
             if self._enricher is None:
-                self._enricher = Enricher.create(self.settings, provider, self.vocabulary)
+                from indexer.wiring import enricher_for
+
+                self._enricher = enricher_for(self.settings, provider)
             return self._enricher
 
     # --- queries ---

@@ -34,13 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from indexer import ranking  # noqa: E402
 from indexer.config import load_settings  # noqa: E402
-from indexer.enrich import Enricher  # noqa: E402
 from indexer.images import prepare, read_source  # noqa: E402
-from indexer.pipeline import Indexer  # noqa: E402
 from indexer.providers.gemini import GeminiProvider  # noqa: E402
 from indexer.records import Hit  # noqa: E402
-from indexer.store import ImageStore  # noqa: E402
-from indexer.vocabulary import Vocabulary  # noqa: E402
+from indexer.wiring import writing  # noqa: E402
 from tests.fake_gemini import API_KEY, FakeGemini  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
@@ -91,12 +88,10 @@ def measure(name: str, per_class: int) -> None:
             }
             labels[source.id] = label
         provider = GeminiProvider(settings)
-        enricher = Enricher.create(settings, provider, Vocabulary.load())
-        store = ImageStore.open(
-            settings, write=True, spec=enricher.spec, image_spec=enricher.image_spec
-        )
+        worker = writing(settings, provider)
+        store = worker.store
         started = time.monotonic()
-        report = Indexer(settings, enricher, store).run(sorted(catalog))
+        report = worker.run(sorted(catalog))
         usage = provider.usage
         print(
             f"\n{name}: indexed {report.indexed} of {len(catalog)} photos "

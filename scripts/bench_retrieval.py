@@ -28,11 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from indexer.config import load_settings  # noqa: E402
-from indexer.enrich import Enricher  # noqa: E402
 from indexer.pipeline import Indexer  # noqa: E402
 from indexer.providers.local import LocalProvider  # noqa: E402
-from indexer.store import ImageStore  # noqa: E402
-from indexer.vocabulary import Vocabulary  # noqa: E402
+from indexer.wiring import writing  # noqa: E402
 from query import QueryClient  # noqa: E402
 from scripts.train_garment_head import CLASS_TO_KEYWORD, FAMILIAR, splits  # noqa: E402
 
@@ -82,12 +80,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(home=Path(tmp), google_api_key=None)
         provider = LocalProvider(settings)
-        enricher = Enricher.create(settings, provider, Vocabulary.load())
-        store = ImageStore.open(
-            settings, write=True, spec=enricher.spec, image_spec=enricher.image_spec
-        )
+        worker = writing(settings, provider)
+        enricher, store = worker.enricher, worker.store
         started = time.monotonic()
-        report = Indexer(settings, enricher, store).run([DATASET])
+        report = worker.run([DATASET])
         seconds = time.monotonic() - started
         print(
             f"indexed {report.indexed} photos in {seconds:.1f}s "

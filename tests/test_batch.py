@@ -122,7 +122,8 @@ def test_a_job_created_but_never_recorded_is_adopted_not_paid_again(
         store.batches.intend(
             BatchEntry(display, "", CREATING, {i.id: str(i.path) for i in prepared}, 1, "")
         )
-    provider.submit_batch([provider.batch_request(i, Vocabulary.load()) for i in prepared], display)
+    jobs = provider.batch_jobs
+    jobs.submit([jobs.request(i, Vocabulary.load()) for i in prepared], display)
     provider.close()
 
     done = cli("run", str(tmp_path / "photos"), "--batch")

@@ -85,9 +85,9 @@ def run(
         total = sum(1 for _ in discover(paths))
         indexer = resources.enter_context(indexing(settings, provider))
         store = indexer.store
-        if indexer.enricher.provider.name == "local":
+        if indexer.enricher.provider.loads_models:
             err.print(line("loading models..."))
-            indexer.enricher.provider.warm_up()
+        indexer.enricher.provider.warm_up()
         if batch:
             run_batch(indexer, paths, share, wait=not no_wait, poll=settings.batch_poll_seconds)
             return

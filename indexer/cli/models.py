@@ -30,7 +30,7 @@ from indexer.console import (
 if TYPE_CHECKING:
     pass
 from indexer.cli.app import VerboseOpt, app
-from indexer.wiring import chosen_provider
+from indexer.wiring import chosen_provider, enricher_for
 
 
 @app.command(cls=ReadableCommand)
@@ -56,11 +56,9 @@ def reembed(
     import threading
 
     from indexer.config import load_settings
-    from indexer.enrich import Enricher
     from indexer.reembed import ReembedReport
     from indexer.reembed import reembed as run_reembed
     from indexer.store import ImageStore
-    from indexer.vocabulary import Vocabulary
 
     stop = threading.Event()
     with reported_errors(), ExitStack() as resources:
@@ -68,7 +66,7 @@ def reembed(
         store = resources.enter_context(ImageStore.open(settings, exclusive=True))
         model = chosen_provider(provider, settings)
         resources.callback(model.close)
-        enricher = Enricher.create(settings, model, Vocabulary.load(settings.vocabulary_file))
+        enricher = enricher_for(settings, model)
         spec, image_spec = enricher.spec, enricher.image_spec
         if store.spec == enricher.spec and store.image_spec == enricher.image_spec:
             err.print(line(f"collection {store.name!r} is already built with {store.spec}"))

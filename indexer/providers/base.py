@@ -4,14 +4,48 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from indexer.errors import ProviderError
 from indexer.images import PreparedImage
 from indexer.records import Description, EmbeddingSpec, Usage
 from indexer.vocabulary import Vocabulary
 
-__all__ = ["Description", "EmbeddingSpec", "Provider"]
+__all__ = ["BatchJobs", "BatchStatus", "Description", "EmbeddingSpec", "Provider"]
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    name: str
+    state: str  # pending, running, succeeded, failed, cancelled, expired, missing (404)
+    answers: dict[str, Description | ProviderError] | None = None  # by content id
+
+
+class BatchJobs(ABC):
+    """A provider's batch mode: the requests `describe` sends online, sent as jobs that
+    answer later (and cost less), read back keyed by content id."""
+
+    @abstractmethod
+    def request(self, image: PreparedImage, vocabulary: Vocabulary) -> Any:
+        """The request for one image, keyed by its content id."""
+
+    @abstractmethod
+    def submit(self, requests: Sequence[Any], display_name: str) -> tuple[str, str]:
+        """Create a job; its name and state. A create that may have made the job although it
+        failed raises a TransientProviderError that is not `refused`: look for the job by its
+        display name before making another."""
+
+    @abstractmethod
+    def status(self, name: str) -> BatchStatus:
+        """A job's state, with each request's answer once it has succeeded."""
+
+    @abstractmethod
+    def listing(self) -> list[tuple[str, str, str]]:
+        """(name, display name, state) of every job of the account."""
+
+    @abstractmethod
+    def cancel(self, name: str) -> None: ...
 
 
 class Provider(ABC):
@@ -23,6 +57,8 @@ class Provider(ABC):
     """
 
     name: ClassVar[str]
+    # Whether `warm_up` loads models on this machine: seconds of work worth announcing.
+    loads_models: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -44,6 +80,11 @@ class Provider(ABC):
         """Whether image and text vectors are comparable (one multimodal model): then an
         image query needs no description, and a text query can search the pictures."""
         return self.image_spec is not None and self.image_spec == self.embedding_spec
+
+    @property
+    def batch_jobs(self) -> BatchJobs | None:
+        """The provider's batch mode, or None when it has none."""
+        return None
 
     @property
     def usage(self) -> Usage:
@@ -73,8 +114,8 @@ class Provider(ABC):
     def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
         raise ProviderError(f"provider {self.name!r} cannot embed images")
 
-    def warm_up(self) -> None:  # noqa: B027 - optional hook
-        """Load models now rather than at the first image (local models take seconds)."""
+    def warm_up(self) -> None:  # noqa: B027 - a no-op where there is nothing to load
+        """Load models now rather than at the first image; always called before work."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release threads or connections; the provider is unusable afterwards."""

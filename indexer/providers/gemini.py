@@ -28,7 +28,7 @@ from indexer.errors import (
 )
 from indexer.images import PreparedImage
 from indexer.providers.base import Provider
-from indexer.providers.gemini_batch import GeminiBatches
+from indexer.providers.gemini_batch import GeminiBatchJobs
 from indexer.providers.gemini_responses import parse_description
 from indexer.providers.gemini_transport import (
     FairLimiter,
@@ -74,9 +74,8 @@ def is_multimodal(model: str) -> bool:
     return model.rsplit("/", 1)[-1].startswith(MULTIMODAL_EMBEDDING_MODELS)
 
 
-class GeminiProvider(GeminiBatches, Provider):
+class GeminiProvider(Provider):
     name = "gemini"
-    _parse = staticmethod(parse_description)
 
     def __init__(
         self,
@@ -86,7 +85,7 @@ class GeminiProvider(GeminiBatches, Provider):
     ) -> None:
         self._settings = settings
         self._client = client
-        self._batch_client: genai.Client | None = None
+        self._batch_jobs = GeminiBatchJobs(self)
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._generation_limiter = FairLimiter(settings.generation_rpm)
@@ -103,6 +102,14 @@ class GeminiProvider(GeminiBatches, Provider):
             sleep=sleep,
             reraise=True,
         )
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def batch_jobs(self) -> GeminiBatchJobs:
+        return self._batch_jobs
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GeminiProvider:
@@ -138,10 +145,10 @@ class GeminiProvider(GeminiBatches, Provider):
     def client(self) -> genai.Client:
         with self._lock:
             if self._client is None:
-                self._client = self._make_client()
+                self._client = self.make_client()
             return self._client
 
-    def _make_client(self, api_version: str | None = None) -> genai.Client:
+    def make_client(self, api_version: str | None = None) -> genai.Client:
         if not self._settings.google_api_key:
             raise ConfigError("GOOGLE_API_KEY (or GEMINI_API_KEY) is not set")
         from google import genai
@@ -170,17 +177,17 @@ class GeminiProvider(GeminiBatches, Provider):
                 was_refused = refused(exc)
                 raise
 
-        return self._call_plain(limited)
+        return self.call_plain(limited)
 
     # --- description ---
 
     def describe(
         self, images: Sequence[PreparedImage], vocabulary: Vocabulary
     ) -> list[Description | ProviderError]:
-        config = self._generation_config(vocabulary)
+        config = self.generation_config(vocabulary)
 
         def one(image: PreparedImage) -> Description | ProviderError:
-            contents = self._contents(image)
+            contents = self.request_contents(image)
             try:
                 response = self._call(
                     self._generation_limiter,
@@ -188,7 +195,7 @@ class GeminiProvider(GeminiBatches, Provider):
                         model=self._settings.generation_model, contents=contents, config=config
                     ),
                 )
-                self._count(response)
+                self.count_usage(response)
                 return parse_description(response)
             except ProviderError as exc:
                 return exc
@@ -202,7 +209,7 @@ class GeminiProvider(GeminiBatches, Provider):
                 raise answer  # the run stops: no other image can succeed either
         return answers
 
-    def _generation_config(self, vocabulary: Vocabulary) -> Any:
+    def generation_config(self, vocabulary: Vocabulary) -> Any:
         """The one request configuration, for online calls and batch jobs alike."""
         from google.genai import types
 
@@ -211,11 +218,11 @@ class GeminiProvider(GeminiBatches, Provider):
             response_mime_type="application/json",
             response_json_schema=vocabulary.response_schema(),
             thinking_config=types.ThinkingConfig(
-                thinking_level=self._settings.thinking_level.upper()
+                thinking_level=types.ThinkingLevel(self._settings.thinking_level.upper())
             ),
         )
 
-    def _contents(self, image: PreparedImage) -> list[Any]:
+    def request_contents(self, image: PreparedImage) -> list[Any]:
         from google.genai import types
 
         resolution = f"MEDIA_RESOLUTION_{self._settings.media_resolution.upper()}"
@@ -228,7 +235,7 @@ class GeminiProvider(GeminiBatches, Provider):
             "Tag and caption this garment.",
         ]
 
-    def _call_plain(self, fn: Callable[[], T], idempotent: bool = True) -> T:
+    def call_plain(self, fn: Callable[[], T], idempotent: bool = True) -> T:
         """A call outside the per-minute quotas, retried like every other; one that is not
         `idempotent` only after an error that says the API did not act on it (a 429, a
         refused connection): a timeout or a 5xx may hide its success."""
@@ -262,7 +269,7 @@ class GeminiProvider(GeminiBatches, Provider):
             self._unreachable = exc
             raise
 
-    def _count(self, response: Any) -> None:
+    def count_usage(self, response: Any) -> None:
         meta = getattr(response, "usage_metadata", None)
         self._usage.add(
             generation_requests=1,

@@ -1,31 +1,27 @@
-"""The Gemini Batch API side of the Gemini provider: the same requests as online calls, sent
-as batch jobs (half the price, answers within 24 hours) and read back keyed by content id.
-
-A mixin of `GeminiProvider`, which supplies the request building (`_contents`,
-`_generation_config`), the clients, the retry policy (`_call_plain`) and usage counting.
-"""
+"""The Gemini provider's batch mode: the same requests as online calls, sent as Batch API
+jobs (half the price, answers within 24 hours) and read back keyed by content id. It uses its
+provider's request building, retry policy and usage counting, and a client of its own on
+v1beta, where the Batch API lives."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from indexer.errors import GoneError, ProviderError
+from indexer.providers.base import BatchJobs, BatchStatus
+from indexer.providers.gemini_responses import parse_description
 from indexer.records import Description
 
 if TYPE_CHECKING:
     from google import genai
 
+    from indexer.config import Settings
     from indexer.images import PreparedImage
     from indexer.vocabulary import Vocabulary
 
-
-@dataclass(frozen=True)
-class BatchStatus:
-    name: str
-    state: str  # pending, running, succeeded, failed, cancelled, expired, missing (404)
-    answers: dict[str, Description | ProviderError] | None = None  # by content id
+T = TypeVar("T")
 
 
 def _state(job: Any) -> str:
@@ -33,45 +29,53 @@ def _state(job: Any) -> str:
     return raw.removeprefix("JOB_STATE_").removeprefix("BATCH_STATE_").lower() or "pending"
 
 
-class GeminiBatches:
-    _batch_client: genai.Client | None
-    # Supplied by GeminiProvider.
-    _settings: Any
-    _lock: Any
-    _make_client: Any
-    _contents: Any
-    _generation_config: Any
-    _call_plain: Any
-    _count: Any
-    _parse: Any
+class OnlineSide(Protocol):
+    """What batch jobs take from the provider's online side: the same requests, the same
+    retry policy and the same usage counting."""
 
     @property
-    def batch_client(self) -> genai.Client:
+    def settings(self) -> Settings: ...
+
+    def make_client(self, api_version: str | None = None) -> genai.Client: ...
+    def request_contents(self, image: PreparedImage) -> list[Any]: ...
+    def generation_config(self, vocabulary: Vocabulary) -> Any: ...
+    def call_plain(self, fn: Callable[[], T], idempotent: bool = True) -> T: ...
+    def count_usage(self, response: Any) -> None: ...
+
+
+class GeminiBatchJobs(BatchJobs):
+    def __init__(self, provider: OnlineSide) -> None:
+        self._provider = provider
+        self._client: genai.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> genai.Client:
         """A client on v1beta: the Batch API is not on the stable v1 the SDK defaults to."""
         with self._lock:
-            if self._batch_client is None:
-                self._batch_client = self._make_client(api_version="v1beta")
-            return self._batch_client
+            if self._client is None:
+                self._client = self._provider.make_client(api_version="v1beta")
+            return self._client
 
-    def batch_request(self, image: PreparedImage, vocabulary: Vocabulary) -> Any:
+    def request(self, image: PreparedImage, vocabulary: Vocabulary) -> Any:
         """The same request `describe` sends, keyed by the image's content id."""
         from google.genai import types
 
         return types.InlinedRequest(
-            model=self._settings.generation_model,
-            contents=self._contents(image),
-            config=self._generation_config(vocabulary),
+            model=self._provider.settings.generation_model,
+            contents=self._provider.request_contents(image),
+            config=self._provider.generation_config(vocabulary),
             metadata={"key": image.id},
         )
 
-    def submit_batch(self, requests: Sequence[Any], display_name: str) -> tuple[str, str]:
+    def submit(self, requests: Sequence[Any], display_name: str) -> tuple[str, str]:
         """Create a batch job; return its name and state. Retried only when refused: a create
         that timed out or failed with a 5xx may still have made the job (the API takes no
         idempotency key), so a TransientProviderError that is not `refused` means "look for
         it by its display name"."""
-        job = self._call_plain(
-            lambda: self.batch_client.batches.create(
-                model=self._settings.generation_model,
+        job = self._provider.call_plain(
+            lambda: self.client.batches.create(
+                model=self._provider.settings.generation_model,
                 src=list(requests),
                 config={"display_name": display_name},
             ),
@@ -79,11 +83,11 @@ class GeminiBatches:
         )
         return str(job.name), _state(job)
 
-    def batch_status(self, name: str) -> BatchStatus:
+    def status(self, name: str) -> BatchStatus:
         """A job's state, and each request's answer once the job has succeeded; "missing"
         when the API no longer knows the job."""
         try:
-            job = self._call_plain(lambda: self.batch_client.batches.get(name=name))
+            job = self._provider.call_plain(lambda: self.client.batches.get(name=name))
         except GoneError:
             return BatchStatus(name, "missing")
         state = _state(job)
@@ -96,17 +100,19 @@ class GeminiBatches:
                     message = getattr(item.error, "message", None) or str(item.error)
                     answers[key] = ProviderError(f"batch request failed: {message}")
                     continue
-                self._count(item.response)
+                self._provider.count_usage(item.response)
                 try:
-                    answers[key] = self._parse(item.response)
+                    answers[key] = parse_description(item.response)
                 except ProviderError as exc:
                     answers[key] = exc
         return BatchStatus(name, state, answers)
 
-    def list_batches(self) -> list[tuple[str, str, str]]:
+    def listing(self) -> list[tuple[str, str, str]]:
         """(name, display name, state) of every batch job of the account."""
-        pager = self._call_plain(lambda: self.batch_client.batches.list(config={"page_size": 100}))
+        pager = self._provider.call_plain(
+            lambda: self.client.batches.list(config={"page_size": 100})
+        )
         return [(str(j.name), str(j.display_name or ""), _state(j)) for j in pager]
 
-    def cancel_batch(self, name: str) -> None:
-        self._call_plain(lambda: self.batch_client.batches.cancel(name=name))
+    def cancel(self, name: str) -> None:
+        self._provider.call_plain(lambda: self.client.batches.cancel(name=name))

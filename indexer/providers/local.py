@@ -106,6 +106,7 @@ def compose_caption(keywords: Keywords) -> str:
 
 class LocalProvider(Provider):
     name = "local"
+    loads_models = True
 
     def __init__(
         self,
