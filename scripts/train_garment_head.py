@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from indexer.config import load_settings  # noqa: E402
-from indexer.images import open_image, read_source  # noqa: E402
+from indexer.images import picture_of_file  # noqa: E402
 from indexer.runtime import (  # noqa: E402
     TAIL_FEATURES,
     image_network,
@@ -65,7 +65,7 @@ from indexer.runtime import (  # noqa: E402
     tail_network,
 )
 from indexer.tagger import LinearHead, train_head  # noqa: E402
-from indexer.vision import INPUT_SIZE, MODEL_ID, ImageEncoder, encode_files, to_input  # noqa: E402
+from indexer.vision import MODEL_ID, ImageEncoder, encode_files, to_input  # noqa: E402
 
 TAIL_START = 19  # the last two blocks: cross-validated against 21 (none) and 20 (README)
 TAIL_LR = 3e-4
@@ -163,10 +163,7 @@ def tail_inputs(
 
     def pairs() -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
         for first in range(0, len(items), 16):
-            images = [
-                open_image(read_source(p).data, 2 * INPUT_SIZE)
-                for p, _ in items[first : first + 16]
-            ]
+            images = [picture_of_file(p) for p, _ in items[first : first + 16]]
             yield [to_input(i) for i in images], [to_input(ImageOps.mirror(i)) for i in images]
 
     file = cache / f"block{start}_{name}.npy" if cache else None
@@ -205,7 +202,7 @@ def augmented_inputs(
 
     def pairs() -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
         for row in rows:
-            img = open_image(read_source(items[row][0]).data, 2 * INPUT_SIZE)
+            img = picture_of_file(items[row][0])
             copies = [to_input(augment(img, rng)) for _ in range(views)]
             yield copies[0::2], copies[1::2]  # rows of consecutive copies
 

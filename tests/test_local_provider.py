@@ -70,7 +70,8 @@ def test_text_embeddings_are_384_d_and_semantic(provider: LocalProvider) -> None
 def test_describe_and_embed_images_share_one_forward_pass(
     dataset: Path, tmp_path: Path, models_dir: Path
 ) -> None:
-    from indexer.vision import ImageEncoder, decode
+    from indexer.images import picture
+    from indexer.vision import ImageEncoder
 
     class CountingEncoder(ImageEncoder):  # the real model, with its calls counted
         def __init__(self) -> None:
@@ -90,7 +91,7 @@ def test_describe_and_embed_images_share_one_forward_pass(
     local.describe(images, VOCAB)
     vectors = local.embed_images(images)
     assert encoder.images_encoded == 3
-    fresh = ImageEncoder(models_dir).encode([decode(img) for img in images])
+    fresh = ImageEncoder(models_dir).encode([picture(img) for img in images])
     assert np.allclose(np.array(vectors), fresh, atol=1e-5)
 
 

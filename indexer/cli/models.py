@@ -167,6 +167,7 @@ def train_tagger(
             ImageEncoder(settings.models_dir),
             settings.max_file_bytes,
             skipped,
+            settings.image_max_side,
         )
     for path, reason in skipped:
         err.print(line(f"skipped {path}: {reason}"))

@@ -23,12 +23,12 @@ from PIL import Image
 
 from indexer.colors import dominant_color
 from indexer.errors import ConfigError, ProviderError
-from indexer.images import PreparedImage
+from indexer.images import PreparedImage, picture
 from indexer.providers.base import Provider
 from indexer.records import Description, EmbeddingSpec
 from indexer.runtime import TextModel
 from indexer.tagger import LinearHead
-from indexer.vision import FEATURE_DIM, IMAGE_SPEC, ImageEncoder, decode
+from indexer.vision import FEATURE_DIM, IMAGE_SPEC, ImageEncoder
 from indexer.vision import MODEL_ID as IMAGE_MODEL_ID
 from indexer.vocabulary import Keywords, Vocabulary
 
@@ -156,7 +156,7 @@ class LocalProvider(Provider):
     def describe(
         self, images: Sequence[PreparedImage], vocabulary: Vocabulary
     ) -> list[Description | ProviderError]:
-        pictures = [decode(img) for img in images]
+        pictures = [picture(img) for img in images]
         features = self._features(images, pictures)
         per_image: list[Keywords] = [{} for _ in images]
         for facet, head in self.heads.items():
@@ -166,8 +166,8 @@ class LocalProvider(Provider):
                 if keyword is not None and keyword.casefold() in allowed:
                     per_image[i][facet] = [allowed[keyword.casefold()]]
         if "color" in vocabulary.facets:
-            for i, picture in enumerate(pictures):
-                color = dominant_color(picture, vocabulary.facets["color"])
+            for i, shown in enumerate(pictures):
+                color = dominant_color(shown, vocabulary.facets["color"])
                 if color is not None:
                     per_image[i]["color"] = [color]
         return [Description(kw, compose_caption(kw)) for kw in per_image]
@@ -197,7 +197,7 @@ class LocalProvider(Provider):
         with self._lock:
             missing = [i for i, img in enumerate(images) if img.id not in self._recent]
         if missing:
-            decoded = [pictures[i] if pictures else decode(images[i]) for i in missing]
+            decoded = [pictures[i] if pictures else picture(images[i]) for i in missing]
             computed = self._images.encode_all(decoded)
             with self._lock:
                 for n, i in enumerate(missing):
@@ -208,5 +208,5 @@ class LocalProvider(Provider):
             rows = [self._recent.get(img.id) for img in images]
         found = [r for r in rows if r is not None]
         if not found or len(found) < len(rows):  # none asked, or evicted by another batch
-            return self._images.encode_all([decode(img) for img in images])
+            return self._images.encode_all([picture(img) for img in images])
         return {m: np.stack([r[m] for r in found]) for m in found[0]}
