@@ -44,10 +44,14 @@ def _scrub(environ: dict[str, str] | os._Environ[str]) -> None:
 
 
 # Module- and session-scoped fixtures are built before any function-scoped one runs: the
-# developer's settings, and the project folder's `.env`, are out of reach before anything
-# is collected. Each test then gets a working folder of its own (`hermetic`).
+# developer's settings are out of reach before anything is collected, and the project
+# folder's `.env` once collection (which reads the project folder) is done. Each test then
+# gets a working folder of its own (`hermetic`).
 _scrub(os.environ)
-os.chdir(tempfile.mkdtemp(prefix="indexer-tests-"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    os.chdir(tempfile.mkdtemp(prefix="indexer-tests-"))
 
 
 @pytest.fixture(autouse=True)
@@ -66,13 +70,21 @@ def hermetic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One ONNX export of the local models for the whole test session."""
-    return tmp_path_factory.mktemp("models")
+    """One ONNX export of the local models for the whole test run, shared by the parallel
+    workers (an export takes a file lock, so the first worker makes it, once)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    path = root / "models"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeGemini]:
-    with FakeGemini(timeout_sleep=2.5) as server:
+    # A timeout fault answers after the client gave up; a normal answer, even on a loaded
+    # machine, comes long before the client would.
+    with FakeGemini(timeout_sleep=4.0) as server:
         yield server
 
 
@@ -90,7 +102,7 @@ def env(
         "GEMINI_BASE_URL": fake.base_url,
         "INDEXER_HOME": str(tmp_path / "home"),
         "INDEXER_MODELS_DIR": str(models_dir),
-        "INDEXER_REQUEST_TIMEOUT": "1",
+        "INDEXER_REQUEST_TIMEOUT": "3",
         "INDEXER_RETRY_INITIAL_WAIT": "0.05",
         "INDEXER_RETRY_MAX_WAIT": "2",
         "INDEXER_MAX_ATTEMPTS": "4",

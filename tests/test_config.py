@@ -92,9 +92,9 @@ def test_a_planted_dotenv_pointing_the_store_elsewhere_is_announced_before_conne
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "INDEXER_HOME": str(hermetic / "home")},
+        env={**os.environ, "INDEXER_HOME": str(hermetic / "home"), "COLUMNS": "1000"},
     )
-    said = " ".join(done.stderr.split())  # the terminal may wrap it
+    said = " ".join(done.stderr.split())
     assert done.returncode == 2
     assert "note: sending image paths, captions, keywords and vectors" in said
     assert f"CHROMA_HOST in {hermetic / '.env'}" in said

@@ -32,6 +32,10 @@ if not Path(CHROMIUM).exists():
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
+# Assertions wait for the page; how long a first search takes (the server loading its
+# models) depends on the machine and its load, so the bound is far above any real wait.
+expect.set_options(timeout=120_000)
+
 ANSWERS = {
     "red": {
         "keywords": {"garment": ["dress"], "season": ["summer"], "color": ["red"]},
@@ -105,6 +109,7 @@ def browsing() -> Iterator[tuple[Page, list[str]]]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.set_default_timeout(120_000)
         try:
             yield page, _watch_console(page)
         finally:
