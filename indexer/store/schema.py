@@ -7,9 +7,9 @@ vocabulary fingerprint and time. The collection's own metadata records the embed
 the schema version. An image vector (in `<name>-images`) carries only the vocabulary
 fingerprint and `ikw_<facet>` keyword lists.
 
-Migrations: `MIGRATIONS[i]` upgrades a collection from version i+1 to i+2. Each step is
-idempotent, and the version is written only after its step completed, so a crash mid-way
-leaves the old version recorded and the next open simply runs the step again.
+Migrations: each `Migration` names the schema version it upgrades to and what it does. Each
+step is idempotent, and the version is written only after its step completed, so a crash
+mid-way leaves the old version recorded and the next open simply runs the step again.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -262,16 +263,25 @@ def _own_collections(client: ClientAPI, records: Collection) -> None:
     records.modify(metadata={**meta, **layout.mark(catalog)})
 
 
-MIGRATIONS: tuple[Callable[[ClientAPI, Collection], None], ...] = (
-    _add_folders,
-    _mark_partitioned,
-    _rebuild_partitions,
-    _own_image_keys,
-    _own_collections,
+@dataclass(frozen=True)
+class Migration:
+    to: int  # the schema version it upgrades to, from the one before
+    name: str
+    step: Callable[[ClientAPI, Collection], None]
+
+
+MIGRATIONS = (
+    Migration(2, "folder index", _add_folders),
+    Migration(3, "keyword partitions", _mark_partitioned),
+    Migration(4, "partition keyword documents", _rebuild_partitions),
+    Migration(5, "image vectors' own keyword keys", _own_image_keys),
+    Migration(6, "collections marked as their catalog's", _own_collections),
 )
-SCHEMA_VERSION = 1 + len(MIGRATIONS)
+SCHEMA_VERSION = MIGRATIONS[-1].to
 # The first schema whose image vectors use IMAGE_FACET_PREFIX.
-IMAGE_KEYS_SINCE = 2 + MIGRATIONS.index(_own_image_keys)
+IMAGE_KEYS_SINCE = next(m.to for m in MIGRATIONS if m.step is _own_image_keys)
+_BY_TARGET = {m.to: m for m in MIGRATIONS}
+assert sorted(_BY_TARGET) == list(range(2, SCHEMA_VERSION + 1)), "a schema version is skipped"
 
 
 def check_version(name: str, meta: Mapping[str, Any]) -> int:
@@ -308,9 +318,10 @@ def upgrade(client: ClientAPI, name: str, siblings: Sequence[str] = ()) -> int:
     version = check_version(name, records.metadata or {})
     start = version
     while version < SCHEMA_VERSION:
-        log.info("upgrading collection %r from schema %d to %d", name, version, version + 1)
-        MIGRATIONS[version - 1](client, records)
-        version += 1
+        migration = _BY_TARGET[version + 1]
+        log.info("upgrading collection %r to schema %d: %s", name, migration.to, migration.name)
+        migration.step(client, records)
+        version = migration.to
         for each in (*siblings, name):  # the main collection's version last
             try:
                 collection = client.get_collection(each, embedding_function=None)
