@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import layout, schema
-from indexer.store.connection import chunks, fresh_metadata, now, pages
+from indexer.store.connection import chunks, fresh_metadata, pages
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -103,12 +103,7 @@ class Partitions:
         except NotFoundError:
             if not create:
                 return None
-            found = self._client.get_or_create_collection(
-                name,
-                configuration=schema.COSINE,
-                metadata={**schema.spec_metadata(self.spec, now()), **layout.mark(self.catalog)},
-                embedding_function=None,
-            )
+            found = schema.vector_collection(self._client, name, self.spec, self.catalog)
         self._opened[name] = found
         return found
 

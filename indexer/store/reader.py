@@ -94,14 +94,6 @@ class StoreReader:
         parts = self._visual_parts if pictures else self._parts
         return frozenset(parts.facets) if parts is not None else frozenset()
 
-    def _existing(self, name: str) -> Collection | None:
-        from chromadb.errors import NotFoundError
-
-        try:
-            return self._client.get_collection(name, embedding_function=None)
-        except NotFoundError:
-            return None
-
     @store_errors
     def known_paths(self, ids: Sequence[str]) -> dict[str, str]:
         """Path of each id that is already indexed."""

@@ -161,6 +161,26 @@ def spec_metadata(spec: EmbeddingSpec, created_at: str) -> dict[str, Any]:
     }
 
 
+def vector_collection(
+    client: ClientAPI,
+    name: str,
+    spec: EmbeddingSpec,
+    catalog: str,
+    extra: Mapping[str, Any] | None = None,
+) -> Collection:
+    """Collection `name` of `catalog`, created if missing: the cosine space with this
+    schema's search width, its vector space and owner recorded. Every collection of vectors
+    the store makes is made here, so none is left in Chroma's default (L2) space."""
+    from indexer.store.connection import now
+
+    return client.get_or_create_collection(
+        name,
+        configuration=COSINE,
+        metadata={**spec_metadata(spec, now()), **(extra or {}), **layout.mark(catalog)},
+        embedding_function=None,
+    )
+
+
 def spec_of(meta: Mapping[str, Any]) -> EmbeddingSpec:
     return EmbeddingSpec(
         str(meta.get("embedding_provider", "?")),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from indexer.errors import StoreError
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import layout, schema
-from indexer.store.connection import chunks, fresh_metadata, now, pages, store_errors
+from indexer.store.connection import chunks, fresh_metadata, pages, store_errors
 from indexer.store.layout import NEXT, RETIRED, find
 from indexer.store.leases import BEAT_SECONDS, FENCE, STALE_AFTER, Pulse, WriterLeases
 
@@ -99,18 +99,12 @@ class Staging:
             layout.drop(self._client, f"{self.name}-images{NEXT}", self.name)
         live = fresh_metadata(self._client, self.name)
         keep = {k: v for k, v in live.items() if k == "roots_json"}
-        self._records = self._client.get_or_create_collection(
-            self.name + NEXT,
-            configuration=schema.COSINE,
-            metadata={**schema.spec_metadata(self.spec, now()), **keep, **layout.mark(self.name)},
-            embedding_function=None,
+        self._records = schema.vector_collection(
+            self._client, self.name + NEXT, self.spec, self.name, keep
         )
         if self.image_spec is not None:
-            self._visual = self._client.get_or_create_collection(
-                f"{self.name}-images{NEXT}",
-                configuration=schema.COSINE,
-                metadata={**schema.spec_metadata(self.image_spec, now()), **layout.mark(self.name)},
-                embedding_function=None,
+            self._visual = schema.vector_collection(
+                self._client, f"{self.name}-images{NEXT}", self.image_spec, self.name
             )
         # A fence a killed run left up would hold writers until judged dead: take it down.
         self._meta = {k: v for k, v in (self._records.metadata or {}).items() if k != FENCE}

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FACET_PREFIX = schema.FACET_PREFIX
-_COSINE = schema.COSINE
 
 
 class ImageStore(StoreSearch):
@@ -111,7 +110,7 @@ class ImageStore(StoreSearch):
         version = schema.check_version(self.name, self._records.metadata or {})
         if version < schema.IMAGE_KEYS_SINCE:  # an older writer holds it: keys as they are
             self._image_prefix = FACET_PREFIX
-        self._visual = self._existing(f"{self.name}-images")
+        self._visual = layout.find(self._client, f"{self.name}-images")
         if spec is not None:
             self.check(spec)
         self._parts, self._visual_parts = self._partitions(
@@ -126,24 +125,15 @@ class ImageStore(StoreSearch):
         self._reopen = lambda: self._open_for_writing(spec, image_spec, facets)
         try:
             finish_switch(self._client, self.name)
-            self._records = self._client.get_or_create_collection(
-                self.name,
-                configuration=_COSINE,
-                metadata={**schema.spec_metadata(spec, now()), **layout.mark(self.name)},
-                embedding_function=None,
-            )
+            self._records = schema.vector_collection(self._client, self.name, spec, self.name)
             self._upgrade()
             self._adopt_if_empty(spec, image_spec)
             self.check(spec)
             if image_spec is None:
-                self._visual = self._existing(f"{self.name}-images")
+                self._visual = layout.find(self._client, f"{self.name}-images")
             else:
-                self._visual = self._client.get_or_create_collection(
-                    f"{self.name}-images",
-                    configuration=_COSINE,
-                    metadata={**schema.spec_metadata(image_spec, now()), **layout.mark(self.name)},
-                    embedding_function=None,
-                )
+                images = f"{self.name}-images"
+                self._visual = schema.vector_collection(self._client, images, image_spec, self.name)
                 self._refuse_other_space(self._visual, image_spec)
             self._keep_partitions(facets)
             partitions.finish_pending(
@@ -157,7 +147,7 @@ class ImageStore(StoreSearch):
         """A collection that holds no record yet (a first run that reached no model) takes
         the space of whichever provider writes to it next, instead of refusing it."""
         records = self._collection
-        visual = self._existing(f"{self.name}-images")
+        visual = layout.find(self._client, f"{self.name}-images")
         same_pictures = visual is None or image_spec is None
         if not same_pictures and visual is not None:
             same_pictures = schema.spec_of(visual.metadata or {}) == image_spec
@@ -168,12 +158,7 @@ class ImageStore(StoreSearch):
         if visual is not None:
             layout.drop(self._client, visual.name, self.name)
         layout.drop(self._client, self.name, self.name)
-        self._records = self._client.create_collection(
-            self.name,
-            configuration=_COSINE,
-            metadata={**schema.spec_metadata(spec, now()), **layout.mark(self.name)},
-            embedding_function=None,
-        )
+        self._records = schema.vector_collection(self._client, self.name, spec, self.name)
 
     def _partitions(self, facets: Sequence[str]) -> tuple[Partitions | None, Partitions | None]:
         """The partitions of `facets`, of the records and of the image vectors."""
@@ -217,7 +202,8 @@ class ImageStore(StoreSearch):
         # partition's recall needed it too.
         ef = schema.search_ef(self._collection.count())
         siblings = [f"{self.name}-images", *partitions.partition_names(self._client, self.name)]
-        for collection in (self._records, *map(self._existing, siblings)):
+        found = [layout.find(self._client, name) for name in siblings]
+        for collection in (self._records, *found):
             if collection is not None:
                 schema.widen_search(collection, ef)
 
