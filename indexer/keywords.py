@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.files import atomic_write
+from indexer.vectors import unit_rows
 from indexer.vocabulary import Keywords, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,6 @@ class MappedKeywords:
     dropped: list[str] = field(default_factory=list)
 
 
-def _unit(rows: list[list[float]]) -> np.ndarray:
-    m = np.asarray(rows, dtype=np.float32)
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return m / np.where(norms == 0, 1.0, norms)
-
-
 class KeywordMapper:
     def __init__(
         self,
@@ -97,7 +92,7 @@ class KeywordMapper:
             if self._matrix is None:
                 vectors = self._vocab_cache.get_many(self.vocabulary.all_keywords(), self._embed)
                 self._matrix = {
-                    facet: (list(words), _unit([vectors[w] for w in words]))
+                    facet: (list(words), unit_rows([vectors[w] for w in words]))
                     for facet, words in self.vocabulary.facets.items()
                 }
             return self._matrix
@@ -145,7 +140,7 @@ class KeywordMapper:
         matrices = self._facet_matrices()
         # Known facet: only its keywords compete; unknown facet: all of them do.
         candidates = [facet] if facet in matrices else list(matrices)
-        query = _unit([vector])[0]
+        query = unit_rows([vector])[0]
         best: tuple[float, str, str] | None = None
         for name in candidates:
             words, matrix = matrices[name]

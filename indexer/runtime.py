@@ -30,6 +30,7 @@ import numpy as np
 
 from indexer.errors import ConfigError
 from indexer.files import atomic_write
+from indexer.vectors import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +130,6 @@ def session(
         raise ConfigError(f"the {name} model at {path} does not load: {reason}") from exc
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
-    rows = rows.astype(np.float32)
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-
-
 class TextModel:
     """all-MiniLM-L6-v2 sentence embeddings (mean pooling, unit length), 384-d."""
 
@@ -179,7 +175,7 @@ class TextModel:
             pooled = (hidden * mask[..., None]).sum(axis=1) / np.maximum(
                 mask.sum(axis=1, keepdims=True), 1
             )
-            out.append(_unit(pooled))
+            out.append(unit_rows(pooled))
         return np.concatenate(out)
 
 
@@ -216,7 +212,7 @@ class ImageModel:
         """Every feature model's features of a non-empty (n, 3, 260, 260) float32 batch, from
         one forward pass (vision.ImageEncoder answers empty batches itself)."""
         outputs = self.load().run(None, {"pixels": batch.astype(np.float32)})
-        return {m: _unit(rows) for m, rows in zip(self.feature_models, outputs, strict=True)}
+        return {m: unit_rows(rows) for m, rows in zip(self.feature_models, outputs, strict=True)}
 
 
 # --- exports (torch, once) ---

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
 from tenacity import Retrying, retry_if_exception, retry_if_exception_type
 
 from indexer.config import GOOGLE_API_HOST
@@ -38,6 +37,7 @@ from indexer.providers.gemini_transport import (
     translate,
 )
 from indexer.records import Description, EmbeddingSpec, Usage
+from indexer.vectors import unit_rows
 from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -356,7 +356,7 @@ class GeminiProvider(Provider):
             if any(len(v) != dim for v in got):
                 bad = next(len(v) for v in got if len(v) != dim)
                 raise MalformedResponseError(f"embedding has {bad} dimensions, expected {dim}")
-            vectors.extend(_normalise(got))
+            vectors.extend(unit_rows(got).tolist())  # unit length only at full size
         return vectors
 
     def close(self) -> None:
@@ -364,10 +364,3 @@ class GeminiProvider(Provider):
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
-
-
-def _normalise(rows: list[list[float]]) -> list[list[float]]:
-    # Gemini embeddings are unit length only at full size; truncated ones are not.
-    m = np.asarray(rows, dtype=np.float64)
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return (m / np.where(norms == 0, 1.0, norms)).tolist()
