@@ -26,17 +26,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from indexer.enrich import one_line
 from indexer.errors import ConfigError, ImageError, ProviderError, TransientProviderError
 from indexer.images import PreparedImage, SourceImage, prepare, reread
-from indexer.pipeline import BatchResult, Indexer, RunReport, Shard
+from indexer.pipeline import BatchResult, Indexer, RunReport, Shard, batched
 from indexer.providers.base import BatchJobs
 from indexer.records import Description, Failure, ImageRecord
 from indexer.store.batches import CREATING, BatchEntry
@@ -236,7 +235,7 @@ class BatchIndexer:
         are paid for and the job keeps them): False, and the next poll collects again."""
         items = list(entry.images.items())
         known = self.indexer.store.known_paths([i for i, _ in items])
-        for chunk in _chunks(
+        for chunk in batched(
             [(i, p) for i, p in items if i not in known], self.indexer.settings.batch_size
         ):
             images: list[PreparedImage] = []
@@ -320,9 +319,3 @@ def _age(created_at: str) -> float:
 def _cost(image: PreparedImage) -> int:
     """Bytes an inline request for `image` adds to a job: base64 JPEG and the instructions."""
     return len(image.jpeg) * 4 // 3 + _REQUEST_OVERHEAD
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk

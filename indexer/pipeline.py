@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 from indexer.config import Settings
 from indexer.enrich import Enricher, one_line
@@ -38,6 +39,7 @@ from indexer.records import Failure, ImageRecord
 from indexer.store import ImageStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCHES_IN_FLIGHT = 2
 
@@ -112,7 +114,8 @@ def path_failure_id(path: Path) -> str:
     return "path-" + content_id(str(path).encode("utf-8", "surrogateescape"))
 
 
-def _batched(items: Iterable[Path], size: int) -> Iterator[list[Path]]:
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` items (the last one shorter), taken lazily."""
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -199,7 +202,7 @@ class Indexer:
         if remember:
             self.store.roots.remember([display_path(r) for r in roots])
         seen: set[str] = set()
-        for chunk in _batched(discover(roots, vanished_ok), self.settings.batch_size):
+        for chunk in batched(discover(roots, vanished_ok), self.settings.batch_size):
             if stop is not None and stop.is_set():
                 return
             pending = self._triage(chunk, seen, report, shard)
@@ -306,7 +309,7 @@ def count_pending(
     copy or a moved file of an indexed image does not count either.
     """
     pending = 0
-    for chunk in _batched(discover(roots), 500):
+    for chunk in batched(discover(roots), 500):
         by_text = {display_path(path): path for path in chunk}
         recorded = store.stats_at(list(by_text))
         ids: set[str] = set()
