@@ -9,7 +9,7 @@ of clothing-extra and clothing-small/validation are held out from training and f
 choice below, and looked at once, at the end.
 
 Two stages. The tail: a copy of EfficientNet-Lite2's last two blocks and head convolution
-(indexer/runtime.py), fine-tuned with a classifier on the photos and their mirror images
+(indexer/torch_models.py), fine-tuned with a classifier on the photos and their mirror images
 (AdamW, one-cycle, 12 epochs, class weights inverse frequency to the power 0.75, label
 smoothing 0.1, batch-norm statistics frozen), each batch cut to a random 7x7, 8x8 or 9x9
 window of the tail's 9x9 input map: a crop of the photo at a fraction of the cost of cropping
@@ -57,14 +57,9 @@ sys.path.insert(0, str(ROOT))
 
 from indexer.config import load_settings  # noqa: E402
 from indexer.images import picture_of_file  # noqa: E402
-from indexer.runtime import (  # noqa: E402
-    TAIL_FEATURES,
-    image_network,
-    load_tail,
-    save_tail,
-    tail_network,
-)
+from indexer.model_files import TAIL_FEATURES  # noqa: E402
 from indexer.tagger import LinearHead, train_head  # noqa: E402
+from indexer.torch_models import image_network, load_tail, save_tail, tail_network  # noqa: E402
 from indexer.vision import MODEL_ID, ImageEncoder, encode_files, to_input  # noqa: E402
 
 TAIL_START = 19  # the last two blocks: cross-validated against 21 (none) and 20 (README)

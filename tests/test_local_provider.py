@@ -122,11 +122,11 @@ def test_every_garment_type_with_photos_is_tagged_offline(
 
 
 def test_a_damaged_model_export_is_made_again_not_a_traceback(tmp_path: Path) -> None:
-    from indexer import runtime
+    from indexer import model_files, runtime
 
-    weights = [runtime._text_model_dir() / "model.safetensors"]
-    damaged = runtime.exported(
-        runtime.TEXT_MODEL, weights, tmp_path, lambda target: target.write_bytes(b"\x08junk")
+    weights = [model_files.text_model_dir() / "model.safetensors"]
+    damaged = model_files.exported(
+        model_files.TEXT_MODEL, weights, tmp_path, lambda target: target.write_bytes(b"\x08junk")
     )
     assert damaged.read_bytes() == b"\x08junk"  # what a cut-short copy leaves
     vectors = runtime.TextModel(tmp_path).encode(["a red summer dress"])

@@ -49,7 +49,7 @@ def test_onnx_features_match_the_pytorch_model(dataset: Path, models_dir: Path) 
     before and after the switch stay comparable."""
     import torch
 
-    from indexer.runtime import image_network
+    from indexer.torch_models import image_network
 
     images = validation_photos(dataset, ("shoes", "dress", "hat"))
     model = image_network()
@@ -85,7 +85,8 @@ def test_onnx_garment_tail_matches_the_pytorch_tail(dataset: Path, models_dir: P
     are what the shipped tail computes in PyTorch on the ImageNet network's feature map."""
     import torch
 
-    from indexer.runtime import TAIL_FEATURES, image_network, load_tail, shipped_tail
+    from indexer.model_files import TAIL_FEATURES, shipped_tail
+    from indexer.torch_models import image_network, load_tail
 
     tail_file = shipped_tail()
     assert tail_file is not None
@@ -109,12 +110,13 @@ def test_onnx_garment_tail_matches_the_pytorch_tail(dataset: Path, models_dir: P
 def test_a_damaged_garment_tail_is_a_clear_error(tmp_path: Path) -> None:
     """A truncated tail file (a damaged installation) names the file, not a zip error."""
     from indexer.errors import ConfigError
-    from indexer.runtime import _export_image, shipped_tail
+    from indexer.model_files import shipped_tail
+    from indexer.torch_models import export_image
 
     shipped = shipped_tail()
     assert shipped is not None
     damaged = tmp_path / "garment.npz"
     damaged.write_bytes(shipped.read_bytes()[:4096])
     with pytest.raises(ConfigError, match=r"cannot read the garment tail .*garment\.npz"):
-        _export_image(tmp_path / "out.onnx", damaged)
+        export_image(tmp_path / "out.onnx", damaged)
     assert not (tmp_path / "out.onnx").exists()
