@@ -26,11 +26,11 @@ from indexer.enrich import Enricher
 from indexer.errors import StoreBusyError
 from indexer.images import reread
 from indexer.records import EmbeddingSpec, StoredRecord
-from indexer.store import ImageStore
+from indexer.store import ImageStore, keys
 from indexer.store.staging import Staging
 
 # What must match between a live record and its staged copy; the rest is the models' own.
-_MATCHED = ("path", "size", "mtime_ns")
+_MATCHED = (keys.PATH, keys.SIZE, keys.MTIME_NS)
 MAX_PASSES = 5
 WRITERS_WAIT = 300.0  # seconds a fence waits for writers to finish their batches
 
@@ -133,7 +133,7 @@ def _sync(
         report.pictures += sum(p is not None for p in pictures)
         staging.write(
             enricher.reembed(todo, pictures or [None] * len(todo)),
-            [str(r.metadata.get("indexed_at", "")) for r in todo],
+            [str(r.metadata.get(keys.INDEXED_AT, "")) for r in todo],
         )
         report.reembedded += len(todo)
         changed += len(todo)

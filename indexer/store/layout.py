@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from indexer.errors import StoreError
+from indexer.store import keys
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -29,12 +30,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OWNER = "catalog"  # collection metadata: the catalog a collection belongs to
+OWNER = keys.OWNER
 IMAGES = "images"
 LOG_SUFFIXES = ("failures", "roots", "usage", "batches", "writers")
 NEXT, RETIRED = "--next", "--retired"
 PARTITION_INFIX = "--kw--"
-COMPLETE = "partitions"  # main collection metadata: comma-separated complete facets
+COMPLETE = keys.COMPLETE_FACETS
 RESERVED_ENDINGS = tuple(f"-{s}" for s in (IMAGES, *LOG_SUFFIXES))
 _EMPTY_PAGE = 1_000
 

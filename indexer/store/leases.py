@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from indexer.store import keys
 from indexer.store.connection import Sibling, store_errors
 from indexer.store.layout import NEXT, find
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FENCE = "switch_fence"  # staging collection metadata: the fence's heartbeat counter
+FENCE = keys.SWITCH_FENCE
 BEAT_SECONDS = 5.0
 STALE_AFTER = 60.0
 POLL_SECONDS = 0.5

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.errors import EmbeddingMismatchError
 from indexer.records import EmbeddingSpec, Listed, StoredRecord
-from indexer.store import layout, schema
+from indexer.store import keys, layout, schema
 from indexer.store.batches import BatchLog
 from indexer.store.connection import chunks, pages, store_errors
 from indexer.store.failures import FailureLog
@@ -101,7 +101,7 @@ class StoreReader:
         for chunk in chunks(list(ids)):
             got = self._collection.get(ids=list(chunk), include=["metadatas"])
             for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
-                found[rid] = str((meta or {}).get("path", ""))
+                found[rid] = str((meta or {}).get(keys.PATH, ""))
         return found
 
     @store_errors
@@ -110,13 +110,15 @@ class StoreReader:
         re-run or `status` can tell an unchanged file without reading it."""
         found: dict[str, tuple[str, int, int]] = {}
         for chunk in chunks(list(paths)):
-            got = self._collection.get(where={"path": {"$in": list(chunk)}}, include=["metadatas"])
+            got = self._collection.get(
+                where={keys.PATH: {"$in": list(chunk)}}, include=["metadatas"]
+            )
             for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
                 meta = meta or {}
-                found[str(meta.get("path", ""))] = (
+                found[str(meta.get(keys.PATH, ""))] = (
                     rid,
-                    int(meta.get("size", -1)),
-                    int(meta.get("mtime_ns", -1)),
+                    int(meta.get(keys.SIZE, -1)),
+                    int(meta.get(keys.MTIME_NS, -1)),
                 )
         return found
 
@@ -124,9 +126,11 @@ class StoreReader:
         """id -> path of the records at any of `paths`."""
         found: dict[str, str] = {}
         for chunk in chunks(list(paths)):
-            got = self._collection.get(where={"path": {"$in": list(chunk)}}, include=["metadatas"])
+            got = self._collection.get(
+                where={keys.PATH: {"$in": list(chunk)}}, include=["metadatas"]
+            )
             for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
-                found[rid] = str((meta or {}).get("path", ""))
+                found[rid] = str((meta or {}).get(keys.PATH, ""))
         return found
 
     def _keywords_of(self, ids: Sequence[str]) -> dict[str, Keywords]:
@@ -145,7 +149,7 @@ class StoreReader:
             where={schema.FOLDERS: {"$contains": folder.rstrip("/") or "/"}},
             include=["metadatas"],
         )
-        return [str((m or {}).get("path", "")) for m in got["metadatas"] or []]
+        return [str((m or {}).get(keys.PATH, "")) for m in got["metadatas"] or []]
 
     def records(self, vectors: bool = False, page: int = 500) -> Iterator[StoredRecord]:
         """Every record, a page at a time, so that memory stays flat on any catalog size."""
@@ -164,7 +168,7 @@ class StoreReader:
         for got in pages(self._collection, ["metadatas"], page):
             for rid, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
                 meta = meta or {}
-                at = str(meta.get("indexed_at", ""))
+                at = str(meta.get(keys.INDEXED_AT, ""))
                 listed.append(Listed(rid, at, schema.filter_keywords(meta)))
         return listed
 

@@ -14,12 +14,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from indexer.store import keys
 from indexer.store.connection import Sibling, fresh_metadata, now, store_errors
 
 
 def roots_of(meta: Mapping[str, Any]) -> list[str]:
     """The folders schema 1 kept in the collection's metadata."""
-    return list(json.loads(str(meta.get("roots_json", "[]"))))
+    return list(json.loads(str(meta.get(keys.ROOTS_JSON, "[]"))))
 
 
 class RootList(Sibling):

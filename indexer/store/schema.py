@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.errors import StoreError
 from indexer.records import EmbeddingSpec, ImageRecord, StoredRecord
-from indexer.store import layout
+from indexer.store import keys, layout
 from indexer.store.connection import pages
 from indexer.vocabulary import Keywords
 
@@ -33,11 +33,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FACET_PREFIX = "kw_"
-# The image vectors' keys differ from the records': Chroma's embedded metadata filter reads a
-# key's entries across every collection of the database, so shared keys made each filter on
-# the records scan the image vectors' entries too (partitions.py measures the cost).
-IMAGE_FACET_PREFIX = "ikw_"
+# The keys (store/keys.py) the rest of the code reads through the schema.
+FACET_PREFIX = keys.FACET_PREFIX
+IMAGE_FACET_PREFIX = keys.IMAGE_FACET_PREFIX
+FOLDERS = keys.FOLDERS
+PARTS_PENDING = keys.PARTS_PENDING
 # Chroma's default ef_search (100) gave recall@10 0.84 at 200,000 near-duplicate records, 200
 # gave 0.94, 800 gives 0.99 for 2.4 ms more per search (measured on the bench's catalog). At
 # 1,000,000 records 800 gave 0.93 and 3,000 gave 0.99 at 17.8 ms p50; 3,000 at 200,000 would
@@ -46,10 +46,6 @@ SEARCH_EF = 800
 LARGE_SEARCH_EF = 3_000
 LARGE_CATALOG = 500_000
 COSINE = {"hnsw": {"space": "cosine", "ef_search": SEARCH_EF}}
-FOLDERS = "folders"
-# On a record whose keyword partitions are being written: set with the record, removed once
-# they are, so that a writer finds what a crash left half-partitioned (see ImageStore.upsert).
-PARTS_PENDING = "parts_pending"
 _PAGE = 500
 
 
@@ -60,7 +56,7 @@ def folders_of(path: str) -> list[str]:
 
 def filter_metadata(record: ImageRecord, prefix: str = FACET_PREFIX) -> dict[str, Any]:
     """What a query filters on: the vocabulary and the keywords per facet."""
-    meta: dict[str, Any] = {"vocabulary": record.vocabulary}
+    meta: dict[str, Any] = {keys.VOCABULARY: record.vocabulary}
     for facet, words in record.keywords.items():
         if words:  # Chroma refuses empty lists; a missing key filters the same way
             meta[f"{prefix}{facet}"] = list(words)
@@ -69,13 +65,13 @@ def filter_metadata(record: ImageRecord, prefix: str = FACET_PREFIX) -> dict[str
 
 def record_metadata(record: ImageRecord, indexed_at: str) -> dict[str, Any]:
     return {
-        "path": record.path,
+        keys.PATH: record.path,
         FOLDERS: folders_of(record.path),
-        "keywords_json": json.dumps(record.keywords),
-        "raw_keywords_json": json.dumps(record.raw_keywords),
-        "corrections_json": json.dumps(dict(record.corrections)),
-        "indexed_at": indexed_at,
-        **({"size": record.size, "mtime_ns": record.mtime_ns} if record.size else {}),
+        keys.KEYWORDS_JSON: json.dumps(record.keywords),
+        keys.RAW_KEYWORDS_JSON: json.dumps(record.raw_keywords),
+        keys.CORRECTIONS_JSON: json.dumps(dict(record.corrections)),
+        keys.INDEXED_AT: indexed_at,
+        **({keys.SIZE: record.size, keys.MTIME_NS: record.mtime_ns} if record.size else {}),
         **record.model_ids,
         **filter_metadata(record),
     }
@@ -119,7 +115,7 @@ def stored(
     meta = meta or {}
     return StoredRecord(
         id=rid,
-        path=str(meta.get("path", "")),
+        path=str(meta.get(keys.PATH, "")),
         caption=document or "",
         keywords=keywords_of(meta),
         metadata=dict(meta),
@@ -140,7 +136,7 @@ def filter_keywords(meta: Mapping[str, Any], prefix: str = FACET_PREFIX) -> Keyw
 
 
 def keywords_of(meta: Mapping[str, Any]) -> Keywords:
-    raw = meta.get("keywords_json")
+    raw = meta.get(keys.KEYWORDS_JSON)
     if isinstance(raw, str):
         try:
             data = json.loads(raw)
@@ -153,11 +149,11 @@ def keywords_of(meta: Mapping[str, Any]) -> Keywords:
 
 def spec_metadata(spec: EmbeddingSpec, created_at: str) -> dict[str, Any]:
     return {
-        "embedding_provider": spec.provider,
-        "embedding_model": spec.model,
-        "embedding_dim": spec.dim,
-        "schema_version": SCHEMA_VERSION,
-        "created_at": created_at,
+        keys.EMBEDDING_PROVIDER: spec.provider,
+        keys.EMBEDDING_MODEL: spec.model,
+        keys.EMBEDDING_DIM: spec.dim,
+        keys.VERSION: SCHEMA_VERSION,
+        keys.CREATED_AT: created_at,
     }
 
 
@@ -183,14 +179,14 @@ def vector_collection(
 
 def spec_of(meta: Mapping[str, Any]) -> EmbeddingSpec:
     return EmbeddingSpec(
-        str(meta.get("embedding_provider", "?")),
-        str(meta.get("embedding_model", "?")),
-        int(meta.get("embedding_dim", 0)),
+        str(meta.get(keys.EMBEDDING_PROVIDER, "?")),
+        str(meta.get(keys.EMBEDDING_MODEL, "?")),
+        int(meta.get(keys.EMBEDDING_DIM, 0)),
     )
 
 
 def version_of(meta: Mapping[str, Any]) -> int:
-    return int(meta.get("schema_version", 1))
+    return int(meta.get(keys.VERSION, 1))
 
 
 # --- migrations ---
@@ -206,7 +202,7 @@ def _add_folders(client: ClientAPI, records: Collection) -> None:
         if missing:
             records.update(
                 ids=[i for i, _ in missing],
-                metadatas=[{FOLDERS: folders_of(str(m.get("path", "")))} for _, m in missing],
+                metadatas=[{FOLDERS: folders_of(str(m.get(keys.PATH, "")))} for _, m in missing],
             )
 
 
@@ -267,7 +263,7 @@ def _own_collections(client: ClientAPI, records: Collection) -> None:
             continue
         sample = found.get(limit=1, include=["metadatas"])["metadatas"] or []
         staged = name.endswith((layout.NEXT, layout.RETIRED))
-        if not staged and any("keywords_json" in (m or {}) for m in sample):
+        if not staged and any(keys.KEYWORDS_JSON in (m or {}) for m in sample):
             log.warning("collection %r is another catalog's; not marked as %r's", name, catalog)
             continue
         found.modify(metadata={**(found.metadata or {}), **layout.mark(catalog)})
@@ -347,5 +343,5 @@ def upgrade(client: ClientAPI, name: str, siblings: Sequence[str] = ()) -> int:
                 collection = client.get_collection(each, embedding_function=None)
             except NotFoundError:
                 continue
-            collection.modify(metadata={**(collection.metadata or {}), "schema_version": version})
+            collection.modify(metadata={**(collection.metadata or {}), keys.VERSION: version})
     return version - start

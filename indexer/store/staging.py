@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.errors import StoreError
 from indexer.records import EmbeddingSpec, ImageRecord
-from indexer.store import layout, schema
+from indexer.store import keys, layout, schema
 from indexer.store.connection import chunks, fresh_metadata, pages, store_errors
 from indexer.store.layout import NEXT, RETIRED, find
 from indexer.store.leases import BEAT_SECONDS, FENCE, STALE_AFTER, Pulse, WriterLeases
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_COMPLETE = "staging_complete"
+_COMPLETE = keys.STAGING_COMPLETE
 _PAGE = 1_000
 
 
@@ -98,7 +98,7 @@ class Staging:
             layout.drop(self._client, self.name + NEXT, self.name)
             layout.drop(self._client, f"{self.name}-images{NEXT}", self.name)
         live = fresh_metadata(self._client, self.name)
-        keep = {k: v for k, v in live.items() if k == "roots_json"}
+        keep = {k: v for k, v in live.items() if k == keys.ROOTS_JSON}
         self._records = schema.vector_collection(
             self._client, self.name + NEXT, self.spec, self.name, keep
         )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from indexer.errors import EmbeddingMismatchError, StoreError
 from indexer.records import EmbeddingSpec, ImageRecord
-from indexer.store import integrity, layout, partitions, schema
+from indexer.store import integrity, keys, layout, partitions, schema
 from indexer.store.batches import BatchEntry
 from indexer.store.connection import chunks, connect, fresh_metadata, now, store_errors
 from indexer.store.guard import WriterGuard
@@ -319,10 +319,10 @@ class ImageStore(StoreSearch):
                 ids=ids,
                 metadatas=[
                     {
-                        "path": stats[i][0],
+                        keys.PATH: stats[i][0],
                         schema.FOLDERS: schema.folders_of(stats[i][0]),
-                        "size": stats[i][1],
-                        "mtime_ns": stats[i][2],
+                        keys.SIZE: stats[i][1],
+                        keys.MTIME_NS: stats[i][2],
                     }
                     for i in ids
                 ],
