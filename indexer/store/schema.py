@@ -46,7 +46,6 @@ SEARCH_EF = 800
 LARGE_SEARCH_EF = 3_000
 LARGE_CATALOG = 500_000
 COSINE = {"hnsw": {"space": "cosine", "ef_search": SEARCH_EF}}
-_PAGE = 500
 
 
 def folders_of(path: str) -> list[str]:
