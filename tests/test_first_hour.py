@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,26 @@ from tests.conftest import garment_image
 from tests.fake_gemini import FakeGemini
 
 
-def cli(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", tool, *args], capture_output=True, text=True, timeout=120
-    )
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(tool: str, *args: str) -> Ran:
+    """The command run in this process, as its entry point would run it: messages are what
+    is checked here, and a process of its own would only add its start-up."""
+    from typer.testing import CliRunner
+
+    from indexer.cli import app as indexer_app
+    from query.cli import app as query_app
+
+    app = indexer_app if tool == "indexer" else query_app
+    done = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception
+    return Ran(done.exit_code, done.stdout, done.stderr)
 
 
 @pytest.mark.parametrize("tool", ["indexer", "query"])
