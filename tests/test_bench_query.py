@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_query_prints_the_issue_13_json_and_ratios(tmp_path: Path, models_dir: Path) -> None:
+def test_bench_query_prints_its_json_and_ratios(tmp_path: Path, models_dir: Path) -> None:
     env = {
         **os.environ,
         "INDEXER_HOME": str(tmp_path / "home"),
