@@ -187,6 +187,8 @@ class FakeGemini:
     by_color: dict[str, Any] = field(default_factory=dict)
     # --- Batch API (v1beta only, as the real service) ---
     batch_seconds: float = 1.0  # pending for the first half, running for the second
+    # While set, every job stays running (a test's "the job is still open"), whatever its age.
+    batches_held: bool = False
     batch_outcomes: deque[str] = field(default_factory=deque)  # next jobs: expired, failed
     batch_errors: set[str] = field(default_factory=set)  # request keys answered with an error
     batches: dict[str, FakeBatch] = field(default_factory=dict)
@@ -559,6 +561,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _job_json(self, job: FakeBatch) -> dict[str, Any]:
         state = job.state(time.monotonic(), self.fake.batch_seconds)
+        if self.fake.batches_held and not job.cancelled:
+            state = "BATCH_STATE_RUNNING"
         meta: dict[str, Any] = {
             "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
             "model": job.model,

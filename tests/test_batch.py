@@ -77,7 +77,7 @@ def test_sigkill_while_waiting_then_a_rerun_submits_nothing_again(
     batch_env: FakeGemini, tmp_path: Path
 ) -> None:
     images = photos(tmp_path / "photos", 5)
-    batch_env.batch_seconds = 4.0
+    batch_env.batches_held = True  # still open when the worker is killed
     proc = subprocess.Popen(
         [sys.executable, "-m", "indexer", "run", str(tmp_path / "photos"), "--batch"],
         stdout=subprocess.PIPE,
@@ -93,7 +93,7 @@ def test_sigkill_while_waiting_then_a_rerun_submits_nothing_again(
     open_jobs = status()["batches"]
     assert [j["images"] for j in open_jobs] == [5]
 
-    batch_env.batch_seconds = 0.6
+    batch_env.batches_held = False
     again = cli("run", str(tmp_path / "photos"), "--batch")
     assert again.returncode == 0, again.stderr
     assert "submitted 0 images" in again.stderr and "5 already in open jobs" in again.stderr

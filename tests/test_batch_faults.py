@@ -102,14 +102,14 @@ def test_an_online_run_leaves_images_in_open_jobs_to_them(
 ) -> None:
     folder = tmp_path / "photos"
     queued = photos(folder / "queued", 3)
-    batch_env.batch_seconds = 3.0
+    batch_env.batches_held = True  # the job stays open while the online run goes
     assert cli("run", str(folder / "queued"), "--batch", "--no-wait").returncode == 0
     fresh = photos(folder / "fresh", 2, start=10)
     online = cli("run", str(folder))
     assert online.returncode == 0, online.stderr
     assert "waiting in open batch jobs 3" in online.stdout
     assert batch_env.count("generateContent") == len(fresh)  # only the new ones
-    time.sleep(batch_env.batch_seconds)
+    batch_env.batches_held = False
     collected = cli("run", str(folder), "--batch")
     assert collected.returncode == 0, collected.stderr
     assert Counter(batch_env.submitted_keys()) == Counter(ids(queued))

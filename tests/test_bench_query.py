@@ -23,8 +23,8 @@ def test_bench_query_prints_its_json_and_ratios(tmp_path: Path, models_dir: Path
         [
             sys.executable,
             str(ROOT / "scripts" / "bench_query.py"),
-            *("--records", "300", "--records", "600"),
-            *("--mode", "embedded", "--queries", "8", "--json"),
+            *("--records", "200", "--records", "400"),
+            *("--mode", "embedded", "--queries", "4", "--json"),
         ],
         capture_output=True,
         text=True,
@@ -35,7 +35,7 @@ def test_bench_query_prints_its_json_and_ratios(tmp_path: Path, models_dir: Path
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     runs = json.loads(lines[-1])
-    assert [(r["records"], r["mode"]) for r in runs] == [(300, "embedded"), (600, "embedded")]
+    assert [(r["records"], r["mode"]) for r in runs] == [(200, "embedded"), (400, "embedded")]
     for run in runs:
         cases = {c["filter"]: c for c in run["cases"]}
         assert {"none", "season=summer", "garment=dress,season=summer"} <= cases.keys()
@@ -48,5 +48,5 @@ def test_bench_query_prints_its_json_and_ratios(tmp_path: Path, models_dir: Path
         assert 0.15 < cases["season=summer"]["matching_fraction"] < 0.35
         assert cases["garment=dress,season=summer"]["matching_fraction"] < 0.05
         assert cases["none"]["chroma_only_p50_ms"] > 0
-    assert "embedded: unfiltered p50 at 600 over 300:" in done.stdout
-    assert "embedded 600: p50 over the unfiltered p50: season=summer" in done.stdout
+    assert "embedded: unfiltered p50 at 400 over 200:" in done.stdout
+    assert "embedded 400: p50 over the unfiltered p50: season=summer" in done.stdout
