@@ -91,6 +91,7 @@ def test_a_killed_writers_lease_and_a_killed_reembeds_fence_block_nobody_for_lon
     dead = leases(client)
     dead._announce()  # announced, then never beat again: the process was killed
     staged = staging(client, stale_after=0.5)
+    staged.beat_seconds = 60  # killed before its first beat: the fence's counter stays at 1
     assert staged.fence(wait_seconds=30) is True
     assert dead.held() == {}  # removed as dead
     assert staged._fence is not None
@@ -98,7 +99,18 @@ def test_a_killed_writers_lease_and_a_killed_reembeds_fence_block_nobody_for_lon
     writer = leases(client, stale_after=0.5)
     assert writer.enter() is True  # it waited until the fence was judged dead
     writer.leave()
+    # Judged dead once, not again for each batch: the next hold is taken at once, and the
+    # worker no longer drains its batches for it.
+    assert writer.fenced() is False
+    assert writer.enter() is False
+    writer.leave()
+    # A fence put up again holds, though its counter starts where the dead one's stood.
+    again = staging(client, stale_after=0.5)
+    assert again.fence(wait_seconds=30) is True
+    assert writer.fenced() is True
+    again.unfence()
     # A reembed run again takes the dead fence down before anything else.
+    staged._fence = None
     staging(client)
     assert fence_of(client, "shop") is None
 

@@ -82,7 +82,8 @@ class Liveness:
 
 
 def fence_of(client: ClientAPI, catalog: str) -> object | None:
-    """The counter of the fence up on `catalog`, or None when writes are open."""
+    """The mark of the fence up on `catalog` (its switch's token and heartbeat counter),
+    or None when writes are open."""
     staged = find(client, catalog + NEXT)
     return None if staged is None else (staged.metadata or {}).get(FENCE)
 
@@ -109,10 +110,14 @@ class WriterLeases(Sibling):
         self._counter = 0
         self._pulse: Pulse | None = None
         self._guard = threading.Lock()  # one hold taken or released at a time
+        # Kept across holds: a fence judged dead (a killed reembed) stays judged, rather
+        # than being waited out again before every batch.
+        self._fences = Liveness(stale_after)
 
     def fenced(self) -> bool:
-        """Whether a switch is waiting for writers to let go."""
-        return fence_of(self._client, self.collection) is not None
+        """Whether a live switch is waiting for writers to let go."""
+        mark = fence_of(self._client, self.collection)
+        return mark is not None and self._fences.alive("fence", mark)
 
     def enter(self) -> bool:
         """Take one hold on the lease (holds nest). The first hold waits while a switch
@@ -126,11 +131,9 @@ class WriterLeases(Sibling):
 
     def _first_hold(self) -> bool:
         waited = False
-        fences = Liveness(self.stale_after)
         while True:
             self._announce()
-            counter = fence_of(self._client, self.collection)
-            if counter is None or not fences.alive("fence", counter):
+            if not self.fenced():
                 break
             self._withdraw()
             if not waited:

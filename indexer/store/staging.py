@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
+from itertools import count
 from typing import TYPE_CHECKING, Any
 
 from indexer.errors import StoreError
@@ -160,7 +162,10 @@ class Staging:
         """Close the catalog to writers: put up the fence, then wait until no writer holds
         a lease. False, with the fence down again, if writers still held leases after
         `wait_seconds`."""
-        beats = iter(range(1, 1 << 62))
+        # A token of this fence's own: a writer that judged an earlier, dead fence does not
+        # take this one for it when the counters happen to match.
+        token = uuid.uuid4().hex[:12]
+        beats = (f"{token}:{n}" for n in count(1))
         self._set_meta(**{FENCE: next(beats)})
         self._fence = Pulse(lambda: self._set_meta(**{FENCE: next(beats)}), self.beat_seconds)
         leases = WriterLeases(
