@@ -151,8 +151,8 @@ def test_an_older_catalog_is_marked_and_its_partitions_rebuilt_under_new_names(
         ids=["r0"], embeddings=[[1.0, 0.0, 0.0]], metadatas=[{"x": ["dress"]}]
     )
     with ImageStore.open(conf, write=True, spec=SPEC) as store:
-        assert partitions.partition_names(store._client, "legacy")
-        assert old_part not in partitions.partition_names(store._client, "legacy")
+        assert layout.partition_names(store._client, "legacy")
+        assert old_part not in layout.partition_names(store._client, "legacy")
         for c in store._client.list_collections():
             assert layout.owner_of(c.metadata) == "legacy", c.name
         assert {h.id for h in store.query([1, 0, 0], {"garment": ["dress"]}, 10)} == {

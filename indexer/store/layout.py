@@ -111,14 +111,19 @@ def drop(client: ClientAPI, name: str, catalog: str) -> int | None:
     return held
 
 
+def partition_names(client: ClientAPI, base: str) -> list[str]:
+    """Every partition collection of `base` (a catalog's records or its image vectors)."""
+    prefix = base + PARTITION_INFIX
+    return [c.name for c in client.list_collections() if c.name.startswith(prefix)]
+
+
 def drop_catalog(client: ClientAPI, catalog: str) -> list[tuple[str, int]]:
     """Drop every collection of `catalog`, with each one's record count; a collection that
     only bears one of its names (another catalog's, another tool's) is left, with a
     warning."""
     names = [catalog, *siblings(catalog)]
     for base in (catalog, f"{catalog}-{IMAGES}"):
-        prefix = base + PARTITION_INFIX
-        names += [c.name for c in client.list_collections() if c.name.startswith(prefix)]
+        names += partition_names(client, base)
     dropped = []
     for name in names:
         try:

@@ -113,7 +113,7 @@ class Partitions:
 
     def names(self) -> list[str]:
         """Every partition collection of `base` that exists, whatever its facet."""
-        return partition_names(self._client, self.base)
+        return layout.partition_names(self._client, self.base)
 
     def own_names(self) -> list[str]:
         """The partition collections of this object's facets that exist."""
@@ -196,12 +196,6 @@ def keywords_of_document(text: str | None) -> dict[str, list[str]]:
         for f, words in data.items()
         if isinstance(words, list)
     }
-
-
-def partition_names(client: ClientAPI, base: str) -> list[str]:
-    """Every partition collection of `base` that exists."""
-    prefix = base + INFIX
-    return [c.name for c in client.list_collections() if c.name.startswith(prefix)]
 
 
 def mark_complete(client: ClientAPI, name: str, facets: Sequence[str]) -> None:

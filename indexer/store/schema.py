@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from indexer.errors import StoreError
 from indexer.records import EmbeddingSpec, ImageRecord, StoredRecord
 from indexer.store import keys, layout
-from indexer.store.connection import pages
+from indexer.store.connection import now, pages
 from indexer.vocabulary import Keywords
 
 if TYPE_CHECKING:
@@ -166,8 +166,6 @@ def vector_collection(
     """Collection `name` of `catalog`, created if missing: the cosine space with this
     schema's search width, its vector space and owner recorded. Every collection of vectors
     the store makes is made here, so none is left in Chroma's default (L2) space."""
-    from indexer.store.connection import now
-
     return client.get_or_create_collection(
         name,
         configuration=COSINE,

@@ -201,7 +201,7 @@ class ImageStore(StoreSearch):
         # Partitions search as wide as their catalog: at a million records, the summer
         # partition's recall needed it too.
         ef = schema.search_ef(self._collection.count())
-        siblings = [f"{self.name}-images", *partitions.partition_names(self._client, self.name)]
+        siblings = [f"{self.name}-images", *layout.partition_names(self._client, self.name)]
         found = [layout.find(self._client, name) for name in siblings]
         for collection in (self._records, *found):
             if collection is not None:
