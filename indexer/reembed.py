@@ -77,10 +77,12 @@ def reembed(
             break
         if changed and attempt < MAX_PASSES - 1:
             continue
-        if not staging.fence(writers_wait):
+        # On an embedded store the writer lock already keeps every other writer out.
+        if store.shared and not staging.fence(writers_wait):
             continue
         try:
-            sync(attempt + 1)  # what was written before the fence; nothing is written now
+            if store.shared:
+                sync(attempt + 1)  # what was written before the fence; nothing is written now
             if stop is not None and stop.is_set():
                 break
             report.records = store.count()

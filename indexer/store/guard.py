@@ -21,6 +21,11 @@ class WriterGuard:
         self._lock: Any = None  # filelock.FileLock while held
 
     @property
+    def shared(self) -> bool:
+        """Whether other processes may write while this one does (a Chroma server)."""
+        return self._leases is not None
+
+    @property
     def locked(self) -> bool:
         return self._lock is not None
 

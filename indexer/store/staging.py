@@ -186,7 +186,8 @@ class Staging:
         if self._fence is not None:
             self._fence.stop()
             self._fence = None
-        self._set_meta(**{FENCE: None})
+        if FENCE in self._meta:
+            self._set_meta(**{FENCE: None})
 
     @store_errors
     def switch(self) -> None:

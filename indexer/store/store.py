@@ -286,6 +286,12 @@ class ImageStore(StoreSearch):
     def release(self) -> None:
         self._guard.leave()
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may write this catalog meanwhile (a Chroma server; the
+        embedded store's writer lock keeps them out)."""
+        return self._guard.shared
+
     def switch_waiting(self) -> bool:
         """Whether a reembed waits for writers to release their holds before switching."""
         return self._guard.fenced()
