@@ -62,23 +62,38 @@ def discover(paths: Iterable[Path], vanished_ok: bool = False) -> Iterator[Path]
     """Yield image files under `paths`, recursively, in a stable order, one at a time. A
     path that does not exist is an error, or, with `vanished_ok` (paths a watcher saw come
     and go), skipped."""
-    for root in paths:
-        root = Path(root)
-        if not root.is_dir():
-            if not root.exists() and not root.is_symlink():
-                if vanished_ok:
+    roots = list(dict.fromkeys(Path(p) for p in paths))
+    folders = {r for r in roots if r.is_dir()}
+    # A root inside another (a watcher's changed file with its folder) would be found twice;
+    # only then is what was found remembered, so one big folder costs no memory for it.
+    found: set[Path] | None = None
+    if any(not folders.isdisjoint(r.parents) for r in roots):
+        found = set()
+    for root in roots:
+        for path in _walk(root, vanished_ok):
+            if found is not None:
+                if path in found:
                     continue
-                raise ImageError(f"{root}: no such file or directory")
-            # A file named on the command line is read as given; read_regular refuses
-            # FIFOs, devices and dangling links with a reason of their own.
-            yield root
-            continue
-        # os.walk does not follow directory symlinks, so a symlink loop cannot trap it.
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if Path(name).suffix.lower() in EXTENSIONS:
-                    yield Path(dirpath) / name
+                found.add(path)
+            yield path
+
+
+def _walk(root: Path, vanished_ok: bool) -> Iterator[Path]:
+    if not root.is_dir():
+        if not root.exists() and not root.is_symlink():
+            if vanished_ok:
+                return
+            raise ImageError(f"{root}: no such file or directory")
+        # A file named on the command line is read as given; read_regular refuses
+        # FIFOs, devices and dangling links with a reason of their own.
+        yield root
+        return
+    # os.walk does not follow directory symlinks, so a symlink loop cannot trap it.
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in EXTENSIONS:
+                yield Path(dirpath) / name
 
 
 def display_path(path: Path) -> str:

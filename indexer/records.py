@@ -1,5 +1,5 @@
 """The value types that travel between modules: what a model says about an image, the record
-written for it, a record read back, a failure, a search hit, and the vector space that made
+written for it, a record read back, a failure, a search's finds, and the vector space that made
 a vector. Plain frozen dataclasses with no behaviour beyond conversions, so every module may
 import this one and it imports none of them (only the vocabulary's type alias)."""
 
@@ -85,23 +85,12 @@ class Neighbour:
 
 
 @dataclass(frozen=True)
-class Hit:
-    """One search result."""
+class Found:
+    """A record a search found, with its cosine similarity to the query: the store's answer,
+    which the query side ranks and turns into hits."""
 
-    id: str
-    path: str
-    score: float  # cosine similarity, higher is better
-    keywords: Keywords
-    caption: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "path": self.path,
-            "score": self.score,
-            "keywords": self.keywords,
-            "caption": self.caption,
-        }
+    record: StoredRecord
+    score: float
 
 
 @dataclass

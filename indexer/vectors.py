@@ -1,4 +1,4 @@
-"""Vector arithmetic the models, the keyword mapping and ranking share."""
+"""Vector arithmetic the models and the keyword mapping share."""
 
 from __future__ import annotations
 

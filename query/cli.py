@@ -25,8 +25,8 @@ from indexer.console import (
     version_option,
 )
 from indexer.errors import ConfigError
-from indexer.records import Hit
 from query.client import QueryClient, parse_where
+from query.hits import Hit
 
 app = typer.Typer(
     help="Search the clothing image collection by text or by example image.",

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from indexer.config import Settings, load_settings
 from indexer.errors import ImageError, QueryError, StoreError
-from indexer.records import Failure, Hit, Listed, Page, StoredRecord
+from indexer.records import Failure, Listed, Page, StoredRecord
 from indexer.vocabulary import Vocabulary
+from query.hits import Hit, to_hits
 
 if TYPE_CHECKING:
     from indexer.enrich import Enricher
@@ -149,13 +150,14 @@ class QueryClient:
 
     def _search(self, vector: list[float], where: Where, limit: int, pictures: bool) -> list[Hit]:
         store, _ = self._ready()
-        return store.answer(self.planner.nearest(vector, limit, where, pictures), where)
+        near = self.planner.nearest(vector, limit, where, pictures)
+        return to_hits(store.answer(near, where))
 
     def _fused(
         self, text_vector: list[float], image_vector: list[float], where: Where, limit: int
     ) -> list[Hit]:
         """Both routes' nearest, each scored by both similarities (ranking.fused)."""
-        from indexer import ranking
+        from query import ranking  # numpy: loaded on the first image search, not on import
 
         store, _ = self._ready()
         depth = _depth(limit)

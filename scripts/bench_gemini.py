@@ -32,12 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexer import ranking  # noqa: E402
 from indexer.config import load_settings  # noqa: E402
 from indexer.images import prepare, read_source  # noqa: E402
 from indexer.providers.gemini import GeminiProvider  # noqa: E402
-from indexer.records import Hit  # noqa: E402
+from indexer.store import ImageStore  # noqa: E402
 from indexer.wiring import writing  # noqa: E402
+from query import ranking  # noqa: E402
+from query.hits import Hit, to_hits  # noqa: E402
 from tests.fake_gemini import API_KEY, FakeGemini  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
@@ -64,6 +65,10 @@ def photos(name: str, per_class: int) -> dict[Path, str]:
             for row in csv.DictReader(fh):
                 found[row["label"]].append(DATA / name / row["file"])
     return {p: label for label, paths in found.items() for p in sorted(paths)[:per_class]}
+
+
+def searched(store: ImageStore, vector: list[float], pictures: bool) -> list[Hit]:
+    return to_hits(store.query(vector, {}, 10, pictures=pictures))
 
 
 def precision(hits: Sequence[Hit], label: str, labels: dict[str, str], k: int) -> float:
@@ -106,7 +111,9 @@ def measure(name: str, per_class: int) -> None:
             picture = provider.embed_images([prepare(source, settings.image_max_side)])[0]
             found = {
                 "picture": [
-                    h for h in store.query(picture, {}, 6, pictures=True) if h.id != source.id
+                    h
+                    for h in to_hits(store.query(picture, {}, 6, pictures=True))
+                    if h.id != source.id
                 ],
             }
             candidates = [
@@ -127,8 +134,8 @@ def measure(name: str, per_class: int) -> None:
             vector = provider.embed_queries([QUERY[label]])[0]
             candidates = store.candidates(vector, vector, {}, 40)
             routes: dict[str, Callable[[], list[Hit]]] = {
-                "caption": partial(store.query, vector, {}, 10),
-                "picture": partial(store.query, vector, {}, 10, pictures=True),
+                "caption": partial(searched, store, vector, pictures=False),
+                "picture": partial(searched, store, vector, pictures=True),
                 "both (mean)": partial(ranking.fused, candidates, vector, vector, 10),
                 "both (RRF)": partial(ranking.reciprocal_rank, candidates, vector, vector, 10),
             }

@@ -11,6 +11,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,28 @@ def env(
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_process(tool: str, *args: str) -> Ran:
+    """The command run in this process, as its entry point would run it: messages are what
+    is checked here, and a process of its own would only add its start-up."""
+    from typer.testing import CliRunner
+
+    from indexer.cli import app as indexer_app
+    from query.cli import app as query_app
+
+    app = indexer_app if tool == "indexer" else query_app
+    done = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception
+    return Ran(done.exit_code, done.stdout, done.stderr)
 
 
 def image_record(

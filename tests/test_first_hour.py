@@ -8,35 +8,13 @@ import re
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import garment_image
+from tests.conftest import in_process as cli
 from tests.fake_gemini import FakeGemini
-
-
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(tool: str, *args: str) -> Ran:
-    """The command run in this process, as its entry point would run it: messages are what
-    is checked here, and a process of its own would only add its start-up."""
-    from typer.testing import CliRunner
-
-    from indexer.cli import app as indexer_app
-    from query.cli import app as query_app
-
-    app = indexer_app if tool == "indexer" else query_app
-    done = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-    if done.exception is not None and not isinstance(done.exception, SystemExit):
-        raise done.exception
-    return Ran(done.exit_code, done.stdout, done.stderr)
 
 
 @pytest.mark.parametrize("tool", ["indexer", "query"])
@@ -259,3 +237,20 @@ def test_an_offline_run_says_loading_models_before_the_progress_bar(
     said = done.stderr
     assert said.index("no GOOGLE_API_KEY set") < said.index("loading models...")
     assert said.index("loading models...") < said.index("indexing")
+
+
+def test_a_file_named_with_its_folder_is_read_and_reported_once(
+    env: dict[str, str], fake: FakeGemini, tmp_path: Path
+) -> None:
+    """An unreadable file reached twice in one run (named, and inside a named folder) is one
+    failure: the log takes one entry an id, so two in one write were refused."""
+    folder = tmp_path / "photos"
+    garment_image(folder / "sub" / "red.png", "red")
+    os.mkfifo(folder / "sub" / "pipe.png")
+    named = [folder / "sub" / "pipe.png", folder, folder / "sub", folder / "sub" / "red.png"]
+    done = cli("indexer", "run", *map(str, named))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.count("pipe.png: not a regular file (a FIFO)") == 1, done.stderr
+    assert "indexed 1," in done.stdout and "duplicates 0" in done.stdout, done.stdout
+    status = json.loads(cli("indexer", "status", "--json").stdout)
+    assert [Path(f["path"]).name for f in status["failures"]] == ["pipe.png"]

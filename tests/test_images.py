@@ -40,6 +40,17 @@ def test_discover_survives_a_symlink_loop(tmp_path: Path) -> None:
     assert [p.name for p in discover([tmp_path])] == ["1.png"]
 
 
+def test_discover_names_each_file_once_when_paths_overlap(tmp_path: Path) -> None:
+    """A watcher hands over a changed file with the folder it lies in; a user may name a
+    folder twice. Each file is still found once."""
+    for rel in ("a/1.png", "a/b/2.png", "c/3.png"):
+        _save(tmp_path / rel, Image.new("RGB", (8, 8)))
+    a = tmp_path / "a"
+    paths = [a / "b" / "2.png", a, a / "b", a, tmp_path / "c", a / "1.png"]
+    found = [p.relative_to(tmp_path).as_posix() for p in discover(paths)]
+    assert sorted(found) == ["a/1.png", "a/b/2.png", "c/3.png"]
+
+
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="no such file"):
         list(discover([tmp_path / "nope"]))

@@ -71,10 +71,9 @@ def answers(conf: Settings) -> list[list[tuple[str, float]]]:
         for pictures in (False, True):
             for vector in ([1.0, 0.5, 0.2], [0.2, 0.1, 1.0]):
                 near = store.answer(planner.nearest(vector, 5, where, pictures), where)
-                out.append([(h.id, round(h.score, 5)) for h in near])
-                out.append(
-                    [(h.id, round(h.score, 5)) for h in store.query(vector, where, 5, pictures)]
-                )
+                out.append([(f.record.id, round(f.score, 5)) for f in near])
+                direct = store.query(vector, where, 5, pictures)
+                out.append([(f.record.id, round(f.score, 5)) for f in direct])
     return out
 
 
@@ -235,7 +234,7 @@ def test_a_write_killed_between_records_and_partitions_is_finished_by_the_next_w
     planner = Planner(store)
     for pictures in (False, True):
         near = planner.nearest([1.0, 0.5, 0.2], 24, {"season": ["winter"]}, pictures)
-        hits = store.answer(near, {"season": ["winter"]})
-        assert hits and all(h.keywords["season"] == ["winter"] for h in hits)
+        found = store.answer(near, {"season": ["winter"]})
+        assert found and all(f.record.keywords["season"] == ["winter"] for f in found)
     ImageStore.open(conf, write=True, spec=SPEC, image_spec=SPEC).close()
     assert verify(conf)["sound"]

@@ -155,7 +155,7 @@ def test_an_older_catalog_is_marked_and_its_partitions_rebuilt_under_new_names(
         assert old_part not in layout.partition_names(store._client, "legacy")
         for c in store._client.list_collections():
             assert layout.owner_of(c.metadata) == "legacy", c.name
-        assert {h.id for h in store.query([1, 0, 0], {"garment": ["dress"]}, 10)} == {
+        assert {f.record.id for f in store.query([1, 0, 0], {"garment": ["dress"]}, 10)} == {
             "r0",
             "r1",
             "r2",

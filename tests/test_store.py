@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from indexer import ranking
 from indexer.config import Settings, load_settings
 from indexer.errors import EmbeddingMismatchError, StoreError
-from indexer.records import EmbeddingSpec, Failure, ImageRecord
+from indexer.records import EmbeddingSpec, Failure, Found, ImageRecord
 from indexer.store import ImageStore, partitions, where_clause
+from query import ranking
 from tests.conftest import image_record
 
 SPEC = EmbeddingSpec("fake", "model-a", 3)
@@ -47,14 +47,14 @@ def test_upsert_query_filter(store: ImageStore) -> None:
             record("c", [0, 1, 0], season=["summer"]),
         ]
     )
-    hits = store.query([1, 0, 0], {}, 2)
-    assert [h.id for h in hits] == ["a", "b"]
-    assert hits[0].score == pytest.approx(1.0)
-    assert hits[0].keywords == {"season": ["summer", "spring"], "color": ["red"]}
-    assert [h.id for h in store.query([1, 0, 0], {"season": ["summer"]}, 10)] == ["a", "c"]
-    assert [h.id for h in store.query([1, 0, 0], {"season": ["summer"], "color": ["red"]}, 10)] == [
-        "a"
-    ]
+    found = store.query([1, 0, 0], {}, 2)
+    assert [f.record.id for f in found] == ["a", "b"]
+    assert found[0].score == pytest.approx(1.0)
+    assert found[0].record.keywords == {"season": ["summer", "spring"], "color": ["red"]}
+    summer = store.query([1, 0, 0], {"season": ["summer"]}, 10)
+    assert [f.record.id for f in summer] == ["a", "c"]
+    red = store.query([1, 0, 0], {"season": ["summer"], "color": ["red"]}, 10)
+    assert [f.record.id for f in red] == ["a"]
     assert store.query([1, 0, 0], {"season": ["fall"]}, 10) == []
 
 
@@ -75,7 +75,7 @@ def test_a_search_that_reads_its_records_answers_as_one_that_reads_them_after(
         whole = store.nearest([1, 0, 0], 3, where, whole=True)
         assert all(n.record is None for n in bare) and all(n.record for n in whole)
         records = {r.id: r for r in store.by_ids([n.id for n in bare])}
-        by_id = [ranking.as_hit(records[n.id], n.score) for n in bare]
+        by_id = [Found(records[n.id], n.score) for n in bare]
         assert by_id and store.answer(whole) == by_id == store.answer(bare)
         assert store.answer([bare[0], *whole[1:]]) == by_id
 
@@ -85,11 +85,17 @@ def test_known_paths_and_moves(store: ImageStore) -> None:
     assert store.known_paths(["a", "zzz"]) == {"a": "/photos/a.jpg"}
     store.update_stats({"a": ("/elsewhere/a.jpg", 10, 20)})
     assert store.known_paths(["a"]) == {"a": "/elsewhere/a.jpg"}
-    assert store.query([1, 0, 0], {}, 1)[0].caption == "caption a"  # rest untouched
+    assert store.query([1, 0, 0], {}, 1)[0].record.caption == "caption a"  # rest untouched
 
 
 def test_failures_round_trip_and_clear_by_id_or_path(store: ImageStore) -> None:
-    store.failures.record([Failure("x", "/p/x.jpg", "broken"), Failure("y", "/p/y.jpg", "bad")])
+    store.failures.record(
+        [
+            Failure("x", "/p/x.jpg", "gone"),
+            Failure("x", "/p/x.jpg", "broken"),  # the same file twice in one write: the last
+            Failure("y", "/p/y.jpg", "bad"),
+        ]
+    )
     assert [(f.path, f.reason) for f in store.failures.all()] == [
         ("/p/x.jpg", "broken"),
         ("/p/y.jpg", "bad"),

@@ -17,12 +17,14 @@ class FailureLog(Sibling):
     def record(self, failures: Sequence[Failure]) -> None:
         if not failures:
             return
+        # One entry an id: Chroma refuses a write that names an id twice.
+        latest = list({f.id: f for f in failures}.values())
         # The log needs no vectors; Chroma wants one, so each entry gets a constant.
         self._log.upsert(
-            ids=[f.id for f in failures],
-            embeddings=[[1.0] for _ in failures],
-            documents=[f.reason for f in failures],
-            metadatas=[{"path": f.path, "at": f.at or now()} for f in failures],
+            ids=[f.id for f in latest],
+            embeddings=[[1.0] for _ in latest],
+            documents=[f.reason for f in latest],
+            metadatas=[{"path": f.path, "at": f.at or now()} for f in latest],
         )
 
     @store_errors

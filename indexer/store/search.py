@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from indexer.ranking import as_hit
-from indexer.records import Hit, Neighbour, StoredRecord
+from indexer.records import Found, Neighbour, StoredRecord
 from indexer.store import partitions, schema
 from indexer.store.connection import store_errors
 from indexer.store.reader import StoreReader
@@ -102,7 +101,7 @@ class StoreSearch(StoreReader):
         where: Mapping[str, Sequence[str]],
         limit: int,
         pictures: bool = False,
-    ) -> list[Hit]:
+    ) -> list[Found]:
         """The `limit` nearest records under `where`, filtered by Chroma (no planning: the
         query client plans through query/planner.py)."""
         return self.answer(self.nearest(vector, limit, where, pictures, whole=True), where)
@@ -114,7 +113,7 @@ class StoreSearch(StoreReader):
         where: Mapping[str, Sequence[str]],
         k: int,
     ) -> list[StoredRecord]:
-        """The `k` nearest of each route, with both vectors, for `ranking.fused`."""
+        """The `k` nearest of each route, with both vectors, for the query side's fused ranking."""
         ids = dict.fromkeys(
             n.id
             for vector, pictures in ((text_vector, False), (image_vector, True))
@@ -123,8 +122,8 @@ class StoreSearch(StoreReader):
         return self.with_vectors(list(ids), where)
 
     @store_errors
-    def answer(self, neighbours: Sequence[Neighbour], where: Where | None = None) -> list[Hit]:
-        """Hits for a search's neighbours, in order: from the records read with them, and
+    def answer(self, neighbours: Sequence[Neighbour], where: Where | None = None) -> list[Found]:
+        """The records of a search's neighbours, in order: from the records read with them, and
         the others read now. Left out: ids without a record (an image vector whose record a
         crash never wrote), and records whose own keywords do not satisfy `where` (an image
         vector or partition entry written before a crash stopped its record's update)."""
@@ -134,7 +133,7 @@ class StoreSearch(StoreReader):
         for n in neighbours:
             record = n.record or found.get(n.id)
             if record is not None and _satisfies(record, where):
-                out.append(as_hit(record, n.score))
+                out.append(Found(record, n.score))
         return out
 
     @store_errors

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from indexer.records import Hit, StoredRecord
+from indexer.records import StoredRecord
+from query.hits import Hit, as_hit
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -76,7 +77,3 @@ def reciprocal_rank(
     }
     ordered = sorted(candidates, key=lambda r: fused[r.id], reverse=True)
     return [as_hit(r, cosines.get(r.id, 0.0)) for r in ordered[:limit]]
-
-
-def as_hit(record: StoredRecord, score: float) -> Hit:
-    return Hit(record.id, record.path, round(score, 6), record.keywords, record.caption)
