@@ -81,23 +81,35 @@ def store_settings(mode: str, tmp: Path, partitions: str | None) -> Iterator[Set
         server.stop()
 
 
+_EMBEDDED: dict[tuple[str, ...], np.ndarray] = {}  # each size's catalog reuses the same kinds
+
+
 def fill(
-    store: ImageStore, provider: LocalProvider, vocab: Vocabulary, records: int, write: bool
+    store: ImageStore,
+    provider: LocalProvider,
+    vocab: Vocabulary,
+    records: int,
+    write: bool,
+    distinct: int = DISTINCT,
 ) -> tuple[np.ndarray, list[Keywords]]:
-    """Write `records` records (or, with `write` false, generate the same ones again for a
-    store filled before); return their vectors and keywords for exact search."""
+    """Write `records` records drawn from `distinct` kinds (keywords and caption) with noise
+    on their vectors (or, with `write` false, generate the same ones again for a store filled
+    before); return their vectors and keywords for exact search."""
     rng = random.Random(0)
     noise = np.random.default_rng(0)
     kinds: list[tuple[Keywords, str]] = []
-    for _ in range(DISTINCT):
+    for _ in range(distinct):
         kw = {f: [rng.choice(w)] for f, w in vocab.facets.items()}
         kinds.append((kw, compose_caption(kw)))
-    base = np.asarray(provider.embed_documents([document_text(k, c) for k, c in kinds]))
+    texts = tuple(document_text(k, c) for k, c in kinds)
+    if texts not in _EMBEDDED:
+        _EMBEDDED[texts] = np.asarray(provider.embed_documents(list(texts)))
+    base = _EMBEDDED[texts]
     vectors = np.zeros((records, base.shape[1]), dtype=np.float32)
     keywords: list[Keywords] = []
     for start in range(0, records, 2000):
         rows = range(start, min(start + 2000, records))
-        picks = [rng.randrange(DISTINCT) for _ in rows]
+        picks = [rng.randrange(distinct) for _ in rows]
         chunk = base[picks] + noise.normal(0, 0.05, (len(picks), base.shape[1]))
         chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
         vectors[start : start + len(picks)] = chunk
@@ -164,6 +176,7 @@ def measure(
     partitions: str | None = None,
     kept: Path | None = None,
     fill_only: bool = False,
+    distinct: int = DISTINCT,
 ) -> dict[str, object]:
     vocab = Vocabulary.load()
     with (
@@ -176,7 +189,7 @@ def measure(
         filled = store.count()
         if filled not in (0, records):
             raise SystemExit(f"{tmp} holds {filled} records, not {records}: remove it first")
-        vectors, keywords = fill(store, provider, vocab, records, write=not filled)
+        vectors, keywords = fill(store, provider, vocab, records, not filled, distinct)
         if filled:
             print(f"{mode}: reusing the {filled} records kept in {tmp}")
         else:
@@ -258,6 +271,12 @@ def main() -> None:
     parser.add_argument("--records", type=int, action="append")
     parser.add_argument("--mode", choices=["embedded", "server"], action="append")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        default=DISTINCT,
+        help=f"distinct keyword sets and captions the records are drawn from (default {DISTINCT})",
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.add_argument(
         "--partition-facets",
@@ -278,7 +297,15 @@ def main() -> None:
     if args.fill_only and args.store is None:
         parser.error("--fill-only needs --store")
     results = [
-        measure(mode, records, args.queries, args.partition_facets, args.store, args.fill_only)
+        measure(
+            mode,
+            records,
+            args.queries,
+            args.partition_facets,
+            args.store,
+            args.fill_only,
+            args.distinct,
+        )
         for records in args.records or [10_000, 100_000]
         for mode in args.mode or ["embedded", "server"]
     ]

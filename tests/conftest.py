@@ -125,16 +125,27 @@ class Ran:
     stderr: str
 
 
-def in_process(tool: str, *args: str) -> Ran:
-    """The command run in this process, as its entry point would run it: messages are what
-    is checked here, and a process of its own would only add its start-up."""
+def in_process(tool: str, *args: str, **env: str) -> Ran:
+    """The command run in this process, as its entry point would run it, with `env` set for
+    its duration: messages are what is checked here, and a process of its own would only
+    add its start-up. Where the process is the point (a kill, a second writer, a server),
+    tests start one."""
     from typer.testing import CliRunner
 
+    from indexer import console
     from indexer.cli import app as indexer_app
     from query.cli import app as query_app
 
     app = indexer_app if tool == "indexer" else query_app
-    done = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    env = {"COLUMNS": "200", **env}
+    # A process's consoles take the terminal's width from COLUMNS once, when they are made;
+    # these were made when this process imported them.
+    widths = console.out.width, console.err.width
+    console.out.width = console.err.width = int(env["COLUMNS"])
+    try:
+        done = CliRunner().invoke(app, list(args), env=env)
+    finally:
+        console.out.width, console.err.width = widths
     if done.exception is not None and not isinstance(done.exception, SystemExit):
         raise done.exception
     return Ran(done.exit_code, done.stdout, done.stderr)

@@ -1,13 +1,12 @@
 """`indexer run --batch` against the fake's Batch API (v1beta: create with inline
-or file input, get, list, cancel, upload, download; jobs go pending -> running -> done), as
-real `indexer` processes on embedded Chroma. The fake counts every request it was sent in a
-job, so "never pay twice" is checked by counting."""
+or file input, get, list, cancel, upload, download; jobs go pending -> running -> done), the
+command run in-process on embedded Chroma, and as a process where one is killed. The fake
+counts every request it was sent in a job, so "never pay twice" is checked by counting."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,20 +18,15 @@ from typing import Any
 import pytest
 
 from indexer.images import content_id
-from tests.conftest import garment_image
+from tests.conftest import Ran, garment_image, in_process
 from tests.fake_gemini import API_KEY, FakeGemini
 
 COLORS = ["red", "green", "blue", "yellow", "orange", "violet", "black", "white"]
 
 
-def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "indexer", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, **env},
-    )
+def cli(*args: str, **env: str) -> Ran:
+    """`indexer ARGS`, in this process (tests that kill a worker start one)."""
+    return in_process("indexer", *args, **env)
 
 
 def status() -> dict[str, Any]:

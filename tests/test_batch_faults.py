@@ -1,8 +1,9 @@
 """Never paying twice in batch mode, with the API's faults injected: creates that time out or
 fail with a 5xx after making the job, jobs the API forgets (404), jobs cancelled or expired,
 a process killed while replacing one, embedding failures while collecting, an online run
-beside an open job, and `reset` with paid jobs open. Real `indexer` processes on embedded
-Chroma against the fake's Batch API; "paid" is counted by the fake."""
+beside an open job, and `reset` with paid jobs open. The `indexer` command on embedded Chroma
+against the fake's Batch API (processes where one is killed or two run at once); "paid" is
+counted by the fake."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def test_bench_query_prints_its_json_and_ratios(tmp_path: Path, models_dir: Path
             sys.executable,
             str(ROOT / "scripts" / "bench_query.py"),
             *("--records", "200", "--records", "400"),
-            *("--mode", "embedded", "--queries", "4", "--json"),
+            *("--mode", "embedded", "--queries", "4", "--distinct", "200", "--json"),
         ],
         capture_output=True,
         text=True,

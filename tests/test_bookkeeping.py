@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 from indexer.config import load_settings
 from indexer.records import EmbeddingSpec
 from indexer.store import ImageStore
-from tests.conftest import garment_image
+from tests.conftest import Ran, garment_image, in_process
 from tests.fake_gemini import FakeGemini
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "indexer", *args], capture_output=True, text=True, timeout=120
-    )
+def cli(*args: str) -> Ran:
+    return in_process("indexer", *args)
 
 
 def test_unchanged_files_are_not_read_again(

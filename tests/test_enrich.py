@@ -1,16 +1,14 @@
 """The one enrich recipe: an image query is held to the rules ingestion applies, through
-the real CLI against the fake Gemini and embedded Chroma."""
+the CLI against the fake Gemini and embedded Chroma."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import garment_image
+from tests.conftest import Ran, garment_image, in_process
 from tests.fake_gemini import FakeGemini
 
 # An answer no word of which fits the vocabulary, nor is near one.
@@ -20,10 +18,8 @@ NOTHING_FITS = {
 }
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=120
-    )
+def cli(tool: str, *args: str) -> Ran:
+    return in_process(tool, *args)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """What a hostile file system, web page or catalog can do, each attack reproduced
-through the real CLI (`python -m indexer` / `python -m query` processes) or real HTTP
+through the CLI (in-process; a process where a second one is the point) or real HTTP
 (a `query serve` process, or the ASGI app) against the fake Gemini and embedded Chroma."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from PIL import Image
 
 from query.client import QueryClient
 from query.server import IMAGE_SEARCH_QUEUE, IMAGE_SEARCH_WORKERS, create_app
-from tests.conftest import _free_port, garment_image
+from tests.conftest import Ran, _free_port, garment_image, in_process
 from tests.fake_gemini import FakeGemini
 
 ANSWERS = {
@@ -46,17 +46,9 @@ ANSWERS = {
 SECRET = b"root:$6$not-for-the-web$:19000:0:99999:7:::\n"
 
 
-def cli(
-    tool: str, *args: str, timeout: float = 120, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """Run `python -m indexer|query ARGS` as a user would; wide, so tables do not fold."""
-    return subprocess.run(
-        [sys.executable, "-m", tool, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "400", **env},
-    )
+def cli(tool: str, *args: str, **env: str) -> Ran:
+    """`indexer|query ARGS` in this process; wide, so tables do not fold."""
+    return in_process(tool, *args, COLUMNS="400", **env)
 
 
 def error_line(stderr: str) -> str:
@@ -189,7 +181,7 @@ def test_devices_fifos_and_oversized_files_are_refused_not_read(
     assert {Path(f["path"]).name for f in status["failures"]} == {"zero.jpg", "pipe.jpg", "big.png"}
 
     for special, kind in (("pipe.jpg", "a FIFO"), ("zero.jpg", "a character device")):
-        query = cli("query", "image", str(folder / special), timeout=60)
+        query = cli("query", "image", str(folder / special))
         assert query.returncode == 2
         assert f"not a regular file ({kind})" in error_line(query.stderr)
 

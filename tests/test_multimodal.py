@@ -1,6 +1,6 @@
-"""The Gemini path sees images. Real CLI processes against the fake Gemini (which
-merges multi-part contents, refuses images for text-only models, accounts tokens) and
-embedded Chroma; image vectors come from the API, not from the local image model."""
+"""The Gemini path sees images. The CLI against the fake Gemini (which merges multi-part
+contents, refuses images for text-only models, accounts tokens) and embedded Chroma; image
+vectors come from the API, not from the local image model."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from indexer.config import load_settings
 from indexer.providers.gemini_responses import description_from_json
 from indexer.store import ImageStore
-from tests.conftest import garment_image
+from tests.conftest import Ran, garment_image, in_process
 from tests.fake_gemini import FakeGemini
 
 CATALOG = {
@@ -29,17 +29,12 @@ CATALOG = {
 }
 
 
-def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, **env},
-    )
+def cli(tool: str, *args: str, **env: str) -> Ran:
+    """`indexer|query ARGS`, in this process (the test that kills a reembed starts one)."""
+    return in_process(tool, *args, **env)
 
 
-def names(result: subprocess.CompletedProcess[str]) -> list[str]:
+def names(result: Ran) -> list[str]:
     assert result.returncode == 0, result.stderr
     return [Path(h["path"]).name for h in json.loads(result.stdout)]
 
