@@ -112,6 +112,33 @@ def test_drop_refuses_a_collection_not_marked_as_the_catalogs(tmp_path: Path) ->
         assert layout.find(client, name) is not None
 
 
+@pytest.mark.parametrize("step", ["get", "delete", "delete_collection"])
+def test_a_collection_another_process_drops_meanwhile_is_gone_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """Two processes that open a catalog as a switch ends both drop the retired collection;
+    whichever comes second finds it gone at some step of the drop."""
+    from chromadb.api.models.Collection import Collection
+
+    client, _ = connect(load_settings(chroma_path=tmp_path / "db"))
+    retired = client.create_collection("shop--retired", metadata=layout.mark("shop"))
+    retired.add(ids=["a", "b"], embeddings=[[1.0], [0.5]])
+    other, _ = connect(load_settings(chroma_path=tmp_path / "db"))
+    owner = Collection if step != "delete_collection" else type(client)
+    real = getattr(owner, step)
+
+    def racing(self: object, *args: object, **kwargs: object) -> object:
+        # Chroma's own method: the other process's drop lands just before this step.
+        monkeypatch.setattr(owner, step, real)
+        if layout.find(other, "shop--retired") is not None:
+            other.delete_collection("shop--retired")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, step, racing)
+    assert layout.drop(client, "shop--retired", "shop") is None
+    assert layout.find(client, "shop--retired") is None
+
+
 def test_dropping_a_facets_partitions_keeps_those_of_a_facet_that_slugs_alike(
     tmp_path: Path,
 ) -> None:

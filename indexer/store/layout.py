@@ -95,7 +95,8 @@ def empty(collection: Collection) -> int:
 def drop(client: ClientAPI, name: str, catalog: str) -> int | None:
     """Delete collection `name` of `catalog`, records first (chroma-core/chroma#7594).
 
-    Returns how many records it held, or None when there was no such collection. A
+    Returns how many records it held, or None when there was no such collection (or another
+    process dropped it meanwhile). A
     collection not marked as `catalog`'s own is refused (StoreError) and left as it is."""
     found = find(client, name)
     if found is None:
@@ -106,8 +107,13 @@ def drop(client: ClientAPI, name: str, catalog: str) -> int | None:
         raise StoreError(
             f"collection {name!r} belongs to {whose}, not to {catalog!r}; left as it is"
         )
-    held = empty(found)
-    client.delete_collection(name)
+    from chromadb.errors import NotFoundError
+
+    try:
+        held = empty(found)
+        client.delete_collection(name)
+    except NotFoundError:
+        return None  # another process dropped it meanwhile (both finishing one switch)
     return held
 
 
