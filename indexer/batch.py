@@ -32,8 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from indexer.enrich import one_line
-from indexer.errors import ConfigError, ImageError, ProviderError, TransientProviderError
+from indexer.errors import ConfigError, ImageError, ProviderError, TransientProviderError, one_line
 from indexer.images import PreparedImage, SourceImage, prepare, reread
 from indexer.pipeline import BatchResult, Indexer, RunReport, Shard, batched
 from indexer.providers.base import BatchJobs

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.errors import ConfigError
@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     chroma_path: Path | None = Field(None, validation_alias=_env("CHROMA_PATH"))
     chroma_host: str | None = Field(None, validation_alias=_env("CHROMA_HOST"))
     chroma_port: int = Field(8000, validation_alias=_env("CHROMA_PORT"))
+    chroma_ssl: bool = Field(False, validation_alias=_env("CHROMA_SSL"))
+    # Trusted for the server's certificate besides the system's authorities (a private CA).
+    chroma_ca_file: Path | None = Field(None, validation_alias=_env("CHROMA_CA_FILE"))
+    chroma_token: str | None = Field(None, validation_alias=_env("CHROMA_TOKEN"))
+    chroma_tenant: str = Field("default_tenant", validation_alias=_env("CHROMA_TENANT"))
+    chroma_database: str = Field("default_database", validation_alias=_env("CHROMA_DATABASE"))
     collection: str = Field("clothing", validation_alias=_env("CHROMA_COLLECTION"))
     store_retry_seconds: float = Field(
         120.0, ge=0, validation_alias=_env("INDEXER_STORE_RETRY_SECONDS")
@@ -138,6 +144,17 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _token_sent_safely(self) -> Settings:
+        """The token opens the whole catalog: over plain HTTP only to this machine."""
+        host = self.chroma_host
+        if self.chroma_token and host and not self.chroma_ssl and not is_loopback_host(host):
+            raise ValueError(
+                f"CHROMA_TOKEN would go to {host} unencrypted; set CHROMA_SSL=true (the "
+                "server behind TLS), or use a loopback address"
+            )
+        return self
+
     def endpoint_notice(self) -> str | None:
         """A sentence naming a non-Google endpoint and where its setting came from, or None."""
         if not self.gemini_base_url or urlsplit(self.gemini_base_url).hostname == GOOGLE_API_HOST:
@@ -165,7 +182,11 @@ class Settings(BaseSettings):
             if from_env
             else f"CHROMA_HOST in {Path('.env').absolute()}"
         )
-        plain = "" if is_loopback_host(self.chroma_host) else ", unencrypted (plain HTTP)"
+        plain = (
+            ""
+            if self.chroma_ssl or is_loopback_host(self.chroma_host)
+            else ", unencrypted (plain HTTP)"
+        )
         return (
             f"sending image paths, captions, keywords and vectors to the Chroma server at "
             f"{self.chroma_location}{plain} (set by {source})"
@@ -195,9 +216,13 @@ class Settings(BaseSettings):
     @property
     def chroma_location(self) -> str:
         """Where the store is, as a user would name it."""
-        if self.uses_server:
-            return f"http://{self.chroma_host}:{self.chroma_port}"
-        return str(self.store_path)
+        if not self.uses_server:
+            return str(self.store_path)
+        scheme = "https" if self.chroma_ssl else "http"
+        where = f"{scheme}://{self.chroma_host}:{self.chroma_port}"
+        if (self.chroma_tenant, self.chroma_database) != ("default_tenant", "default_database"):
+            where += f" (tenant {self.chroma_tenant}, database {self.chroma_database})"
+        return where
 
 
 def _first_alias(name: str) -> str:

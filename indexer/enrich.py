@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from indexer.errors import EndpointUnreachableError, ProviderError
+from indexer.errors import EndpointUnreachableError, ProviderError, one_line
 from indexer.keywords import EmbeddingCache, KeywordMapper, MappedKeywords
 from indexer.records import Description, EmbeddingSpec, Failure, ImageRecord, StoredRecord
 from indexer.vocabulary import Keywords, Vocabulary
@@ -64,10 +64,6 @@ def document_text(keywords: Keywords, caption: str) -> str:
     """The text that is embedded for an image: "keywords. caption", as in the notebook."""
     words = [w for facet_words in keywords.values() for w in facet_words]
     return f"{', '.join(words)}. {caption}" if words else caption
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def keyword_mapper(settings: Settings, provider: Provider, vocabulary: Vocabulary) -> KeywordMapper:

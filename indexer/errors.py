@@ -70,3 +70,8 @@ class EmbeddingMismatchError(StoreError):
 
 class QueryError(IndexerError):
     """A query is invalid (unknown facet or keyword, unreadable image, ...)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line, as logs, failure entries and HTTP answers show it."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from indexer.config import Settings
-from indexer.enrich import Enricher, one_line
-from indexer.errors import ConfigError, ImageError
+from indexer.enrich import Enricher
+from indexer.errors import ConfigError, ImageError, one_line
 from indexer.files import absolute
 from indexer.images import (
     MAX_FILE_BYTES,

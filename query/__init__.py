@@ -5,7 +5,8 @@ hits = QueryClient.from_env().text("colorful dress", where={"season": "summer"},
 """
 
 from indexer.errors import EmbeddingMismatchError, IndexerError, QueryError, StoreError
-from query.client import QueryClient, QueryResult, parse_where
+from query.client import QueryClient, QueryResult
+from query.filters import parse_where
 
 __all__ = [
     "EmbeddingMismatchError",

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from indexer.config import load_settings
 from indexer.console import (
     ReadableCommand,
     ReadableGroup,
@@ -25,7 +26,8 @@ from indexer.console import (
     version_option,
 )
 from indexer.errors import ConfigError
-from query.client import QueryClient, parse_where
+from query.client import QueryClient
+from query.filters import parse_where
 from query.hits import Hit
 
 app = typer.Typer(
@@ -47,10 +49,11 @@ WhereOpt = typer.Option(
 LimitOpt = typer.Option(10, "--limit", "-n", help="Number of results (at least 1).")
 JsonOpt = typer.Option(False, "--json", help="Print a JSON array instead of a table.")
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each failure.")
+SERVE_STORE_RETRY_SECONDS = 5.0
 
 
-def _open_client() -> QueryClient:
-    client = QueryClient.from_env()
+def _open_client(**overrides: object) -> QueryClient:
+    client = QueryClient.from_env(**overrides)
     if client.settings.google_api_key:
         note(client.settings.endpoint_notice())
     return client
@@ -160,7 +163,10 @@ def serve(
     from query.server import check_exposure, create_app
 
     with reported_errors():
-        client = _open_client()
+        # A page waiting minutes for a Chroma server that went away helps nobody: the
+        # request gets 503 with Retry-After instead, and the next one tries again.
+        retry = min(load_settings().store_retry_seconds, SERVE_STORE_RETRY_SECONDS)
+        client = _open_client(store_retry_seconds=retry)
         token = token or client.settings.serve_token
         check_exposure(host, token)
         client.record("0" * 32)  # fail now, with a clear message, if there is no collection

@@ -13,7 +13,8 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
@@ -21,6 +22,7 @@ from indexer.config import Settings, load_settings
 from indexer.errors import ImageError, QueryError, StoreError
 from indexer.records import Failure, Listed, Page, StoredRecord
 from indexer.vocabulary import Vocabulary
+from query.filters import Where, checked
 from query.hits import Hit, to_hits
 
 if TYPE_CHECKING:
@@ -30,26 +32,21 @@ if TYPE_CHECKING:
     from query.planner import Planner
 
 QueryResult = Hit
-Where = Mapping[str, str | Sequence[str]]
 # Candidates per route for fused ranking: enough that the best of either route is seen.
 _FUSION_DEPTH = 4
 LISTING_REFRESH = 30.0  # seconds; how stale the gallery's newest-first listing may get
-# A record has a handful of keywords a facet: more AND terms than this can only match nothing,
-# and each costs Chroma a clause.
-MAX_FILTER_TERMS = 32
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def parse_where(terms: Sequence[str]) -> dict[str, list[str]]:
-    """`["season=summer", "color=red"]` -> `{"season": ["summer"], "color": ["red"]}`."""
-    where: dict[str, list[str]] = {}
-    for term in terms:
-        facet, sep, value = term.partition("=")
-        if not sep or not facet.strip() or not value.strip():
-            raise QueryError(f"filter {term!r} is not of the form FACET=VALUE")
-        where.setdefault(facet.strip(), []).append(value.strip())
-    return where
+@dataclass(frozen=True)
+class Health:
+    """`QueryClient.health`: the store answers; what it holds and who built it."""
+
+    records: int
+    provider: str
+    embedding_model: str
+    store: str  # where: a folder, or a server's URL (never a credential)
 
 
 def _reopening(
@@ -89,7 +86,12 @@ class QueryClient:
         self._planner: Planner | None = None
         self._checked = False
         self._listed: tuple[float, list[Listed]] | None = None  # (when read, records)
+        # Guards the lazily built parts only, held for moments: searches run in parallel.
         self._lock = threading.RLock()
+        # Held while a slow part is built (a listing read, an enricher's vocabulary
+        # embedded), so that building one keeps nobody else from the built ones.
+        self._listing_lock = threading.Lock()
+        self._enricher_lock = threading.Lock()
 
     @classmethod
     def from_env(cls, **overrides: object) -> QueryClient:
@@ -105,23 +107,34 @@ class QueryClient:
                 self._vocabulary = Vocabulary.load(self.settings.vocabulary_file)
             return self._vocabulary
 
-    def _ready(self) -> tuple[ImageStore, Provider]:
-        """Open the collection and the provider that built it; refuse a mismatch."""
+    def _opened(self) -> ImageStore:
+        """The collection, opened for reading (no provider needed)."""
+        store = self._store
+        if store is not None:
+            return store
         with self._lock:
             if self._store is None:
                 from indexer.store import ImageStore
 
                 self._store = ImageStore.open(self.settings)
-            if not self._checked:
-                if self._provider is None:
-                    from indexer.wiring import recorded_provider
+            return self._store
 
-                    self._provider = recorded_provider(self._store, self.settings)
+    def _ready(self) -> tuple[ImageStore, Provider]:
+        """Open the collection and the provider that built it; refuse a mismatch."""
+        store, provider = self._store, self._provider
+        if self._checked and store is not None and provider is not None:
+            return store, provider
+        with self._lock:
+            store = self._opened()
+            if self._provider is None:
+                from indexer.wiring import recorded_provider
+
+                self._provider = recorded_provider(store, self.settings)
+            if not self._checked:
                 # Once per client: the collection's vector space does not change under it.
-                self._store.check(self._provider.embedding_spec)
+                store.check(self._provider.embedding_spec)
                 self._checked = True
-            assert self._provider is not None
-            return self._store, self._provider
+            return store, self._provider
 
     def _reopen_if_replaced(self) -> bool:
         with self._lock:
@@ -171,7 +184,7 @@ class QueryClient:
     def _enricher_for(self, provider: Provider) -> Enricher:
         """Built once per client: it embeds the vocabulary and may load an image model."""
 
-        with self._lock:
+        with self._enricher_lock:
             if self._enricher is None:
                 from indexer.wiring import enricher_for
 
@@ -190,7 +203,7 @@ class QueryClient:
 
         if not text.strip():
             raise QueryError("the query text is empty")
-        filters = self.check_where(where)
+        filters = checked(self.vocabulary, where)
         _check_limit(limit)
         store, provider = self._ready()
         vector = provider.embed_queries([text])[0]
@@ -212,7 +225,7 @@ class QueryClient:
         """
         from indexer.images import SourceImage, prepare, read_source
 
-        filters = self.check_where(where)
+        filters = checked(self.vocabulary, where)
         _check_limit(limit)
         store, provider = self._ready()
         name = "uploaded image" if isinstance(path, bytes) else str(path)
@@ -244,7 +257,7 @@ class QueryClient:
         """The collection itself, newest first: the records matching `where` from `offset`,
         how many match, and for each keyword how many of them have it (what a filter chip
         would leave)."""
-        filters = self.check_where(where)
+        filters = checked(self.vocabulary, where)
         _check_limit(limit)
         if offset < 0:
             raise QueryError("offset must be at least 0")
@@ -268,7 +281,7 @@ class QueryClient:
         most every LISTING_REFRESH seconds: a run indexing into a large collection would
         otherwise make every page view read the whole catalog."""
         store, _ = self._ready()
-        with self._lock:
+        with self._listing_lock:
             listed = self._listed
             fresh = listed is not None and time.monotonic() - listed[0] < LISTING_REFRESH
             if listed is not None and (fresh or len(listed[1]) == store.count()):
@@ -293,39 +306,28 @@ class QueryClient:
         return set(store.known_paths(ids))
 
     @_reopening
+    def health(self) -> Health:
+        """What a monitor asks: the store answers, with how many records, built by which
+        model. Reads the store only: no model is loaded and no key is needed."""
+        store = self._opened()
+        return Health(
+            records=store.count(),
+            provider=store.spec.provider,
+            embedding_model=store.spec.model,
+            store=self.settings.chroma_location,
+        )
+
+    @property
+    def concurrency(self) -> int:
+        """How many model calls the collection's provider should have in flight at once."""
+        _, provider = self._ready()
+        return provider.concurrency
+
+    @_reopening
     def record(self, image_id: str) -> StoredRecord | None:
         """The stored record with this id, or None."""
         store, _ = self._ready()
         return store.record(image_id)
-
-    def check_where(self, where: Where | None) -> dict[str, list[str]]:
-        """Validate filters against the vocabulary and return them in canonical spelling."""
-        checked: dict[str, list[str]] = {}
-        vocabulary = self.vocabulary
-        for facet, values in (where or {}).items():
-            if facet not in vocabulary.facets:
-                raise QueryError(
-                    f"unknown facet {facet!r};{_nearest(facet, list(vocabulary.facets))} "
-                    f"facets are: {', '.join(vocabulary.facets)}"
-                )
-            for value in [values] if isinstance(values, str) else list(values):
-                keyword = vocabulary.canonical(facet, value)
-                if keyword is None:
-                    words = vocabulary.facets[facet]
-                    raise QueryError(
-                        f"{value!r} is not a {facet} keyword;{_nearest(value, words)} "
-                        f"allowed: {', '.join(words)}"
-                    )
-                kept = checked.setdefault(facet, [])
-                if keyword not in kept:  # a repeated term filters nothing more
-                    kept.append(keyword)
-        terms = sum(len(words) for words in checked.values())
-        if terms > MAX_FILTER_TERMS:
-            raise QueryError(
-                f"{terms} different filter terms; at most {MAX_FILTER_TERMS} are allowed "
-                "(each term narrows the results: a record must have every keyword)"
-            )
-        return checked
 
     def close(self) -> None:
         with self._lock:
@@ -337,15 +339,6 @@ class QueryClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _nearest(word: str, choices: Sequence[str]) -> str:
-    """ " did you mean 'summer'?" for a misspelling close to one of `choices`, else ""."""
-    import difflib
-
-    by_fold = {c.casefold(): c for c in choices}
-    close = difflib.get_close_matches(word.casefold(), list(by_fold), n=1, cutoff=0.6)
-    return f" did you mean {by_fold[close[0]]!r}?" if close else ""
 
 
 def _depth(limit: int) -> int:

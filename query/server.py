@@ -8,8 +8,11 @@ describes itself at /openapi.json (browsable at /docs). Requests pass the guards
   still hash to that id: a photo swapped for a symbolic link to another file, a FIFO or a
   device after indexing answers 410, never that other file's bytes.
 - Cost: uploads are read up to the size limit; their pixel count is checked from the header
-  before decoding; image searches run off the event loop, a few at a time, and a burst
-  beyond the queue gets 503 with Retry-After.
+  before decoding; image searches run off the event loop, as many at a time as the provider
+  takes (`Provider.concurrency`), and a burst beyond the queue gets 503 with Retry-After.
+- Concurrency: no lock around the client; every other route runs in parallel, so a slow
+  model call holds up nobody but the searches queued behind it.
+- Errors: typed errors answer by what they mean (query/statuses.py).
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from indexer.config import is_loopback_host
-from indexer.errors import ConfigError, ImageError, IndexerError, QueryError
+from indexer.errors import ConfigError, ImageError, IndexerError, one_line
 from indexer.files import read_regular
 from indexer.images import DECODED_FORMATS, content_id
 from indexer.records import StoredRecord
-from query.client import QueryClient, parse_where
+from query.client import QueryClient
+from query.filters import parse_where
 from query.security import (
     ENVELOPE_BYTES,
     MAX_UPLOAD_BYTES,
@@ -47,6 +51,7 @@ from query.security import (
     page_policy,
     too_large_message,
 )
+from query.statuses import RETRY_AFTER_SECONDS, status_of
 from query.thumbnails import IMAGE_ID, cached_thumbnail, make_thumbnail, prune_thumbnails
 
 __all__ = ["MAX_UPLOAD_BYTES", "check_exposure", "create_app", "prune_thumbnails"]
@@ -56,9 +61,7 @@ log = logging.getLogger(__name__)
 # An upload is decoded in full; 40 megapixels (say 8000x5000) is far above any phone photo
 # and keeps one decode near 120 MB.
 MAX_UPLOAD_PIXELS = 40_000_000
-IMAGE_SEARCH_WORKERS = 2
-IMAGE_SEARCH_QUEUE = 8
-RETRY_AFTER_SECONDS = 5
+IMAGE_SEARCH_QUEUE = 8  # image searches waiting for a model slot before a 503
 _PAGE = Path(__file__).with_name("static") / "index.html"
 
 
@@ -145,8 +148,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    lock = threading.Lock()  # one query at a time through the shared client and model
-    image_slots = asyncio.Semaphore(IMAGE_SEARCH_WORKERS)
+    image_slots: asyncio.Semaphore | None = None  # the provider's concurrency, once known
     admitted = 0  # image searches running or waiting for a slot
     verified = _Verified()
     max_file_bytes = client.settings.max_file_bytes
@@ -193,14 +195,10 @@ def create_app(
             for h in hits
         ]
 
-    def ask(call: Any) -> Any:
-        try:
-            with lock:
-                return call()
-        except QueryError as exc:
-            raise HTTPException(400, str(exc)) from exc
-        except IndexerError as exc:
-            raise HTTPException(503, str(exc)) from exc
+    @app.exception_handler(IndexerError)
+    def typed_error(request: Request, exc: IndexerError) -> JSONResponse:
+        status, headers = status_of(exc)
+        return JSONResponse({"detail": one_line(exc)}, status_code=status, headers=headers)
 
     page_html = _PAGE.read_text(encoding="utf-8")
 
@@ -228,6 +226,27 @@ def create_app(
         """Each facet's allowed keywords: what `where` accepts."""
         return {f: list(words) for f, words in client.vocabulary.facets.items()}
 
+    @app.get("/api/health")
+    def health() -> JSONResponse:
+        """Whether the store answers, for a monitor: no token needed, nothing private."""
+        try:
+            found = client.health()
+        except IndexerError as exc:
+            return JSONResponse(
+                {"status": "unavailable", "detail": one_line(exc)},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return JSONResponse(
+            {
+                "status": "ok",
+                "records": found.records,
+                "provider": found.provider,
+                "embedding_model": found.embedding_model,
+                "store": found.store,
+            }
+        )
+
     @app.get("/api/images", dependencies=guarded)
     def browse(
         where: Annotated[
@@ -238,7 +257,7 @@ def create_app(
     ) -> PageOut:
         """The collection itself, newest first, filtered by keyword: a page of records, how
         many match, and per facet how many of them have each keyword."""
-        page = ask(lambda: client.browse(parse_where(where), limit=limit, offset=offset))
+        page = client.browse(parse_where(where), limit=limit, offset=offset)
         return PageOut(
             total=page.total,
             offset=offset,
@@ -255,7 +274,7 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=500)] = 24,
     ) -> list[HitOut]:
         """Images best described by the text (as `query text`)."""
-        return hits_out(ask(lambda: client.text(q, where=parse_where(where), limit=limit)))
+        return hits_out(client.text(q, where=parse_where(where), limit=limit))
 
     @app.post("/api/search/image", dependencies=guarded)
     async def search_image(
@@ -265,8 +284,10 @@ def create_app(
     ) -> list[HitOut]:
         """Images most like the uploaded one (as `query image`). At most 20 MiB and 40
         megapixels; a few run at once, and a burst beyond the queue gets 503."""
-        nonlocal admitted
-        if admitted >= IMAGE_SEARCH_WORKERS + IMAGE_SEARCH_QUEUE:
+        nonlocal admitted, image_slots
+        if image_slots is None:
+            image_slots = asyncio.Semaphore(await run_in_threadpool(lambda: client.concurrency))
+        if admitted >= client.concurrency + IMAGE_SEARCH_QUEUE:
             raise HTTPException(
                 503,
                 "too many image searches at once; try again shortly",
@@ -281,10 +302,8 @@ def create_app(
                 if not data:
                     raise HTTPException(400, "empty upload")
                 hits = await run_in_threadpool(
-                    lambda: ask(
-                        lambda: client.image(
-                            _checked_upload(data), where=parse_where(where), limit=limit
-                        )
+                    lambda: client.image(
+                        _checked_upload(data), where=parse_where(where), limit=limit
                     )
                 )
         finally:
@@ -295,7 +314,7 @@ def create_app(
         """The record with this id: the only way a path reaches the disk."""
         if not IMAGE_ID.fullmatch(image_id):
             raise HTTPException(404, "no such image")
-        found = ask(lambda: client.record(image_id))
+        found = client.record(image_id)
         if found is None:
             raise HTTPException(404, "no such image")
         return found

@@ -14,7 +14,7 @@ from indexer.cli import app as indexer_app
 from indexer.errors import ConfigError
 from query.client import QueryClient
 from query.server import MAX_UPLOAD_BYTES, check_exposure, create_app
-from tests.conftest import garment_image
+from tests.conftest import _free_port, garment_image
 from tests.fake_gemini import FakeGemini
 
 ANSWERS = {
@@ -69,6 +69,60 @@ def test_bad_requests_get_the_clients_error_messages(api: TestClient) -> None:
     assert bad.status_code == 400 and "summer" in bad.json()["detail"]  # lists allowed values
     assert api.get("/api/search", params={"q": "  "}).status_code == 400
     assert api.get("/api/search", params={"q": "x", "limit": 0}).status_code == 422
+
+
+def test_health_says_what_the_store_holds_without_a_token(photos: Path, tmp_path: Path) -> None:
+    client = QueryClient.from_env()
+    api = TestClient(
+        create_app(client, tmp_path / "thumbs", token="s3cret"), base_url="http://127.0.0.1"
+    )
+    health = api.get("/api/health")
+    assert health.status_code == 200
+    assert health.json() == {
+        "status": "ok",
+        "records": 3,
+        "provider": "gemini",
+        "embedding_model": client.settings.embedding_model,
+        "store": str(client.settings.store_path),
+    }
+    assert api.get("/api/images").status_code == 401  # the rest still wants the token
+
+
+def _started(tmp_path: Path) -> TestClient:
+    """A server started on the environment as it is now."""
+    return TestClient(
+        create_app(QueryClient.from_env(), tmp_path / "thumbs"), base_url="http://127.0.0.1"
+    )
+
+
+def test_errors_answer_by_what_they_mean(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """400 a bad request, 409 a collection of another model, 500 a misconfiguration the
+    operator must fix, 503 with Retry-After a store that does not answer."""
+    with monkeypatch.context() as m:
+        m.setenv("GEMINI_EMBEDDING_DIM", "256")
+        api = _started(tmp_path)
+        search, health = api.get("/api/search", params={"q": "dress"}), api.get("/api/health")
+        assert search.status_code == 409, search.text
+        assert "built with gemini:" in search.json()["detail"]
+        assert health.status_code == 200
+    with monkeypatch.context() as m:
+        m.delenv("GOOGLE_API_KEY")
+        api = _started(tmp_path)
+        search, health = api.get("/api/search", params={"q": "dress"}), api.get("/api/health")
+        assert search.status_code == 500 and "GOOGLE_API_KEY" in search.json()["detail"]
+        assert health.status_code == 200  # the store answers; the model is another matter
+    with monkeypatch.context() as m:
+        m.setenv("CHROMA_HOST", "127.0.0.1")
+        m.setenv("CHROMA_PORT", str(_free_port()))  # nothing listens there
+        api = _started(tmp_path)
+        search, health = api.get("/api/search", params={"q": "dress"}), api.get("/api/health")
+        for answer in (search, health):
+            assert answer.status_code == 503, answer.text
+            assert int(answer.headers["retry-after"]) > 0
+            assert "\n" not in answer.json()["detail"]
+        assert health.json()["status"] == "unavailable"
 
 
 def test_upload_search_finds_the_similar_image_and_stores_nothing(

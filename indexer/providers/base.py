@@ -59,6 +59,9 @@ class Provider(ABC):
     name: ClassVar[str]
     # Whether `warm_up` loads models on this machine: seconds of work worth announcing.
     loads_models: ClassVar[bool] = False
+    # How many calls one process should have in flight at once: a server admits that many
+    # image searches and queues a few more.
+    concurrency: ClassVar[int] = 2
 
     @property
     @abstractmethod

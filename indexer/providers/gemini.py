@@ -76,6 +76,7 @@ def is_multimodal(model: str) -> bool:
 
 class GeminiProvider(Provider):
     name = "gemini"
+    concurrency = 4  # calls wait on the network, not on this machine
 
     def __init__(
         self,

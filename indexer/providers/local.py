@@ -107,6 +107,7 @@ def compose_caption(keywords: Keywords) -> str:
 class LocalProvider(Provider):
     name = "local"
     loads_models = True
+    concurrency = 1  # each model call already uses every core
 
     def __init__(
         self,

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
+import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import tenacity
 
-from indexer.errors import StoreError
+from indexer.errors import StoreError, one_line
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -48,17 +50,27 @@ def connect(settings: Settings) -> tuple[ClientAPI, str]:
     from chromadb.config import Settings as ChromaSettings
 
     # Telemetry off: nothing of a user's catalog leaves the machine unasked.
-    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    chroma_settings = ChromaSettings(
+        anonymized_telemetry=False,
+        chroma_server_ssl_verify=str(settings.chroma_ca_file) if settings.chroma_ca_file else None,
+    )
     notice = settings.store_notice()
     if notice and notice not in _announced:
         _announced.add(notice)
         log.warning("note: %s", notice)
     try:
         if settings.uses_server:
+            # The token goes in Chroma's own header, as Chroma Cloud and a token-checking
+            # proxy in front of `chroma run` both read it.
+            token = {"X-Chroma-Token": settings.chroma_token} if settings.chroma_token else {}
             client = chromadb.HttpClient(
                 host=settings.chroma_host or "",
                 port=settings.chroma_port,
+                ssl=settings.chroma_ssl,
+                headers=token,
                 settings=chroma_settings,
+                tenant=settings.chroma_tenant,
+                database=settings.chroma_database,
             )
         else:
             settings.store_path.mkdir(parents=True, exist_ok=True)
@@ -66,15 +78,41 @@ def connect(settings: Settings) -> tuple[ClientAPI, str]:
                 path=str(settings.store_path), settings=chroma_settings
             )
     except Exception as exc:  # chromadb raises bare ValueError/ConnectError alike
+        untrusted = _certificate_error(exc)
+        if untrusted is not None:
+            raise StoreError(
+                f"cannot open Chroma at {settings.chroma_location}: its certificate is not "
+                f"trusted ({untrusted}); set CHROMA_CA_FILE to the authority that signed it"
+            ) from exc
         raise StoreError(f"cannot open Chroma at {settings.chroma_location}: {exc}") from exc
     return client, settings.chroma_location
+
+
+def _certificate_error(exc: BaseException) -> str | None:
+    """What a failed TLS check said, wherever it lies in the chain chromadb wraps it in."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen.verify_message or str(seen)
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return "certificate verify failed"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _transient(exc: BaseException) -> bool:
     """A network failure talking to a Chroma server: worth waiting out (e.g. a restart)."""
     import httpx
 
-    return isinstance(exc, httpx.TransportError | ConnectionError)
+    if isinstance(exc, httpx.TransportError | ConnectionError):
+        return True
+    # A proxy in front of the server answers for it while it is away (502, 503, 504).
+    answer = exc.__cause__ or exc.__context__
+    return isinstance(answer, httpx.HTTPStatusError) and answer.response.status_code in (
+        502,
+        503,
+        504,
+    )
 
 
 def store_errors(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
@@ -102,15 +140,32 @@ def store_errors(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate
         except StoreError:
             raise
         except Exception as exc:
-            from chromadb.errors import ChromaError
-
-            if isinstance(exc, ChromaError | ConnectionError | OSError) or type(
-                exc
-            ).__module__.startswith(("httpx", "chromadb")):
-                raise StoreError(f"Chroma {method.__name__} failed: {exc}") from exc
+            if _from_chroma(exc):
+                raise StoreError(
+                    f"Chroma at {self.location}: {method.__name__} failed: {_said(exc)}"
+                ) from exc
             raise
 
     return wrapper
+
+
+def _from_chroma(exc: Exception) -> bool:
+    from chromadb.errors import ChromaError
+
+    return (
+        isinstance(exc, ChromaError | ConnectionError | OSError)
+        or type(exc).__module__.startswith(("httpx", "chromadb"))
+        # What chromadb raises for an answer that is not Chroma's JSON (a proxy's error
+        # page); this project never raises a bare Exception.
+        or type(exc) is Exception
+    )
+
+
+def _said(exc: Exception) -> str:
+    """The error in one line: a proxy's HTML error page by its title."""
+    text = str(exc)
+    title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+    return one_line(Exception(title.group(1) if title else text))
 
 
 def now() -> str:

@@ -1,0 +1,63 @@
+"""Keyword filters as a caller writes them ("season=summer"), checked against the vocabulary
+and put in its spelling, before any search sees them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from indexer.errors import QueryError
+from indexer.vocabulary import Vocabulary
+
+Where = Mapping[str, str | Sequence[str]]
+# A record has a handful of keywords a facet: more AND terms than this can only match nothing,
+# and each costs Chroma a clause.
+MAX_FILTER_TERMS = 32
+
+
+def parse_where(terms: Sequence[str]) -> dict[str, list[str]]:
+    """`["season=summer", "color=red"]` -> `{"season": ["summer"], "color": ["red"]}`."""
+    where: dict[str, list[str]] = {}
+    for term in terms:
+        facet, sep, value = term.partition("=")
+        if not sep or not facet.strip() or not value.strip():
+            raise QueryError(f"filter {term!r} is not of the form FACET=VALUE")
+        where.setdefault(facet.strip(), []).append(value.strip())
+    return where
+
+
+def checked(vocabulary: Vocabulary, where: Where | None) -> dict[str, list[str]]:
+    """Validate filters against the vocabulary and return them in canonical spelling."""
+    checked: dict[str, list[str]] = {}
+    for facet, values in (where or {}).items():
+        if facet not in vocabulary.facets:
+            raise QueryError(
+                f"unknown facet {facet!r};{_nearest(facet, list(vocabulary.facets))} "
+                f"facets are: {', '.join(vocabulary.facets)}"
+            )
+        for value in [values] if isinstance(values, str) else list(values):
+            keyword = vocabulary.canonical(facet, value)
+            if keyword is None:
+                words = vocabulary.facets[facet]
+                raise QueryError(
+                    f"{value!r} is not a {facet} keyword;{_nearest(value, words)} "
+                    f"allowed: {', '.join(words)}"
+                )
+            kept = checked.setdefault(facet, [])
+            if keyword not in kept:  # a repeated term filters nothing more
+                kept.append(keyword)
+    terms = sum(len(words) for words in checked.values())
+    if terms > MAX_FILTER_TERMS:
+        raise QueryError(
+            f"{terms} different filter terms; at most {MAX_FILTER_TERMS} are allowed "
+            "(each term narrows the results: a record must have every keyword)"
+        )
+    return checked
+
+
+def _nearest(word: str, choices: Sequence[str]) -> str:
+    """ " did you mean 'summer'?" for a misspelling close to one of `choices`, else ""."""
+    import difflib
+
+    by_fold = {c.casefold(): c for c in choices}
+    close = difflib.get_close_matches(word.casefold(), list(by_fold), n=1, cutoff=0.6)
+    return f" did you mean {by_fold[close[0]]!r}?" if close else ""
