@@ -49,11 +49,14 @@ WhereOpt = typer.Option(
 LimitOpt = typer.Option(10, "--limit", "-n", help="Number of results (at least 1).")
 JsonOpt = typer.Option(False, "--json", help="Print a JSON array instead of a table.")
 VerboseOpt = typer.Option(False, "--verbose", "-v", help="Log retries and each failure.")
-SERVE_STORE_RETRY_SECONDS = 5.0
+QUERY_STORE_RETRY_SECONDS = 5.0
 
 
-def _open_client(**overrides: object) -> QueryClient:
-    client = QueryClient.from_env(**overrides)
+def _open_client() -> QueryClient:
+    # A search or a page waiting minutes for a Chroma server that went away helps nobody:
+    # the command says so, and the gallery answers 503 with Retry-After, after a few seconds.
+    retry = min(load_settings().store_retry_seconds, QUERY_STORE_RETRY_SECONDS)
+    client = QueryClient.from_env(store_retry_seconds=retry)
     if client.settings.google_api_key:
         note(client.settings.endpoint_notice())
     return client
@@ -163,10 +166,7 @@ def serve(
     from query.server import check_exposure, create_app
 
     with reported_errors():
-        # A page waiting minutes for a Chroma server that went away helps nobody: the
-        # request gets 503 with Retry-After instead, and the next one tries again.
-        retry = min(load_settings().store_retry_seconds, SERVE_STORE_RETRY_SECONDS)
-        client = _open_client(store_retry_seconds=retry)
+        client = _open_client()
         token = token or client.settings.serve_token
         check_exposure(host, token)
         client.record("0" * 32)  # fail now, with a clear message, if there is no collection

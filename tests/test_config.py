@@ -73,6 +73,24 @@ def test_a_chroma_server_elsewhere_or_set_by_a_dotenv_is_announced(
     assert "environment variable" in notice
 
 
+def test_a_chroma_token_never_travels_unencrypted_to_another_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHROMA_TOKEN", "secret")
+    monkeypatch.setenv("CHROMA_HOST", "127.0.0.1")
+    assert load_settings().chroma_token == "secret"  # plain HTTP on this machine: allowed
+    monkeypatch.setenv("CHROMA_HOST", "chroma.example.com")
+    with pytest.raises(ConfigError, match="unencrypted"):
+        load_settings()
+    monkeypatch.setenv("CHROMA_SSL", "true")
+    settings = load_settings()
+    assert settings.chroma_location == "https://chroma.example.com:8000"
+    notice = settings.store_notice()
+    assert notice and "chroma.example.com" in notice and "unencrypted" not in notice
+    monkeypatch.setenv("CHROMA_DATABASE", "shop")
+    assert load_settings().chroma_location.endswith("(tenant default_tenant, database shop)")
+
+
 def test_a_planted_dotenv_pointing_the_store_elsewhere_is_announced_before_connecting(
     hermetic: Path,
 ) -> None:

@@ -233,3 +233,30 @@ def test_records_go_to_the_configured_tenant_database(
         settings=ChromaSettings(anonymized_telemetry=False),
     )
     assert "clothing" not in [c.name for c in default.list_collections()]
+
+
+def test_a_server_away_behind_the_proxy_is_waited_out(
+    remote: Proxy, fake: FakeGemini, chroma_server: ChromaServer, tmp_path: Path
+) -> None:
+    """While the server restarts, the proxy answers 502 for it: a worker waits that out as
+    it waits out a server it reaches directly."""
+    garment_image(tmp_path / "photos" / "red.png", "red")
+    assert run("indexer", "run", str(tmp_path / "photos")).returncode == 0
+    chroma_server.stop()
+    status = subprocess.Popen(
+        [sys.executable, "-m", "indexer", "status", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert status.stderr is not None
+    said = ""
+    while "retrying" not in said:  # the worker has met the proxy's 502 and waits
+        line = status.stderr.readline()
+        assert line, "the command ended without waiting: " + said
+        said += line
+    assert "502" in said, said
+    chroma_server.start()
+    out, errors = status.communicate(timeout=300)
+    assert status.returncode == 0, said + errors
+    assert json.loads(out)["indexed"] == 1

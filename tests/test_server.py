@@ -116,6 +116,7 @@ def test_errors_answer_by_what_they_mean(
     with monkeypatch.context() as m:
         m.setenv("CHROMA_HOST", "127.0.0.1")
         m.setenv("CHROMA_PORT", str(_free_port()))  # nothing listens there
+        m.setenv("INDEXER_STORE_RETRY_SECONDS", "0")  # `query serve` waits 5 s at most
         api = _started(tmp_path)
         search, health = api.get("/api/search", params={"q": "dress"}), api.get("/api/health")
         for answer in (search, health):

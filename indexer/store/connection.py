@@ -58,20 +58,26 @@ def connect(settings: Settings) -> tuple[ClientAPI, str]:
     if notice and notice not in _announced:
         _announced.add(notice)
         log.warning("note: %s", notice)
+
+    def server() -> ClientAPI:
+        # The token goes in Chroma's own header, as Chroma Cloud and a token-checking
+        # proxy in front of `chroma run` both read it.
+        token = {"X-Chroma-Token": settings.chroma_token} if settings.chroma_token else {}
+        return chromadb.HttpClient(
+            host=settings.chroma_host or "",
+            port=settings.chroma_port,
+            ssl=settings.chroma_ssl,
+            headers=token,
+            settings=chroma_settings,
+            tenant=settings.chroma_tenant,
+            database=settings.chroma_database,
+        )
+
     try:
         if settings.uses_server:
-            # The token goes in Chroma's own header, as Chroma Cloud and a token-checking
-            # proxy in front of `chroma run` both read it.
-            token = {"X-Chroma-Token": settings.chroma_token} if settings.chroma_token else {}
-            client = chromadb.HttpClient(
-                host=settings.chroma_host or "",
-                port=settings.chroma_port,
-                ssl=settings.chroma_ssl,
-                headers=token,
-                settings=chroma_settings,
-                tenant=settings.chroma_tenant,
-                database=settings.chroma_database,
-            )
+            # A server restarting when a worker starts is waited out like one that goes
+            # away mid-run.
+            client = _patiently(settings.store_retry_seconds, settings.chroma_location)(server)
         else:
             settings.store_path.mkdir(parents=True, exist_ok=True)
             client = chromadb.PersistentClient(
@@ -84,7 +90,7 @@ def connect(settings: Settings) -> tuple[ClientAPI, str]:
                 f"cannot open Chroma at {settings.chroma_location}: its certificate is not "
                 f"trusted ({untrusted}); set CHROMA_CA_FILE to the authority that signed it"
             ) from exc
-        raise StoreError(f"cannot open Chroma at {settings.chroma_location}: {exc}") from exc
+        raise StoreError(f"cannot open Chroma at {settings.chroma_location}: {_said(exc)}") from exc
     return client, settings.chroma_location
 
 
@@ -101,17 +107,37 @@ def _certificate_error(exc: BaseException) -> str | None:
 
 
 def _transient(exc: BaseException) -> bool:
-    """A network failure talking to a Chroma server: worth waiting out (e.g. a restart)."""
+    """A network failure talking to a Chroma server, wherever it lies in the chain chromadb
+    wraps it in: worth waiting out (e.g. a restart)."""
     import httpx
 
-    if isinstance(exc, httpx.TransportError | ConnectionError):
-        return True
-    # A proxy in front of the server answers for it while it is away (502, 503, 504).
-    answer = exc.__cause__ or exc.__context__
-    return isinstance(answer, httpx.HTTPStatusError) and answer.response.status_code in (
-        502,
-        503,
-        504,
+    seen: BaseException | None = exc
+    while seen is not None:
+        if _certificate_error(seen) is not None:
+            return False  # waiting does not make a certificate trusted
+        if isinstance(seen, httpx.TransportError | ConnectionError):
+            return True
+        # A proxy in front of the server answers for it while it is away.
+        if isinstance(seen, httpx.HTTPStatusError) and seen.response.status_code in (
+            502,
+            503,
+            504,
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _patiently(seconds: float, location: str) -> tenacity.Retrying:
+    """Retries of a call to a server that may be away, for at most `seconds`."""
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_transient),
+        stop=tenacity.stop_after_delay(seconds),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=5.0),
+        before_sleep=lambda state: log.warning(
+            "Chroma at %s unreachable (%s); retrying", location, _outcome(state)
+        ),
+        reraise=True,
     )
 
 
@@ -124,19 +150,8 @@ def store_errors(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate
 
     @functools.wraps(method)
     def wrapper(self: S, *args: P.args, **kwargs: P.kwargs) -> R:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_transient),
-            stop=tenacity.stop_after_delay(self.retry_seconds),
-            wait=tenacity.wait_exponential(multiplier=0.25, max=5.0),
-            before_sleep=lambda state: log.warning(
-                "Chroma at %s unreachable (%s); retrying",
-                self.location,
-                state.outcome.exception() if state.outcome else "?",
-            ),
-            reraise=True,
-        )
         try:
-            return retrying(method, self, *args, **kwargs)
+            return _patiently(self.retry_seconds, self.location)(method, self, *args, **kwargs)
         except StoreError:
             raise
         except Exception as exc:
@@ -161,7 +176,12 @@ def _from_chroma(exc: Exception) -> bool:
     )
 
 
-def _said(exc: Exception) -> str:
+def _outcome(state: tenacity.RetryCallState) -> str:
+    failed = state.outcome.exception() if state.outcome is not None else None
+    return _said(failed) if failed is not None else "?"
+
+
+def _said(exc: BaseException) -> str:
     """The error in one line: a proxy's HTML error page by its title."""
     text = str(exc)
     title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
