@@ -14,7 +14,12 @@ from typing import Any
 
 from indexer.errors import ConfigError
 
-_FACET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# A facet is a metadata key on every record ("kw_<facet>", "ikw_<facet>", and a partition's
+# "p<8 hex>_<facet>"), and Chroma Cloud takes at most 32 keys a record, each of at most 36
+# bytes: the store's own 14 keys leave room for 16 facets (two spare), and a 26-byte name
+# makes a partition's 36-byte key.
+_FACET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,25}$")
+MAX_FACETS = 16
 
 Keywords = dict[str, list[str]]
 Where = Mapping[str, Sequence[str]]  # facet -> keywords a record must all have
@@ -34,10 +39,16 @@ class Vocabulary:
     def __post_init__(self) -> None:
         if not self.facets:
             raise ConfigError("vocabulary has no facets")
+        if len(self.facets) > MAX_FACETS:
+            raise ConfigError(
+                f"vocabulary has {len(self.facets)} facets; at most {MAX_FACETS} are allowed "
+                "(each is a metadata key on every record, and Chroma Cloud takes 32 a record)"
+            )
         for facet, words in self.facets.items():
             if not _FACET_NAME.match(facet):
                 raise ConfigError(
-                    f"facet name {facet!r} must be lower-case letters, digits and underscores"
+                    f"facet name {facet!r} must be lower-case letters, digits and underscores, "
+                    "at most 26 of them"
                 )
             if not words:
                 raise ConfigError(f"facet {facet!r} has no keywords")

@@ -9,9 +9,9 @@ from indexer.errors import QueryError
 from indexer.vocabulary import Vocabulary
 
 Where = Mapping[str, str | Sequence[str]]
-# A record has a handful of keywords a facet: more AND terms than this can only match nothing,
-# and each costs Chroma a clause.
-MAX_FILTER_TERMS = 32
+# A record has a handful of keywords a facet: more AND terms than this rarely match anything,
+# each costs Chroma a clause, and Chroma Cloud takes at most 8 predicates a query.
+MAX_FILTER_TERMS = 8
 
 
 def parse_where(terms: Sequence[str]) -> dict[str, list[str]]:

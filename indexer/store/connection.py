@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Chroma's `get` and `delete` take id lists; keep each request comfortably small.
-ID_CHUNK = 500
+# Records a request names or writes: Chroma Cloud takes at most 300 a write.
+ID_CHUNK = 300
 
 
 class Reachable(Protocol):

@@ -141,17 +141,19 @@ class Partitions:
         for name, gone in removes.items():
             found = self._get(name, create=False)
             if found is not None:
-                found.delete(ids=gone)
+                for chunk in chunks(gone):
+                    found.delete(ids=list(chunk))
         for name, rows in adds.items():
             target = self._get(name, create=True)
             assert target is not None
             prefix = key_prefix(name)
-            target.upsert(
-                ids=[ids[r] for r in rows],
-                embeddings=[list(vectors[r]) for r in rows],
-                metadatas=[_lean(keywords[r], prefix) for r in rows],
-                documents=[document(keywords[r]) for r in rows],
-            )
+            for part in chunks(rows):
+                target.upsert(
+                    ids=[ids[r] for r in part],
+                    embeddings=[list(vectors[r]) for r in part],
+                    metadatas=[_lean(keywords[r], prefix) for r in part],
+                    documents=[document(keywords[r]) for r in part],
+                )
 
     def remove(self, ids: Sequence[str]) -> None:
         """Take these records out of every partition."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from indexer.errors import StoreError
 from indexer.records import EmbeddingSpec, ImageRecord, StoredRecord
 from indexer.store import keys, layout
-from indexer.store.connection import now, pages
+from indexer.store.connection import ID_CHUNK, now, pages
 from indexer.vocabulary import Keywords
 
 if TYPE_CHECKING:
@@ -84,6 +84,11 @@ def write(
     extra: Mapping[str, Any] | None = None,
 ) -> None:
     """Upsert complete records (with `extra` metadata), and their image vectors."""
+    if len(batch) > ID_CHUNK:  # within a write's record limit (connection.py)
+        for start in range(0, len(batch), ID_CHUNK):
+            end = start + ID_CHUNK
+            write(records, visual, batch[start:end], indexed_at[start:end], extra)
+        return
     pictured = [r for r in batch if r.image_embedding is not None]
     if pictured and visual is not None:
         # Image vectors first: the main record is what marks an image as indexed, so a crash

@@ -345,7 +345,8 @@ class ImageStore(StoreSearch):
         if not records:
             return
         with self._held():
-            self._write(records)
+            for chunk in chunks(records):  # within a write's record limit (connection.py)
+                self._write(chunk)
 
     def _write(self, records: Sequence[ImageRecord]) -> None:
         ids = [r.id for r in records]
