@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from query.hits import Hit, to_hits
 
 if TYPE_CHECKING:
     from indexer.enrich import Enricher
+    from indexer.images import SourceImage
     from indexer.providers.base import Provider
     from indexer.store import ImageStore
     from query.planner import Planner
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 QueryResult = Hit
 # Candidates per route for fused ranking: enough that the best of either route is seen.
 _FUSION_DEPTH = 4
+MAX_RANKED = 500  # a search's deepest page ends here
+ASKED_IMAGES = 32  # query images whose vectors are kept for their next page
 LISTING_REFRESH = 30.0  # seconds; how stale the gallery's newest-first listing may get
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +96,8 @@ class QueryClient:
         # embedded), so that building one keeps nobody else from the built ones.
         self._listing_lock = threading.Lock()
         self._enricher_lock = threading.Lock()
+        # Query images' vectors by content id (see _image_vectors), newest last.
+        self._asked: OrderedDict[str, tuple[str, list[float], list[float] | None]] = OrderedDict()
 
     @classmethod
     def from_env(cls, **overrides: object) -> QueryClient:
@@ -145,6 +151,7 @@ class QueryClient:
             self._planner = None
             self._enricher = None
             self._listed = None
+            self._asked.clear()
             if self._own_provider and self._provider is not None:
                 self._provider.close()
                 self._provider = None
@@ -194,8 +201,11 @@ class QueryClient:
     # --- queries ---
 
     @_reopening
-    def text(self, text: str, where: Where | None = None, limit: int = 10) -> list[QueryResult]:
-        """Images best described by `text`, optionally filtered by keyword.
+    def text(
+        self, text: str, where: Where | None = None, limit: int = 10, offset: int = 0
+    ) -> list[QueryResult]:
+        """Images best described by `text`, optionally filtered by keyword: the `limit` best
+        after the first `offset` (a page of results).
 
         With a multimodal embedding model, the text is also compared with the pictures
         themselves, and the two routes are fused by the mean of their cosine similarities
@@ -204,30 +214,34 @@ class QueryClient:
         if not text.strip():
             raise QueryError("the query text is empty")
         filters = checked(self.vocabulary, where)
-        _check_limit(limit)
+        _check_page(limit, offset)
         store, provider = self._ready()
         vector = provider.embed_queries([text])[0]
         if not (provider.shared_space and store.image_spec == provider.image_spec):
-            return self._search(vector, filters, limit, pictures=False)
-        return self._fused(vector, vector, filters, limit)
+            return self._search(vector, filters, limit + offset, pictures=False)[offset:]
+        return self._fused(vector, vector, filters, limit + offset)[offset:]
 
     @_reopening
     def image(
-        self, path: str | Path | bytes, where: Where | None = None, limit: int = 10
+        self,
+        path: str | Path | bytes,
+        where: Where | None = None,
+        limit: int = 10,
+        offset: int = 0,
     ) -> list[QueryResult]:
-        """Images most like the one at `path` (or these image bytes, e.g. an upload).
-        The query image is not added to the collection.
+        """Images most like the one at `path` (or these image bytes, e.g. an upload), the
+        `limit` best after the first `offset`. The query image is not added to the
+        collection, and asking again for another page of it calls no model.
 
         The image goes through the same recipe as an indexed one (described, keywords
         corrected, "keywords. caption" embedded), and an answer ingestion would refuse is
         refused here too. Where the collection also holds image vectors of the same image
         model, the score is the mean of the visual and the caption cosine similarity.
         """
-        from indexer.images import SourceImage, prepare, read_source
+        from indexer.images import SourceImage, read_source
 
         filters = checked(self.vocabulary, where)
-        _check_limit(limit)
-        store, provider = self._ready()
+        _check_page(limit, offset)
         name = "uploaded image" if isinstance(path, bytes) else str(path)
         try:
             source = (
@@ -235,22 +249,53 @@ class QueryClient:
                 if isinstance(path, bytes)
                 else read_source(Path(path), self.settings.max_file_bytes)
             )
+        except ImageError as exc:
+            raise QueryError(f"{name}: {exc}") from exc
+        route, first, second = self._image_vectors(source, name)
+        want = limit + offset
+        if route == "picture":
+            return self._search(first, filters, want, pictures=True)[offset:]
+        if second is None:
+            return self._search(first, filters, want, pictures=False)[offset:]
+        return self._fused(first, second, filters, want)[offset:]
+
+    def _image_vectors(
+        self, source: SourceImage, name: str
+    ) -> tuple[str, list[float], list[float] | None]:
+        """How to search by this image: ("picture", its vector, None) in one multimodal
+        space, else ("caption", the caption vector, the picture vector if the collection
+        has pictures of that model). Kept for the last few images, so that paging through
+        the results of one photo pays for it once."""
+        from indexer.images import prepare
+
+        with self._lock:
+            known = self._asked.get(source.id)
+            if known is not None:
+                self._asked.move_to_end(source.id)
+                return known
+        store, provider = self._ready()
+        try:
             image = prepare(source, self.settings.image_max_side)
         except ImageError as exc:
             raise QueryError(f"{name}: {exc}") from exc
+        found: tuple[str, list[float], list[float] | None]
         if provider.shared_space and store.image_spec == provider.image_spec:
             # One multimodal space: the photo itself is the query (one embedding request,
             # no description), compared with the stored pictures.
-            picture = provider.embed_images([image])[0]
-            return self._search(picture, filters, limit, pictures=True)
-        enricher = self._enricher_for(provider)
-        outcome = enricher.enrich([image])[0]
-        if isinstance(outcome, Failure):
-            raise QueryError(f"cannot search by {name}: {outcome.reason}")
-        pictured = outcome.image_embedding is not None and store.image_spec == enricher.image_spec
-        if not pictured or outcome.image_embedding is None:
-            return self._search(outcome.embedding, filters, limit, pictures=False)
-        return self._fused(outcome.embedding, outcome.image_embedding, filters, limit)
+            found = ("picture", provider.embed_images([image])[0], None)
+        else:
+            enricher = self._enricher_for(provider)
+            outcome = enricher.enrich([image])[0]
+            if isinstance(outcome, Failure):
+                raise QueryError(f"cannot search by {name}: {outcome.reason}")
+            pictured = store.image_spec == enricher.image_spec
+            picture = outcome.image_embedding if pictured else None
+            found = ("caption", outcome.embedding, picture)
+        with self._lock:
+            self._asked[source.id] = found
+            while len(self._asked) > ASKED_IMAGES:
+                self._asked.popitem(last=False)
+        return found
 
     @_reopening
     def browse(self, where: Where | None = None, limit: int = 24, offset: int = 0) -> Page:
@@ -258,9 +303,7 @@ class QueryClient:
         how many match, and for each keyword how many of them have it (what a filter chip
         would leave)."""
         filters = checked(self.vocabulary, where)
-        _check_limit(limit)
-        if offset < 0:
-            raise QueryError("offset must be at least 0")
+        _check_page(limit, offset, deepest=None)  # browsing pages through everything
         matching = [
             r
             for r in self._listing()
@@ -345,6 +388,10 @@ def _depth(limit: int) -> int:
     return max(_FUSION_DEPTH * limit, 40)
 
 
-def _check_limit(limit: int) -> None:
+def _check_page(limit: int, offset: int, deepest: int | None = MAX_RANKED) -> None:
     if limit < 1:
         raise QueryError("limit must be at least 1")
+    if offset < 0:
+        raise QueryError("offset must be at least 0")
+    if deepest is not None and offset + limit > deepest:
+        raise QueryError(f"a search ranks at most {deepest} images (offset + limit)")

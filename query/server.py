@@ -272,18 +272,21 @@ def create_app(
             list[str], Query(description="FACET=VALUE, e.g. color=red; repeat to AND.")
         ] = [],  # noqa: B006 - FastAPI copies defaults
         limit: Annotated[int, Query(ge=1, le=500)] = 24,
+        offset: Annotated[int, Query(ge=0, description="Skip the first hits: the next page.")] = 0,
     ) -> list[HitOut]:
-        """Images best described by the text (as `query text`)."""
-        return hits_out(client.text(q, where=parse_where(where), limit=limit))
+        """Images best described by the text (as `query text`); at most 500 ranked."""
+        return hits_out(client.text(q, where=parse_where(where), limit=limit, offset=offset))
 
     @app.post("/api/search/image", dependencies=guarded)
     async def search_image(
         file: Annotated[UploadFile, File(description="An image; it is not stored.")],
         where: Annotated[list[str], Query()] = [],  # noqa: B006
         limit: Annotated[int, Query(ge=1, le=500)] = 24,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[HitOut]:
         """Images most like the uploaded one (as `query image`). At most 20 MiB and 40
-        megapixels; a few run at once, and a burst beyond the queue gets 503."""
+        megapixels; a few run at once, and a burst beyond the queue gets 503. The next page
+        of the same photo (`offset`) calls no model."""
         nonlocal admitted, image_slots
         if image_slots is None:
             image_slots = asyncio.Semaphore(await run_in_threadpool(lambda: client.concurrency))
@@ -303,7 +306,7 @@ def create_app(
                     raise HTTPException(400, "empty upload")
                 hits = await run_in_threadpool(
                     lambda: client.image(
-                        _checked_upload(data), where=parse_where(where), limit=limit
+                        _checked_upload(data), where=parse_where(where), limit=limit, offset=offset
                     )
                 )
         finally:

@@ -68,7 +68,7 @@ def test_text_and_image_queries_return_typed_results(
         many: dict[str, list[str]] = {}
         for word in every[:40]:
             many.setdefault(facet_of[word], []).append(word)
-        with pytest.raises(QueryError, match="at most 32"):
+        with pytest.raises(QueryError, match="at most 8"):
             client.text("dress", where=many)
 
     # Overrides go on top of the environment.

@@ -143,6 +143,33 @@ def test_upload_search_finds_the_similar_image_and_stores_nothing(
     assert api.post("/api/search/image", files={"file": ("big.jpg", big)}).status_code == 413
 
 
+def test_searches_page_like_browsing_and_a_photos_next_page_calls_no_model(
+    api: TestClient, fake: FakeGemini, tmp_path: Path
+) -> None:
+    def found(**page: int | str) -> list[str]:
+        answer = api.get("/api/search", params={"q": "summer clothes", **page})
+        assert answer.status_code == 200, answer.text
+        return [h["id"] for h in answer.json()]
+
+    whole = found(limit=3)
+    assert found(limit=2) + found(limit=2, offset=2) == whole and len(whole) == 3
+    deep = api.get("/api/search", params={"q": "x", "limit": 400, "offset": 200})
+    assert deep.status_code == 400 and "at most 500" in deep.json()["detail"]
+
+    photo = garment_image(tmp_path / "q.png", "green", size=(300, 300)).read_bytes()
+
+    def like(**page: int) -> list[str]:
+        files = {"file": ("q.png", photo, "image/png")}
+        answer = api.post("/api/search/image", params=page, files=files)
+        assert answer.status_code == 200, answer.text
+        return [h["id"] for h in answer.json()]
+
+    whole = like(limit=3)
+    calls = len(fake.requests)
+    assert like(limit=1) + like(limit=2, offset=1) == whole
+    assert len(fake.requests) == calls  # the photo was described and embedded once
+
+
 def test_images_are_served_by_id_only(api: TestClient, photos: Path) -> None:
     hit = api.get("/api/search", params={"q": "jeans", "limit": 1}).json()[0]
     original = api.get(hit["image"])
@@ -182,11 +209,11 @@ def test_thumbnails_are_made_once_and_cached(api: TestClient, tmp_path: Path) ->
 
 def test_openapi_describes_the_api(api: TestClient) -> None:
     spec = api.get("/openapi.json").json()
-    assert {"/api/search", "/api/search/image", "/api/facets", "/api/images/{image_id}"} <= set(
+    assert {"/api/search", "/api/search/image", "/api/facets", "/api/health"} <= set(
         spec["paths"]
     )
     params = {p["name"] for p in spec["paths"]["/api/search"]["get"]["parameters"]}
-    assert params == {"q", "where", "limit"}
+    assert params == {"q", "where", "limit", "offset"}
     assert api.get("/").status_code == 200 and "<title>Clothing search" in api.get("/").text
 
 
