@@ -104,11 +104,11 @@ def gallery(photos: Path, tmp_path: Path) -> Iterator[str]:
 
 
 @contextmanager
-def browsing() -> Iterator[tuple[Page, list[str]]]:
+def browsing(width: int = 1200, height: int = 900) -> Iterator[tuple[Page, list[str]]]:
     """A page in headless Chromium, and what its console reports (see _watch_console)."""
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page = browser.new_page(viewport={"width": width, "height": height})
         page.set_default_timeout(120_000)
         try:
             yield page, _watch_console(page)
@@ -138,17 +138,16 @@ def test_the_gallery_opens_on_the_collection_and_chips_filter_it(
         summer = page.locator('.chip[data-facet="season"][data-keyword="summer"]')
         expect(summer.locator(".n")).to_have_text("1")
         white = page.locator('.chip[data-facet="color"][data-keyword="white"]')
-        expect(white.locator(".n")).to_have_text("0")
-        expect(white).to_have_class(re.compile(r"\bnone\b"))  # greyed: no image has it
+        expect(white).to_be_hidden()  # no image of the collection has it: it filters nothing
         page.screenshot(path=str(tmp_path / "gallery-landing.png"), full_page=True)
 
         summer.click()  # a chip without a query filters the collection
         expect(cards).to_have_count(1)
         expect(cards.first.locator(".caption")).to_have_text("A red summer dress.")
         assert page.url.endswith("/?where=season=summer")
-        expect(page.locator('.chip[data-facet="garment"][data-keyword="jeans"]')).to_have_class(
-            re.compile(r"\bnone\b")
-        )
+        jeans = page.locator('.chip[data-facet="garment"][data-keyword="jeans"]')
+        expect(jeans).to_have_class(re.compile(r"\bnone\b"))  # greyed: none of these has it
+        expect(jeans.locator(".n")).to_have_text("0")
         page.reload()
         expect(cards).to_have_count(1)
         expect(summer).to_have_attribute("aria-pressed", "true")
@@ -227,10 +226,10 @@ def test_an_uploaded_photo_is_shown_beside_its_results(gallery: str, tmp_path: P
 def test_a_token_in_the_address_is_swapped_for_a_cookie(photos: Path, tmp_path: Path) -> None:
     with serving(tmp_path, "--token", "s3cret") as url, browsing() as (page, problems):
         page.goto(url + "?token=s3cret")
-        expect(page.locator(".chip").first).to_be_visible()  # the API answered the cookie
+        expect(page.locator(".chip:not([hidden])").first).to_be_visible()  # the API answered
         assert "token" not in page.url
         page.reload()  # the cookie alone keeps the page working
-        expect(page.locator(".chip").first).to_be_visible()
+        expect(page.locator(".chip:not([hidden])").first).to_be_visible()
     assert problems == []
 
 
@@ -252,6 +251,57 @@ def test_show_more_pages_through_a_larger_collection(photos: Path, tmp_path: Pat
         expect(page.locator("#more")).not_to_be_visible()
         ids = cards.evaluate_all("cards => cards.map(c => c.dataset.id)")
         assert len(set(ids)) == 30  # the second page neither repeats nor skips a record
+
+        # A search pages the same way.
+        page.fill("#q", "clothes")
+        page.keyboard.press("Enter")
+        expect(page.locator("#status")).to_have_text("24 best matches")
+        page.click("#more")
+        expect(page.locator("#status")).to_have_text("30 best matches")
+        assert len(set(cards.evaluate_all("cards => cards.map(c => c.dataset.id)"))) == 30
+
+        # Another process indexes meanwhile: browsing says so, and shows them on request.
+        page.goto(url)
+        expect(page.locator("#status")).to_have_text("30 images, newest first (showing 24)")
+        newer = tmp_path / "newer"
+        for i in range(2):
+            garment_image(newer / f"n{i}.jpg", "red", (300 + i, 280))
+        assert CliRunner().invoke(indexer_app, ["run", str(newer)]).exit_code == 0
+        expect(page.locator("#newer")).to_be_hidden()
+        page.evaluate("window.dispatchEvent(new Event('focus'))")  # the user comes back
+        expect(page.locator("#newer")).to_be_visible()
+        page.click("#show-newer")
+        expect(page.locator("#status")).to_have_text("32 images, newest first (showing 24)")
+        expect(page.locator("#newer")).to_be_hidden()
+    assert problems == []
+
+
+def test_on_a_phone_the_first_results_show_and_a_keyboard_skips_to_them(
+    gallery: str, tmp_path: Path
+) -> None:
+    with browsing(width=390, height=844) as (page, problems):
+        page.goto(gallery)
+        cards = page.locator(".card")
+        expect(cards).to_have_count(4)
+        expect(page.locator("#facets")).to_be_hidden()  # the filters fold away
+        top = cards.first.bounding_box()
+        assert top is not None and top["y"] + 40 < 844  # in view without scrolling
+        page.screenshot(path=str(tmp_path / "gallery-phone.png"))
+        page.click("#filters summary")
+        expect(page.locator('.chip[data-facet="season"][data-keyword="summer"]')).to_be_visible()
+        targets = page.locator("button:visible, summary:visible, input:visible, a:visible")
+        for target in targets.all():
+            box = target.bounding_box()
+            assert box is not None and box["width"] >= 24 and box["height"] >= 24, (
+                target.evaluate("e => e.outerHTML.slice(0, 80)"),
+                box,
+            )
+        page.focus("#q")
+        page.keyboard.press("Tab")  # the search button
+        page.keyboard.press("Tab")
+        expect(page.locator("#skip")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(cards.first).to_be_focused()
     assert problems == []
 
 
