@@ -12,25 +12,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_query_prints_its_json_and_ratios(tmp_path: Path, models_dir: Path) -> None:
+def bench(
+    script: str, *args: str, home: Path, models_dir: Path
+) -> subprocess.CompletedProcess[str]:
+    """`python scripts/SCRIPT ARGS` with its own data folder and the suite's models."""
     env = {
         **os.environ,
-        "INDEXER_HOME": str(tmp_path / "home"),
+        "INDEXER_HOME": str(home / "home"),
         "INDEXER_MODELS_DIR": str(models_dir),
         "ANONYMIZED_TELEMETRY": "False",
     }
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "bench_query.py"),
-            *("--records", "200", "--records", "400"),
-            *("--mode", "embedded", "--queries", "4", "--distinct", "200", "--json"),
-        ],
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path,
+        cwd=home,
         timeout=600,
+    )
+
+
+def test_bench_query_prints_its_json_and_ratios(tmp_path: Path, models_dir: Path) -> None:
+    done = bench(
+        "bench_query.py",
+        *("--records", "200", "--records", "400"),
+        *("--mode", "embedded", "--queries", "4", "--distinct", "200", "--json"),
+        home=tmp_path,
+        models_dir=models_dir,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()

@@ -5,32 +5,17 @@ object other tools read, and every route answered without an error."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.test_bench_query import bench
 
 
 def test_bench_serve_prints_its_json(tmp_path: Path, models_dir: Path) -> None:
-    env = {
-        **os.environ,
-        "INDEXER_HOME": str(tmp_path / "home"),
-        "INDEXER_MODELS_DIR": str(models_dir),
-        "ANONYMIZED_TELEMETRY": "False",
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "bench_serve.py"),
-            *("--records", "300", "--clients", "2", "--seconds", "2", "--json"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
+    done = bench(
+        "bench_serve.py",
+        *("--records", "300", "--clients", "2", "--seconds", "2", "--json"),
+        home=tmp_path,
+        models_dir=models_dir,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -3,12 +3,8 @@ type a query, apply a filter, upload an image, see the right results. Saves scre
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from indexer.cli import app as indexer_app
-from tests.conftest import _free_port, garment_image
+from tests.conftest import garment_image, query_serve
 from tests.fake_gemini import FakeGemini
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -68,33 +64,9 @@ def photos(fake: FakeGemini, env: dict[str, str], tmp_path: Path) -> Path:
 
 @contextmanager
 def serving(tmp_path: Path, *options: str) -> Iterator[str]:
-    """`query serve OPTIONS` as a process on a free port; yields its URL."""
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "query", "serve", "--port", str(port), *options],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "openapi.json", timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # answering, with a token required
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                assert time.monotonic() < deadline, "query serve did not start"
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    """`query serve OPTIONS` as a process on a free port; yields the page's URL."""
+    with query_serve(tmp_path / "serve.log", *options) as base:
+        yield base + "/"
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from PIL import Image
 from indexer.providers.gemini import GeminiProvider
 from query.client import QueryClient
 from query.server import IMAGE_SEARCH_QUEUE, create_app
-from tests.conftest import Ran, _free_port, garment_image, in_process
+from tests.conftest import Ran, garment_image, in_process, query_serve
 from tests.fake_gemini import FakeGemini
 
 ANSWERS = {
@@ -193,28 +192,8 @@ def test_devices_fifos_and_oversized_files_are_refused_not_read(
 @pytest.fixture
 def server(indexed: Path, tmp_path: Path) -> Iterator[str]:
     """`query serve` as a process on a free loopback port; yields its base URL."""
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "query", "serve", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/facets", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "serve.log").read_text()) from None
-            time.sleep(0.2)
-    try:
+    with query_serve(tmp_path / "serve.log") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def _jpeg(color: str = "blue") -> bytes:
@@ -450,26 +429,10 @@ def test_every_response_carries_security_headers(indexed: Path) -> None:
 
 
 def test_access_logs_do_not_print_the_token(indexed: Path, tmp_path: Path) -> None:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "query", "serve", "-v", "--port", str(port), "--token", "s3cret"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                page = httpx.get(f"http://127.0.0.1:{port}/", params={"token": "s3cret"})
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
-        assert page.status_code == 200
-    finally:
-        proc.send_signal(signal.SIGINT)
-        logs, _ = proc.communicate(timeout=30)
+    log = tmp_path / "serve.log"
+    with query_serve(log, "-v", "--token", "s3cret") as base:
+        assert httpx.get(f"{base}/", params={"token": "s3cret"}).status_code == 200
+    logs = log.read_text()
     assert "GET /?token=[redacted]" in logs and "s3cret" not in logs
 
 

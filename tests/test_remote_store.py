@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ChromaServer, _free_port, garment_image
+from tests.conftest import ChromaServer, _free_port, garment_image, query_serve
 from tests.fake_gemini import FakeGemini
 
 TOKEN = "proxy-token-0123456789"
@@ -171,30 +171,12 @@ def test_workers_queries_and_the_gallery_go_through_tls_and_a_token(
     assert found.returncode == 0, found.stderr
     assert len(json.loads(found.stdout)) == 6
 
-    port = _free_port()
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "query", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5)
-                break
-            except httpx.TransportError:
-                assert serve.poll() is None, serve.communicate()
-                assert time.monotonic() < deadline, "query serve did not start"
-                time.sleep(0.2)
+    with query_serve(tmp_path / "serve.log") as served:
+        health = httpx.get(f"{served}/api/health", timeout=30)
         assert health.status_code == 200, health.text
         assert health.json()["records"] == 6 and health.json()["store"] == base
-        page = httpx.get(f"http://127.0.0.1:{port}/api/images", timeout=30).json()
+        page = httpx.get(f"{served}/api/images", timeout=30).json()
         assert page["total"] == 6
-    finally:
-        serve.terminate()
-        serve.wait(timeout=20)
 
     refused = one_error_line(run("indexer", "status", CHROMA_TOKEN="wrong-token"))
     assert "127.0.0.1" in refused and "401" in refused, refused

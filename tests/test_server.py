@@ -280,3 +280,16 @@ def test_browse_lists_the_collection_newest_first_with_keyword_counts(
     typo = api.get("/api/images", params=[("where", "season=sumer")])
     assert typo.status_code == 400 and "did you mean 'summer'?" in typo.json()["detail"]
     assert api.get("/api/images", params={"offset": -1}).status_code == 422
+
+
+def test_the_rule_asks_a_client_to_wait_as_long_as_a_quota_says() -> None:
+    from indexer.errors import EmbeddingMismatchError, StoreBusyError, TransientProviderError
+    from query.statuses import RETRY_AFTER_SECONDS, status_of
+
+    assert status_of(TransientProviderError("quota", retry_after=7.2)) == (
+        503,
+        {"Retry-After": "8"},
+    )
+    assert status_of(StoreBusyError("busy")) == (503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    assert status_of(EmbeddingMismatchError("other model")) == (409, {})  # not a StoreError's 503
+    assert status_of(ConfigError("no key")) == (500, {})
