@@ -11,8 +11,8 @@ Importing this module loads no model code and opens no store; both happen on fir
 from __future__ import annotations
 
 import functools
+import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from indexer.config import Settings, load_settings
 from indexer.errors import ImageError, QueryError, StoreError
-from indexer.records import Failure, Listed, Page, StoredRecord
+from indexer.records import Failure, Page, StoredRecord
 from indexer.vocabulary import Vocabulary
 from query.filters import Where, checked
 from query.hits import Hit, to_hits
+from query.listing import Listings
 
 if TYPE_CHECKING:
     from indexer.enrich import Enricher
@@ -38,7 +39,7 @@ QueryResult = Hit
 _FUSION_DEPTH = 4
 MAX_RANKED = 500  # a search's deepest page ends here
 ASKED_IMAGES = 32  # query images whose vectors are kept for their next page
-LISTING_REFRESH = 30.0  # seconds; how stale the gallery's newest-first listing may get
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -89,12 +90,11 @@ class QueryClient:
         self._enricher: Enricher | None = None
         self._planner: Planner | None = None
         self._checked = False
-        self._listed: tuple[float, list[Listed]] | None = None  # (when read, records)
+        self._listings = Listings()
         # Guards the lazily built parts only, held for moments: searches run in parallel.
         self._lock = threading.RLock()
-        # Held while a slow part is built (a listing read, an enricher's vocabulary
-        # embedded), so that building one keeps nobody else from the built ones.
-        self._listing_lock = threading.Lock()
+        # Held while a slow part is built (an enricher's vocabulary embedded), so that
+        # building it keeps nobody else from the built ones.
         self._enricher_lock = threading.Lock()
         # Query images' vectors by content id (see _image_vectors), newest last.
         self._asked: OrderedDict[str, tuple[str, list[float], list[float] | None]] = OrderedDict()
@@ -150,7 +150,7 @@ class QueryClient:
             self._checked = False
             self._planner = None
             self._enricher = None
-            self._listed = None
+            self._listings.forget()
             self._asked.clear()
             if self._own_provider and self._provider is not None:
                 self._provider.close()
@@ -301,37 +301,11 @@ class QueryClient:
     def browse(self, where: Where | None = None, limit: int = 24, offset: int = 0) -> Page:
         """The collection itself, newest first: the records matching `where` from `offset`,
         how many match, and for each keyword how many of them have it (what a filter chip
-        would leave)."""
+        would leave). Needs no model."""
         filters = checked(self.vocabulary, where)
         _check_page(limit, offset, deepest=None)  # browsing pages through everything
-        matching = [
-            r
-            for r in self._listing()
-            if all(w in r.keywords.get(f, ()) for f, words in filters.items() for w in words)
-        ]
-        counts: dict[str, dict[str, int]] = {}
-        for r in matching:
-            for facet, words in r.keywords.items():
-                for word in words:
-                    per = counts.setdefault(facet, {})
-                    per[word] = per.get(word, 0) + 1
-        store, _ = self._ready()
-        shown = store.by_ids([r.id for r in matching[offset : offset + limit]])
-        return Page(len(matching), shown, counts)
-
-    def _listing(self) -> list[Listed]:
-        """Every record, newest first. Read again when the collection's size changed, but at
-        most every LISTING_REFRESH seconds: a run indexing into a large collection would
-        otherwise make every page view read the whole catalog."""
-        store, _ = self._ready()
-        with self._listing_lock:
-            listed = self._listed
-            fresh = listed is not None and time.monotonic() - listed[0] < LISTING_REFRESH
-            if listed is not None and (fresh or len(listed[1]) == store.count()):
-                return listed[1]
-            newest = sorted(store.listing(), key=lambda r: (r.indexed_at, r.id), reverse=True)
-            self._listed = (time.monotonic(), newest)
-            return newest
+        browsed = self._listings.current(self._opened()).page(filters, limit, offset)
+        return Page(browsed.total, self._opened().by_ids(browsed.ids), browsed.counts)
 
     @_reopening
     def untagged(self, where: Where | None) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from indexer.cli import app as indexer_app
+from indexer.store import ImageStore
 from query import QueryClient, QueryError, QueryResult, StoreError, parse_where
 from tests.conftest import garment_image
 from tests.fake_gemini import FakeGemini
@@ -75,3 +76,30 @@ def test_text_and_image_queries_return_typed_results(
     other = QueryClient.from_env(collection="not-there")
     with pytest.raises(StoreError, match="no collection 'not-there'"):
         other.text("dress")
+
+
+def test_browsing_shows_what_a_writer_adds_and_deletes_without_a_restart(
+    fake: FakeGemini, env: dict[str, str], tmp_path: Path
+) -> None:
+    import time
+
+    for color in ("red", "blue"):
+        garment_image(tmp_path / "photos" / f"{color}.png", color)
+    assert CliRunner().invoke(indexer_app, ["run", str(tmp_path / "photos")]).exit_code == 0
+    with QueryClient.from_env() as client:
+        assert client.browse().total == 2
+        for color in ("green", "yellow"):
+            garment_image(tmp_path / "more" / f"{color}.png", color)
+        assert CliRunner().invoke(indexer_app, ["run", str(tmp_path / "more")]).exit_code == 0
+        red = str(tmp_path / "photos" / "red.png")
+        built = ImageStore.open(client.settings)
+        with ImageStore.open(
+            client.settings, write=True, spec=built.spec, image_spec=built.image_spec
+        ) as writer:
+            assert writer.remove_paths([red]) == 1  # what `indexer watch` does when it goes
+        deadline = time.monotonic() + 60  # a listing is read again a second apart at least
+        while (page := client.browse()).total != 3:
+            assert time.monotonic() < deadline, page.total
+            time.sleep(0.2)
+        assert {Path(r.path).name for r in page.records} == {"blue.png", "green.png", "yellow.png"}
+        assert sum(page.counts["color"].values()) == 3

@@ -1,0 +1,142 @@
+"""The collection newest first, as browsing pages through it: one snapshot of every record's
+id, time and keywords, with one bit array per keyword, so that a page under any filters, how
+many records match and every keyword's count among them are a few array operations, not a
+pass over the records in Python."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from indexer.errors import StoreError
+from indexer.records import Listed
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from indexer.store import ImageStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Browsed:
+    """What a page of browsing needs from the listing: the ids to read, newest first."""
+
+    total: int
+    ids: list[str]
+    counts: dict[str, dict[str, int]]
+
+
+class Listing:
+    """An immutable snapshot; a newer one replaces it whole."""
+
+    def __init__(self, listed: Sequence[Listed]) -> None:
+        import numpy as np  # here: importing the query client stays light
+
+        ordered = sorted(listed, key=lambda r: (r.indexed_at, r.id), reverse=True)
+        self.ids = [r.id for r in ordered]
+        self.size = len(ordered)
+        rows: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for row, record in enumerate(ordered):
+            for facet, words in record.keywords.items():
+                for word in words:
+                    rows[(facet, word)].append(row)
+        # One packed bit a record, in listing order, per keyword.
+        self._bits: dict[tuple[str, str], np.ndarray] = {}
+        for key, members in rows.items():
+            mask = np.zeros(self.size, dtype=bool)
+            mask[members] = True
+            self._bits[key] = np.packbits(mask)
+        self._all = _by_facet({key: len(members) for key, members in rows.items()})
+
+    def page(self, filters: Mapping[str, Sequence[str]], limit: int, offset: int) -> Browsed:
+        import numpy as np
+
+        terms = [(facet, word) for facet, words in filters.items() for word in words]
+        if not terms:
+            return Browsed(self.size, self.ids[offset : offset + limit], self._all)
+        if any(term not in self._bits for term in terms):
+            return Browsed(0, [], {})  # a keyword no record has
+        matching = self._bits[terms[0]].copy()
+        for term in terms[1:]:
+            matching &= self._bits[term]
+        total = int(np.bitwise_count(matching).sum())
+        counts = {
+            key: int(np.bitwise_count(bits & matching).sum()) for key, bits in self._bits.items()
+        }
+        rows = np.flatnonzero(np.unpackbits(matching, count=self.size))[offset : offset + limit]
+        return Browsed(
+            total, [self.ids[i] for i in rows], _by_facet({k: n for k, n in counts.items() if n})
+        )
+
+
+class Listings:
+    """The listing last read of a store, kept current without making pages wait: once the
+    collection's size has changed, a listing is read again, at most once every ten times as
+    long as the last read took (at least a second apart), so re-reading takes at most a
+    tenth of the server's time however fast a writer adds. A read that took under half a
+    second is done at once, for the page that asked; a longer one in the background, while
+    pages get the last listing. A re-tag or a delete that leaves the size as it was shows
+    with the next change of size."""
+
+    QUICK = 0.5  # seconds: a read this short is done for the page that asked
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # whose listing, when it was read, how long that took, the listing
+        self._last: tuple[ImageStore, float, float, Listing] | None = None
+        self._reading = False
+
+    def current(self, store: ImageStore) -> Listing:
+        with self._lock:
+            last = self._last
+            if last is None or last[0] is not store:
+                return self._read_now(store)
+            _, at, took, listing = last
+            if self._reading or time.monotonic() - at < max(1.0, 10 * took):
+                return listing
+            if store.count() == listing.size:
+                self._last = (store, time.monotonic(), took, listing)
+                return listing
+            if took < self.QUICK:
+                return self._read_now(store)
+            self._reading = True
+        threading.Thread(target=self._read, args=(store,), name="listing", daemon=True).start()
+        return listing
+
+    def forget(self) -> None:
+        with self._lock:
+            self._last = None
+
+    def _read_now(self, store: ImageStore) -> Listing:
+        started = time.monotonic()
+        listing = Listing(store.listing())
+        self._last = (store, time.monotonic(), time.monotonic() - started, listing)
+        return listing
+
+    def _read(self, store: ImageStore) -> None:
+        try:
+            started = time.monotonic()
+            fresh = Listing(store.listing())
+            took = time.monotonic() - started
+            with self._lock:
+                if self._last is not None and self._last[0] is store:
+                    self._last = (store, time.monotonic(), took, fresh)
+        except StoreError as exc:
+            log.warning("reading the listing again failed (%s); the last one stays", exc)
+        finally:
+            with self._lock:
+                self._reading = False
+
+
+def _by_facet(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for (facet, word), n in counts.items():
+        out.setdefault(facet, {})[word] = n
+    return out
