@@ -90,7 +90,7 @@ class QueryClient:
         self._enricher: Enricher | None = None
         self._planner: Planner | None = None
         self._checked = False
-        self._listings = Listings()
+        self._listings = Listings(settings.cache_dir / "listings")
         # Guards the lazily built parts only, held for moments: searches run in parallel.
         self._lock = threading.RLock()
         # Held while a slow part is built (an enricher's vocabulary embedded), so that

@@ -11,9 +11,11 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexer.errors import StoreError
+from indexer.files import atomic_write
 from indexer.records import Listed
 
 if TYPE_CHECKING:
@@ -36,24 +38,63 @@ class Browsed:
 class Listing:
     """An immutable snapshot; a newer one replaces it whole."""
 
-    def __init__(self, listed: Sequence[Listed]) -> None:
+    def __init__(self, ids: list[str], bits: dict[tuple[str, str], np.ndarray]) -> None:
         import numpy as np  # here: importing the query client stays light
 
+        self.ids = ids  # newest first
+        self.size = len(ids)
+        self._bits = bits  # one packed bit a record, in listing order, per keyword
+        self._all = _by_facet({k: int(np.bitwise_count(b).sum()) for k, b in bits.items()})
+
+    @classmethod
+    def of(cls, listed: Sequence[Listed]) -> Listing:
+        import numpy as np
+
         ordered = sorted(listed, key=lambda r: (r.indexed_at, r.id), reverse=True)
-        self.ids = [r.id for r in ordered]
-        self.size = len(ordered)
         rows: dict[tuple[str, str], list[int]] = defaultdict(list)
         for row, record in enumerate(ordered):
             for facet, words in record.keywords.items():
                 for word in words:
                     rows[(facet, word)].append(row)
-        # One packed bit a record, in listing order, per keyword.
-        self._bits: dict[tuple[str, str], np.ndarray] = {}
+        bits = {}
         for key, members in rows.items():
-            mask = np.zeros(self.size, dtype=bool)
+            mask = np.zeros(len(ordered), dtype=bool)
             mask[members] = True
-            self._bits[key] = np.packbits(mask)
-        self._all = _by_facet({key: len(members) for key, members in rows.items()})
+            bits[key] = np.packbits(mask)
+        return cls([r.id for r in ordered], bits)
+
+    def save(self, path: Path) -> None:
+        """Written whole or not at all, for the next start (`load`)."""
+        import numpy as np
+
+        keys = list(self._bits)
+        width = (self.size + 7) // 8
+        with atomic_write(path) as tmp, tmp.open("wb") as out:
+            np.savez(
+                out,
+                ids=np.array(self.ids, dtype="S"),  # content ids: hex, a byte a character
+                facets=np.array([f for f, _ in keys], dtype=str),
+                words=np.array([w for _, w in keys], dtype=str),
+                bits=np.stack([self._bits[k] for k in keys])
+                if keys
+                else np.zeros((0, width), np.uint8),
+            )
+
+    @classmethod
+    def load(cls, path: Path) -> Listing | None:
+        """The listing `save` wrote, or None when there is none (or it does not hold up)."""
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                ids = saved["ids"].astype(str).tolist()
+                facets, words, bits = saved["facets"], saved["words"], saved["bits"]
+                if bits.shape != (len(facets), (len(ids) + 7) // 8) or len(words) != len(facets):
+                    return None
+                keyed = zip(facets, words, bits, strict=True)
+                return cls(ids, {(str(f), str(w)): b for f, w, b in keyed})
+        except (OSError, ValueError, KeyError):
+            return None
 
     def page(self, filters: Mapping[str, Sequence[str]], limit: int, offset: int) -> Browsed:
         import numpy as np
@@ -87,7 +128,8 @@ class Listings:
 
     QUICK = 0.5  # seconds: a read this short is done for the page that asked
 
-    def __init__(self) -> None:
+    def __init__(self, saved: Path | None = None) -> None:
+        self._saved = saved  # a folder where the last listing of each collection is kept
         self._lock = threading.Lock()
         # whose listing, when it was read, how long that took, the listing
         self._last: tuple[ImageStore, float, float, Listing] | None = None
@@ -97,16 +139,24 @@ class Listings:
         with self._lock:
             last = self._last
             if last is None or last[0] is not store:
-                return self._read_now(store)
-            _, at, took, listing = last
-            if self._reading or time.monotonic() - at < max(1.0, 10 * took):
-                return listing
-            if store.count() == listing.size:
-                self._last = (store, time.monotonic(), took, listing)
-                return listing
-            if took < self.QUICK:
-                return self._read_now(store)
-            self._reading = True
+                kept = self._kept(store)
+                if kept is None:
+                    return self._read_now(store)
+                # A start answers from the listing kept by the last run at once, and reads
+                # the collection again meanwhile: whatever changed since shows after it.
+                self._last = (store, time.monotonic(), 0.0, kept)
+                self._reading = True
+                listing = kept
+            else:
+                _, at, took, listing = last
+                if self._reading or time.monotonic() - at < max(1.0, 10 * took):
+                    return listing
+                if store.count() == listing.size:
+                    self._last = (store, time.monotonic(), took, listing)
+                    return listing
+                if took < self.QUICK:
+                    return self._read_now(store)
+                self._reading = True
         threading.Thread(target=self._read, args=(store,), name="listing", daemon=True).start()
         return listing
 
@@ -114,20 +164,37 @@ class Listings:
         with self._lock:
             self._last = None
 
+    def _path(self, store: ImageStore) -> Path | None:
+        return None if self._saved is None else self._saved / f"{store.collection_id}.npz"
+
+    def _kept(self, store: ImageStore) -> Listing | None:
+        path = self._path(store)
+        return Listing.load(path) if path is not None and path.is_file() else None
+
+    def _keep(self, store: ImageStore, listing: Listing) -> None:
+        path = self._path(store)
+        if path is not None:
+            try:
+                listing.save(path)
+            except (OSError, UnicodeEncodeError) as exc:  # a cache: the next start reads
+                log.warning("cannot keep the listing in %s: %s", path, exc)
+
     def _read_now(self, store: ImageStore) -> Listing:
         started = time.monotonic()
-        listing = Listing(store.listing())
+        listing = Listing.of(store.listing())
         self._last = (store, time.monotonic(), time.monotonic() - started, listing)
+        self._keep(store, listing)
         return listing
 
     def _read(self, store: ImageStore) -> None:
         try:
             started = time.monotonic()
-            fresh = Listing(store.listing())
+            fresh = Listing.of(store.listing())
             took = time.monotonic() - started
             with self._lock:
                 if self._last is not None and self._last[0] is store:
                     self._last = (store, time.monotonic(), took, fresh)
+            self._keep(store, fresh)
         except StoreError as exc:
             log.warning("reading the listing again failed (%s); the last one stays", exc)
         finally:

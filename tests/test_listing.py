@@ -5,6 +5,7 @@ record has."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +48,7 @@ def brute(
 @pytest.mark.parametrize("seed", range(5))
 def test_every_page_total_and_count_matches_a_pass_over_every_record(seed: int) -> None:
     records = catalog(seed, 1 + seed * 97)
-    listing = Listing(records)
+    listing = Listing.of(records)
     filters: list[dict[str, list[str]]] = [
         {},
         {"season": ["summer"]},
@@ -67,6 +68,41 @@ def test_every_page_total_and_count_matches_a_pass_over_every_record(seed: int) 
 
 
 def test_an_empty_catalog_has_empty_pages() -> None:
-    page = Listing([]).page({"season": ["summer"]}, 24, 0)
+    page = Listing.of([]).page({"season": ["summer"]}, 24, 0)
     assert (page.total, page.ids, page.counts) == (0, [], {})
-    assert Listing([]).page({}, 24, 0).total == 0
+    assert Listing.of([]).page({}, 24, 0).total == 0
+
+
+def test_a_kept_listing_answers_as_the_one_read_and_a_damaged_one_is_ignored(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+
+    records = catalog(3, 300)
+    listing = Listing.of(records)
+    listing.save(tmp_path / "kept.npz")
+    kept = Listing.load(tmp_path / "kept.npz")
+    assert kept is not None
+    for where in ({}, {"season": ["summer"], "color": ["red"]}):
+        ours, theirs = listing.page(where, 24, 24), kept.page(where, 24, 24)
+        assert (ours.total, ours.ids, ours.counts) == (theirs.total, theirs.ids, theirs.counts)
+
+    (tmp_path / "junk.npz").write_bytes(b"not a listing")
+    with (tmp_path / "short.npz").open("wb") as out:  # bits for fewer records than ids
+        np.savez(
+            out,
+            ids=np.array(["a", "b"]),
+            facets=np.array(["season"]),
+            words=np.array(["summer"]),
+            bits=np.zeros((1, 7), np.uint8),
+        )
+    with (tmp_path / "pickled.npz").open("wb") as out:  # objects would need unpickling
+        np.savez(
+            out,
+            ids=np.array([object()], dtype=object),
+            facets=np.array([]),
+            words=np.array([]),
+            bits=np.zeros((0, 1), np.uint8),
+        )
+    for name in ("junk.npz", "short.npz", "pickled.npz", "missing.npz"):
+        assert Listing.load(tmp_path / name) is None, name

@@ -103,3 +103,22 @@ def test_browsing_shows_what_a_writer_adds_and_deletes_without_a_restart(
             time.sleep(0.2)
         assert {Path(r.path).name for r in page.records} == {"blue.png", "green.png", "yellow.png"}
         assert sum(page.counts["color"].values()) == 3
+
+
+def test_a_restarted_client_pages_at_once_from_the_kept_listing_then_catches_up(
+    fake: FakeGemini, env: dict[str, str], tmp_path: Path
+) -> None:
+    import time
+
+    garment_image(tmp_path / "photos" / "red.png", "red")
+    assert CliRunner().invoke(indexer_app, ["run", str(tmp_path / "photos")]).exit_code == 0
+    with QueryClient.from_env() as first:
+        assert first.browse().total == 1  # read, and kept for the next start
+    garment_image(tmp_path / "more" / "blue.png", "blue")
+    assert CliRunner().invoke(indexer_app, ["run", str(tmp_path / "more")]).exit_code == 0
+    with QueryClient.from_env() as restarted:
+        assert restarted.browse().total == 1  # the kept listing: no wait for a whole read
+        deadline = time.monotonic() + 60
+        while (page := restarted.browse()).total != 2:  # read again meanwhile
+            assert time.monotonic() < deadline, page.total
+            time.sleep(0.1)

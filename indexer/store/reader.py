@@ -54,6 +54,11 @@ class StoreReader:
         return schema.spec_of(self._collection.metadata or {})
 
     @property
+    def collection_id(self) -> str:
+        """The records collection's own id: a catalog reset or switched in gets a new one."""
+        return str(self._collection.id)
+
+    @property
     def image_spec(self) -> EmbeddingSpec | None:
         """The vector space of the image vectors, or None when there are none."""
         return schema.spec_of(self._visual.metadata or {}) if self._visual is not None else None
