@@ -118,21 +118,20 @@ class Listing:
 
 
 class Listings:
-    """The listing last read of a store, kept current without making pages wait: once the
-    collection's size has changed, a listing is read again, at most once every ten times as
-    long as the last read took (at least a second apart), so re-reading takes at most a
-    tenth of the server's time however fast a writer adds. A read that took under half a
-    second is done at once, for the page that asked; a longer one in the background, while
-    pages get the last listing. A re-tag or a delete that leaves the size as it was shows
-    with the next change of size."""
+    """The listing last read of a store, kept current without making pages wait: once a
+    writer has written the catalog since (its change mark, store/changes.py, moved), a
+    listing is read again, at most once every ten times as long as the last read took (at
+    least a second apart), so re-reading takes at most a tenth of the server's time however
+    fast a writer writes. A read that took under half a second is done at once, for the page
+    that asked; a longer one in the background, while pages get the last listing."""
 
     QUICK = 0.5  # seconds: a read this short is done for the page that asked
 
     def __init__(self, saved: Path | None = None) -> None:
         self._saved = saved  # a folder where the last listing of each collection is kept
         self._lock = threading.Lock()
-        # whose listing, when it was read, how long that took, the listing
-        self._last: tuple[ImageStore, float, float, Listing] | None = None
+        # whose listing, when it was read, how long that took, the change mark then, it
+        self._last: tuple[ImageStore, float, float, str, Listing] | None = None
         self._reading = False
 
     def current(self, store: ImageStore) -> Listing:
@@ -144,15 +143,15 @@ class Listings:
                     return self._read_now(store)
                 # A start answers from the listing kept by the last run at once, and reads
                 # the collection again meanwhile: whatever changed since shows after it.
-                self._last = (store, time.monotonic(), 0.0, kept)
+                self._last = (store, time.monotonic(), 0.0, "", kept)
                 self._reading = True
                 listing = kept
             else:
-                _, at, took, listing = last
+                _, at, took, mark, listing = last
                 if self._reading or time.monotonic() - at < max(1.0, 10 * took):
                     return listing
-                if store.count() == listing.size:
-                    self._last = (store, time.monotonic(), took, listing)
+                if store.changes.token() == mark:
+                    self._last = (store, time.monotonic(), took, mark, listing)
                     return listing
                 if took < self.QUICK:
                     return self._read_now(store)
@@ -181,19 +180,21 @@ class Listings:
 
     def _read_now(self, store: ImageStore) -> Listing:
         started = time.monotonic()
+        mark = store.changes.token()  # before the read: a write during it shows next time
         listing = Listing.of(store.listing())
-        self._last = (store, time.monotonic(), time.monotonic() - started, listing)
+        self._last = (store, time.monotonic(), time.monotonic() - started, mark, listing)
         self._keep(store, listing)
         return listing
 
     def _read(self, store: ImageStore) -> None:
         try:
             started = time.monotonic()
+            mark = store.changes.token()
             fresh = Listing.of(store.listing())
             took = time.monotonic() - started
             with self._lock:
                 if self._last is not None and self._last[0] is store:
-                    self._last = (store, time.monotonic(), took, fresh)
+                    self._last = (store, time.monotonic(), took, mark, fresh)
             self._keep(store, fresh)
         except StoreError as exc:
             log.warning("reading the listing again failed (%s); the last one stays", exc)

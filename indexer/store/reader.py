@@ -11,6 +11,7 @@ from indexer.errors import EmbeddingMismatchError
 from indexer.records import EmbeddingSpec, Listed, StoredRecord
 from indexer.store import keys, layout, schema
 from indexer.store.batches import BatchLog
+from indexer.store.changes import ChangeMark
 from indexer.store.connection import chunks, pages, store_errors
 from indexer.store.failures import FailureLog
 from indexer.store.guard import WriterGuard
@@ -37,6 +38,7 @@ class StoreReader:
         self.failures = FailureLog(client, name, location, retry_seconds)
         self.roots = RootList(client, name, location, retry_seconds)
         self.usage = UsageLog(client, name, location, retry_seconds)
+        self.changes = ChangeMark(client, name, location, retry_seconds)
         self.batches = BatchLog(client, name, location, retry_seconds)
         self._records: Collection | None = None
         self._visual: Collection | None = None  # "<name>-images": one image vector per record

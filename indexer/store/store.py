@@ -249,7 +249,10 @@ class ImageStore(StoreSearch):
             self._image_prefix,
             self.batches,
         )
-        return integrity.verify(view, self.location, repair, progress)
+        report = integrity.verify(view, self.location, repair, progress)
+        if any(f.repaired for f in report.findings):
+            self.changes.touch()  # a repair may have changed what filters and counts see
+        return report
 
     def staging(self, spec: EmbeddingSpec, image_spec: EmbeddingSpec | None) -> Staging:
         """Collections to re-embed this one into `spec` beside it (see store.staging)."""
@@ -347,6 +350,7 @@ class ImageStore(StoreSearch):
         with self._held():
             for chunk in chunks(records):  # within a write's record limit (connection.py)
                 self._write(chunk)
+            self.changes.touch()  # readers' listings are out of date (store/changes.py)
 
     def _write(self, records: Sequence[ImageRecord]) -> None:
         ids = [r.id for r in records]
@@ -380,5 +384,7 @@ class ImageStore(StoreSearch):
         with self._held():
             ids = list(self._records_at(paths))
             self._delete(ids)
+            if ids:
+                self.changes.touch()
         self.failures.clear((), paths)
         return len(ids)
