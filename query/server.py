@@ -289,7 +289,9 @@ def create_app(
         of the same photo (`offset`) calls no model."""
         nonlocal admitted, image_slots
         if image_slots is None:
-            image_slots = asyncio.Semaphore(await run_in_threadpool(lambda: client.concurrency))
+            slots = await run_in_threadpool(lambda: client.concurrency)
+            if image_slots is None:  # not made by another first search while this one waited
+                image_slots = asyncio.Semaphore(slots)
         if admitted >= client.concurrency + IMAGE_SEARCH_QUEUE:
             raise HTTPException(
                 503,
