@@ -55,8 +55,9 @@ QUERY_STORE_RETRY_SECONDS = 5.0
 def _open_client() -> QueryClient:
     # A search or a page waiting minutes for a Chroma server that went away helps nobody:
     # the command says so, and the gallery answers 503 with Retry-After, after a few seconds.
-    retry = min(load_settings().store_retry_seconds, QUERY_STORE_RETRY_SECONDS)
-    client = QueryClient.from_env(store_retry_seconds=retry)
+    settings = load_settings()
+    retry = min(settings.store_retry_seconds, QUERY_STORE_RETRY_SECONDS)
+    client = QueryClient(settings.model_copy(update={"store_retry_seconds": retry}))
     if client.settings.google_api_key:
         note(client.settings.endpoint_notice())
     return client

@@ -11,7 +11,6 @@ Importing this module loads no model code and opens no store; both happen on fir
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -39,7 +38,6 @@ QueryResult = Hit
 _FUSION_DEPTH = 4
 MAX_RANKED = 500  # a search's deepest page ends here
 ASKED_IMAGES = 32  # query images whose vectors are kept for their next page
-log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -304,8 +302,9 @@ class QueryClient:
         would leave). Needs no model."""
         filters = checked(self.vocabulary, where)
         _check_page(limit, offset, deepest=None)  # browsing pages through everything
-        browsed = self._listings.current(self._opened()).page(filters, limit, offset)
-        return Page(browsed.total, self._opened().by_ids(browsed.ids), browsed.counts)
+        store = self._opened()
+        browsed = self._listings.current(store).page(filters, limit, offset)
+        return Page(browsed.total, store.by_ids(browsed.ids), browsed.counts)
 
     @_reopening
     def untagged(self, where: Where | None) -> list[tuple[str, str]]:

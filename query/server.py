@@ -18,6 +18,7 @@ describes itself at /openapi.json (browsable at /docs). Requests pass the guards
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import io
 import logging
@@ -237,15 +238,7 @@ def create_app(
                 status_code=503,
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
-        return JSONResponse(
-            {
-                "status": "ok",
-                "records": found.records,
-                "provider": found.provider,
-                "embedding_model": found.embedding_model,
-                "store": found.store,
-            }
-        )
+        return JSONResponse({"status": "ok", **dataclasses.asdict(found)})
 
     @app.get("/api/images", dependencies=guarded)
     def browse(

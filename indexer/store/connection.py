@@ -111,10 +111,10 @@ def _transient(exc: BaseException) -> bool:
     wraps it in: worth waiting out (e.g. a restart)."""
     import httpx
 
+    if _certificate_error(exc) is not None:
+        return False  # waiting does not make a certificate trusted
     seen: BaseException | None = exc
     while seen is not None:
-        if _certificate_error(seen) is not None:
-            return False  # waiting does not make a certificate trusted
         if isinstance(seen, httpx.TransportError | ConnectionError):
             return True
         # A proxy in front of the server answers for it while it is away.
