@@ -119,8 +119,8 @@ class Listing:
 
 class Listings:
     """The listing last read of a store, kept current without making pages wait: once a
-    writer has written the catalog since (its change mark, store/changes.py, moved), a
-    listing is read again, at most once every ten times as long as the last read took (at
+    writer has written the catalog since (its change mark, store/changes.py, or its size
+    moved), a listing is read again, at most once every ten times as long as the last read took (at
     least a second apart), so re-reading takes at most a tenth of the server's time however
     fast a writer writes. A read that took under half a second is done at once, for the page
     that asked; a longer one in the background, while pages get the last listing."""
@@ -150,7 +150,9 @@ class Listings:
                 _, at, took, mark, listing = last
                 if self._reading or time.monotonic() - at < max(1.0, 10 * took):
                     return listing
-                if store.changes.token() == mark:
+                # The size too: a writer killed between its records and the mark moved the
+                # size, though not the mark.
+                if store.changes.token() == mark and store.count() == listing.size:
                     self._last = (store, time.monotonic(), took, mark, listing)
                     return listing
                 if took < self.QUICK:

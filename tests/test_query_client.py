@@ -145,3 +145,49 @@ def test_a_restarted_client_pages_at_once_from_the_kept_listing_then_catches_up(
         while (page := restarted.browse()).total != 2:  # read again meanwhile
             assert time.monotonic() < deadline, page.total
             time.sleep(0.1)
+
+
+KILLED_BEFORE_THE_MARK = """
+import os, signal, sys
+from chromadb.api.models.Collection import Collection
+from indexer.cli import main
+
+real = Collection.upsert
+
+def upsert(self, *args, **kwargs):
+    # Chroma's own method: the worker dies with its records written, the mark not moved.
+    if self.name.endswith("-changes"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, *args, **kwargs)
+
+Collection.upsert = upsert
+sys.argv = ["indexer", "run", sys.argv[1]]
+main()
+"""
+
+
+def test_browsing_shows_what_a_worker_wrote_before_it_was_killed(
+    fake: FakeGemini, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Killed between its records and the change mark: the records still show (the size
+    moved), a crash losing nothing for readers either."""
+    import os
+    import time
+
+    garment_image(tmp_path / "photos" / "red.png", "red")
+    assert CliRunner().invoke(indexer_app, ["run", str(tmp_path / "photos")]).exit_code == 0
+    with QueryClient.from_env() as client:
+        assert client.browse().total == 1
+        garment_image(tmp_path / "more" / "blue.png", "blue")
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_BEFORE_THE_MARK, str(tmp_path / "more")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            timeout=300,
+        )
+        assert killed.returncode < 0, killed.stderr
+        deadline = time.monotonic() + 60  # a listing is read again a second apart at least
+        while (page := client.browse()).total != 2:
+            assert time.monotonic() < deadline, page.total
+            time.sleep(0.2)
