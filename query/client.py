@@ -25,6 +25,7 @@ from indexer.vocabulary import Vocabulary
 from query.filters import Where, checked
 from query.hits import Hit, to_hits
 from query.listing import Listings
+from query.searchers import Searchers
 
 if TYPE_CHECKING:
     from indexer.enrich import Enricher
@@ -86,7 +87,7 @@ class QueryClient:
         self._own_provider = provider is None  # made from the collection's record
         self._vocabulary = vocabulary
         self._enricher: Enricher | None = None
-        self._planner: Planner | None = None
+        self._searchers = Searchers(settings)
         self._checked = False
         self._listings = Listings(settings.cache_dir / "listings")
         # Guards the lazily built parts only, held for moments: searches run in parallel.
@@ -146,7 +147,7 @@ class QueryClient:
                 return False
             self._store = None
             self._checked = False
-            self._planner = None
+            self._searchers.forget()
             self._enricher = None
             self._listings.forget()
             self._asked.clear()
@@ -157,19 +158,15 @@ class QueryClient:
 
     @property
     def planner(self) -> Planner:
-        """Plans filtered searches over this client's collection (built once)."""
-        from query.planner import Planner
-
+        """Plans filtered searches over this client's collection."""
         store, _ = self._ready()
-        with self._lock:
-            if self._planner is None:
-                self._planner = Planner(store)
-            return self._planner
+        return self._searchers.planner(store)
 
     def _search(self, vector: list[float], where: Where, limit: int, pictures: bool) -> list[Hit]:
         store, _ = self._ready()
-        near = self.planner.nearest(vector, limit, where, pictures)
-        return to_hits(store.answer(near, where))
+        with self._searchers.engine(store, vector, pictures) as engine:
+            near = engine.planner.nearest(vector, limit, where, pictures)
+            return to_hits(engine.store.answer(near, where))
 
     def _fused(
         self, text_vector: list[float], image_vector: list[float], where: Where, limit: int
@@ -179,12 +176,14 @@ class QueryClient:
 
         store, _ = self._ready()
         depth = _depth(limit)
-        ids = dict.fromkeys(
-            n.id
-            for vector, pictures in ((text_vector, False), (image_vector, True))
-            for n in self.planner.nearest(vector, depth, where, pictures)
-        )
-        return ranking.fused(store.with_vectors(list(ids), where), text_vector, image_vector, limit)
+        with self._searchers.engine(store, text_vector, False) as engine:
+            ids = dict.fromkeys(
+                n.id
+                for vector, pictures in ((text_vector, False), (image_vector, True))
+                for n in engine.planner.nearest(vector, depth, where, pictures)
+            )
+            found = engine.store.with_vectors(list(ids), where)
+        return ranking.fused(found, text_vector, image_vector, limit)
 
     def _enricher_for(self, provider: Provider) -> Enricher:
         """Built once per client: it embeds the vocabulary and may load an image model."""
@@ -346,6 +345,7 @@ class QueryClient:
         return store.record(image_id)
 
     def close(self) -> None:
+        self._searchers.close()
         with self._lock:
             if self._provider is not None:
                 self._provider.close()

@@ -54,6 +54,7 @@ from tests.conftest import ChromaServer  # noqa: E402
 
 TEXTS = ["a red summer dress", "black leather shoes", "wool winter coat for men", "colorful dress"]
 DISTINCT = 2_000
+FILL_CHUNK = 2_000
 
 
 @contextmanager
@@ -91,10 +92,12 @@ def fill(
     records: int,
     write: bool,
     distinct: int = DISTINCT,
+    written: int = 0,
 ) -> tuple[np.ndarray, list[Keywords]]:
     """Write `records` records drawn from `distinct` kinds (keywords and caption) with noise
     on their vectors (or, with `write` false, generate the same ones again for a store filled
-    before); return their vectors and keywords for exact search."""
+    before; the first `written` are generated but not written again, to finish a fill that
+    stopped or to grow a kept catalog); return their vectors and keywords for exact search."""
     rng = random.Random(0)
     noise = np.random.default_rng(0)
     kinds: list[tuple[Keywords, str]] = []
@@ -107,14 +110,14 @@ def fill(
     base = _EMBEDDED[texts]
     vectors = np.zeros((records, base.shape[1]), dtype=np.float32)
     keywords: list[Keywords] = []
-    for start in range(0, records, 2000):
-        rows = range(start, min(start + 2000, records))
+    for start in range(0, records, FILL_CHUNK):
+        rows = range(start, min(start + FILL_CHUNK, records))
         picks = [rng.randrange(distinct) for _ in rows]
         chunk = base[picks] + noise.normal(0, 0.05, (len(picks), base.shape[1]))
         chunk /= np.linalg.norm(chunk, axis=1, keepdims=True)
         vectors[start : start + len(picks)] = chunk
         keywords.extend(kinds[j][0] for j in picks)
-        if not write:
+        if not write or rows.stop <= written:
             continue
         store.upsert(
             [

@@ -42,7 +42,7 @@ from indexer.providers.local import LocalProvider  # noqa: E402
 from indexer.records import ImageRecord  # noqa: E402
 from indexer.store import ImageStore  # noqa: E402
 from indexer.vocabulary import Vocabulary  # noqa: E402
-from scripts.bench_query import DISTINCT, TEXTS, fill, folder, store_settings  # noqa: E402
+from scripts.bench_query import DISTINCT, FILL_CHUNK, TEXTS, fill, folder, store_settings  # noqa: E402
 
 ROUTES = ("browse", "text", "record", "thumbnail")
 SERVED = 64  # records of real files, for the record and thumbnail routes
@@ -77,10 +77,24 @@ def served_files(where: Path, store: ImageStore, provider: LocalProvider) -> lis
                 vocabulary=fingerprint,
             )
             for rid, path in files
-            if rid not in known
+            if known.get(rid) != str(path)
         ]
     )
     return [rid for rid, _ in files]
+
+
+def written(store: ImageStore, records: int) -> int:
+    """How many of the fill's records a kept catalog holds: fill writes ids 00000000 on in
+    order, FILL_CHUNK at a time, so the first chunk whose first id is missing is where a
+    fill that stopped (or a smaller catalog copied here to grow) goes on."""
+    low, high = 0, -(-records // FILL_CHUNK)
+    while low < high:
+        middle = (low + high) // 2
+        if store.known_paths([f"{middle * FILL_CHUNK:08d}"]):
+            low = middle + 1
+        else:
+            high = middle
+    return min(records, low * FILL_CHUNK)
 
 
 def free_port() -> int:
@@ -152,13 +166,13 @@ def measure(records: int, clients: int, seconds: float, kept: Path | None) -> di
     with folder(kept, records) as tmp, store_settings("embedded", tmp, None) as settings:
         provider = LocalProvider(settings)
         with ImageStore.open(settings, write=True, spec=provider.embedding_spec) as store:
-            filled = store.count()
-            if filled < records:
+            have = written(store, records)
+            if have < records:
                 started = time.monotonic()
                 # A small catalog draws on fewer kinds, so that filling it stays quick.
                 kinds = min(DISTINCT, max(100, records // 4))
-                fill(store, provider, Vocabulary.load(), records, True, kinds)
-                print(f"filled {records} records in {time.monotonic() - started:.0f}s")
+                fill(store, provider, Vocabulary.load(), records, True, kinds, have)
+                print(f"wrote {records - have} records in {time.monotonic() - started:.0f}s")
             ids = served_files(tmp / "files", store, provider)
         port = free_port()
         env = {

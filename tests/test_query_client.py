@@ -191,3 +191,38 @@ def test_browsing_shows_what_a_worker_wrote_before_it_was_killed(
         while (page := client.browse()).total != 2:
             assert time.monotonic() < deadline, page.total
             time.sleep(0.2)
+
+
+def test_searches_find_what_another_process_wrote_without_a_restart(
+    fake: FakeGemini, env: dict[str, str], tmp_path: Path
+) -> None:
+    """An embedded engine keeps the vector index it loaded: a search must not stay blind to
+    images another process indexed after it (here a real `indexer run` process)."""
+    import os
+    import time
+
+    garment_image(tmp_path / "photos" / "red.png", "red")
+    assert CliRunner().invoke(indexer_app, ["run", str(tmp_path / "photos")]).exit_code == 0
+    with QueryClient.from_env() as client:
+
+        def found() -> set[str]:
+            return {Path(h.path).name for h in client.text("a garment", limit=10)}
+
+        assert found() == {"red.png"}  # the index is loaded now
+        garment_image(tmp_path / "more" / "blue.png", "blue")
+        wrote = subprocess.run(
+            [sys.executable, "-m", "indexer", "run", str(tmp_path / "more")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            timeout=300,
+        )
+        assert wrote.returncode == 0, wrote.stderr
+        assert client.browse().total == 2
+        deadline = time.monotonic() + 60  # the engine is opened anew in the background
+        while (names := found()) != {"red.png", "blue.png"}:
+            assert time.monotonic() < deadline, names
+            time.sleep(0.2)
+        assert {Path(h.path).name for h in client.text("a garment", where={"color": "blue"})} == {
+            "blue.png"
+        }

@@ -11,6 +11,7 @@ import functools
 import logging
 import re
 import ssl
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -44,8 +45,13 @@ R = TypeVar("R")
 _announced: set[str] = set()  # once per process, however many stores it opens
 
 
-def connect(settings: Settings) -> tuple[ClientAPI, str]:
-    """A Chroma client (a server when CHROMA_HOST is set, else on disk) and where it is."""
+def connect(settings: Settings, own_engine: bool = False) -> tuple[ClientAPI, str]:
+    """A Chroma client (a server when CHROMA_HOST is set, else on disk) and where it is.
+
+    On disk, `own_engine` opens an engine of the client's own on the same folder (close it
+    with `disconnect`): chromadb keeps one engine per spelling of the path in a process, and
+    an engine loads a collection's vector index once, so only a new one searches what
+    another process wrote since."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -80,9 +86,13 @@ def connect(settings: Settings) -> tuple[ClientAPI, str]:
             client = _patiently(settings.store_retry_seconds, settings.chroma_location)(server)
         else:
             settings.store_path.mkdir(parents=True, exist_ok=True)
-            client = chromadb.PersistentClient(
-                path=str(settings.store_path), settings=chroma_settings
-            )
+            with _instances_lock:
+                instance = _take_instance(settings) if own_engine else 0
+                client = chromadb.PersistentClient(
+                    path=str(settings.store_path) + "/." * instance, settings=chroma_settings
+                )
+                if instance:
+                    _instances[id(client)] = (str(settings.store_path), instance)
     except Exception as exc:  # chromadb raises bare ValueError/ConnectError alike
         untrusted = _certificate_error(exc)
         if untrusted is not None:
@@ -92,6 +102,27 @@ def connect(settings: Settings) -> tuple[ClientAPI, str]:
             ) from exc
         raise StoreError(f"cannot open Chroma at {settings.chroma_location}: {_said(exc)}") from exc
     return client, settings.chroma_location
+
+
+_instances: dict[int, tuple[str, int]] = {}  # id(client) -> (store folder, k) of open engines
+_instances_lock = threading.Lock()
+
+
+def _take_instance(settings: Settings) -> int:
+    """The lowest k > 0 that no open engine of this process on this folder uses: a fresh
+    engine, never one another client left open with old indexes loaded. Called holding
+    _instances_lock."""
+    folder = str(settings.store_path)
+    taken = {k for where, k in _instances.values() if where == folder}
+    return min(set(range(1, len(taken) + 2)) - taken)
+
+
+def disconnect(client: ClientAPI) -> None:
+    """Close a client: an embedded engine no other client of this process shares stops, and
+    the memory of its loaded vector indexes is freed."""
+    client.close()
+    with _instances_lock:
+        _instances.pop(id(client), None)
 
 
 def _certificate_error(exc: BaseException) -> str | None:

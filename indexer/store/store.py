@@ -21,7 +21,7 @@ from indexer.errors import EmbeddingMismatchError, StoreError
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import integrity, keys, layout, partitions, schema
 from indexer.store.batches import BatchEntry
-from indexer.store.connection import chunks, connect, fresh_metadata, now, store_errors
+from indexer.store.connection import chunks, connect, disconnect, fresh_metadata, now, store_errors
 from indexer.store.guard import WriterGuard
 from indexer.store.leases import WriterLeases
 from indexer.store.partitions import Partitions
@@ -50,14 +50,16 @@ class ImageStore(StoreSearch):
         spec: EmbeddingSpec | None = None,
         image_spec: EmbeddingSpec | None = None,
         exclusive: bool = False,
+        own_engine: bool = False,
     ) -> ImageStore:
         """Open the configured collection, upgraded to the current schema.
 
         Reading: the collection must exist; with `spec`, another vector space is refused;
         `exclusive` also takes the writer lock (to rewrite the collection's vectors).
         Writing (`spec` required): collections are created as needed and checked against
-        `spec` and `image_spec`; on the embedded store a second writer is refused."""
-        store = cls._connected(settings)
+        `spec` and `image_spec`; on the embedded store a second writer is refused.
+        `own_engine`: see `connect`; close the store with `disconnect` then."""
+        store = cls._connected(settings, own_engine)
         if write:
             if spec is None:
                 raise ValueError("opening a store for writing needs the embedding spec")
@@ -73,9 +75,9 @@ class ImageStore(StoreSearch):
         return store
 
     @classmethod
-    def _connected(cls, settings: Settings) -> ImageStore:
+    def _connected(cls, settings: Settings, own_engine: bool = False) -> ImageStore:
         """A store on the configured Chroma, no collection opened yet."""
-        client, location = connect(settings)
+        client, location = connect(settings, own_engine)
         retry = settings.store_retry_seconds if settings.uses_server else 0.0
         store = cls(client, settings.collection, location, retry)
         if settings.uses_server:
@@ -310,6 +312,10 @@ class ImageStore(StoreSearch):
     def close(self) -> None:
         """Release the writer lock; reading still works."""
         self._guard.unlock()
+
+    def disconnect(self) -> None:
+        self.close()
+        disconnect(self._client)
 
     def __enter__(self) -> ImageStore:
         return self
