@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,16 +22,18 @@ from rich.logging import RichHandler
 from rich.text import Text
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from indexer.errors import IndexerError
+from indexer.errors import IndexerError, QuotaExhaustedError
 
 err = Console(stderr=True, soft_wrap=True, emoji=False, highlight=False)
 out = Console(soft_wrap=True, emoji=False, highlight=False)
 
 # One rule for both CLIs: 0 done, 1 done but something is wrong with the data (images that
-# failed, a store that is not sound), 2 an error stopped the command.
+# failed, a store that is not sound), 2 an error stopped the command, 3 a quota stopped it
+# (nothing failed: run it again once the quota is back).
 EXIT_FAILED_IMAGES = 1
 EXIT_UNSOUND = 1
 EXIT_ERROR = 2
+EXIT_QUOTA = 3
 
 # C0 and C1 controls, DEL, and the invisible format characters that reorder or hide text.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
@@ -96,8 +98,13 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except IndexerError as exc:
-        err.print(line(("error:", "red"), " ", " ".join(str(exc).split())))
-        raise typer.Exit(EXIT_ERROR) from exc
+        stop_with(exc)
+
+
+def stop_with(exc: IndexerError) -> NoReturn:
+    """The error in one line, and the exit code its type has."""
+    err.print(line(("error:", "red"), " ", " ".join(str(exc).split())))
+    raise typer.Exit(EXIT_QUOTA if isinstance(exc, QuotaExhaustedError) else EXIT_ERROR) from exc
 
 
 def _print_version(asked: bool) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from indexer.errors import EndpointUnreachableError, ProviderError, one_line
+from indexer.errors import ProviderError, ProviderUnavailableError, one_line
 from indexer.keywords import EmbeddingCache, KeywordMapper, MappedKeywords
 from indexer.records import Description, EmbeddingSpec, Failure, ImageRecord, StoredRecord
 from indexer.vocabulary import Keywords, Vocabulary
@@ -110,9 +110,31 @@ class Enricher:
 
     def enrich(self, images: Sequence[PreparedImage]) -> list[Outcome]:
         """A record or a failure per image, in the order given. One bad image never sinks
-        the others; an embedding request that fails fails the images it carried."""
+        the others; an embedding request that fails fails the images it carried. Raises
+        ProviderUnavailableError when no image can succeed now."""
+        outcomes, stopped = self.enrich_until_stopped(images)
+        if stopped is not None:
+            raise stopped
+        return outcomes
+
+    def enrich_until_stopped(
+        self, images: Sequence[PreparedImage]
+    ) -> tuple[list[Outcome], ProviderUnavailableError | None]:
+        """The outcomes of the images the API described before it became unavailable (a
+        quota spent for the day, its host unreachable), in the order given, and that error
+        if it did: the images without an outcome are neither recorded nor failed."""
         answers = self.provider.describe(images, self.vocabulary) if images else []
-        return self.complete(images, answers)
+        stopped = next((a for a in answers if isinstance(a, ProviderUnavailableError)), None)
+        kept = [
+            (image, answer)
+            for image, answer in zip(images, answers, strict=True)
+            if not isinstance(answer, ProviderUnavailableError)
+        ]
+        try:
+            outcomes = self.complete([i for i, _ in kept], [a for _, a in kept])
+        except ProviderUnavailableError as exc:  # while embedding: nothing of this batch
+            return [], exc
+        return outcomes, stopped
 
     def complete(
         self,
@@ -135,7 +157,7 @@ class Enricher:
             tagged = self._tag(described, outcomes)
             for item, record in zip(tagged, self._records(tagged), strict=True):
                 outcomes[item.image.id] = record
-        except EndpointUnreachableError:
+        except ProviderUnavailableError:
             raise  # the run stops; these images stay pending
         except ProviderError as exc:
             if keep_answers:

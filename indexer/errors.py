@@ -22,6 +22,20 @@ class GoneError(ProviderError):
     retention, or another project's)."""
 
 
+class ProviderUnavailableError(ProviderError):
+    """No image can succeed now (the API's host unreachable, a quota spent for the day): the
+    run stops, writes what it has, and leaves the rest pending, none recorded as failed."""
+
+
+class QuotaExhaustedError(ProviderUnavailableError):
+    """A quota that does not come back within a run's patience (a per-day quota, or a retry
+    delay longer than INDEXER_RETRY_MAX_WAIT) is spent."""
+
+    def __init__(self, message: str, resets_in: float | None = None) -> None:
+        super().__init__(message)
+        self.resets_in = resets_in  # seconds until the API said to try again, if it said
+
+
 class TransientProviderError(ProviderError):
     """A model call failed in a way worth retrying (429, 5xx, timeout, connection)."""
 
@@ -40,7 +54,7 @@ class TransientProviderError(ProviderError):
         self.refused = refused
 
 
-class EndpointUnreachableError(TransientProviderError):
+class EndpointUnreachableError(TransientProviderError, ProviderUnavailableError):
     """The API's host refused the connection or does not resolve: no image can succeed, so
     the run stops instead of failing every image after its retries."""
 

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from indexer.config import Settings
 from indexer.enrich import Enricher
-from indexer.errors import ConfigError, ImageError, one_line
+from indexer.errors import ConfigError, ImageError, ProviderUnavailableError, one_line
 from indexer.files import absolute
 from indexer.images import (
     MAX_FILE_BYTES,
@@ -82,6 +82,9 @@ class RunReport:
     in_batch_jobs: int = 0  # carried by an open batch job: described there, not here
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    # Why the run stopped early (a quota spent for the day, the API unreachable): what was
+    # described is written, the rest stays pending.
+    stopped: ProviderUnavailableError | None = None
 
     @property
     def failed(self) -> int:
@@ -107,6 +110,7 @@ ProgressFn = Callable[[RunReport], None]
 class BatchResult:
     records: list[ImageRecord]
     failures: list[Failure]
+    stopped: ProviderUnavailableError | None = None
 
 
 def path_failure_id(path: Path) -> str:
@@ -140,7 +144,9 @@ class Indexer:
         vanished_ok: bool = False,
     ) -> RunReport:
         """Index everything under `paths`. When `stop` is set, the batches in flight are
-        finished and written and the run returns early; what is left stays pending.
+        finished and written and the run returns early; what is left stays pending. So
+        when the API becomes unavailable (`report.stopped`: a quota spent for the day, its
+        host unreachable), after writing what it described.
         `remember` records `paths` as catalog folders for `indexer status`; `vanished_ok`
         skips those of `paths` that no longer exist instead of failing the run."""
         started = time.monotonic()
@@ -154,13 +160,17 @@ class Indexer:
 
         def finish(future: Future[BatchResult]) -> None:
             try:
-                self.write(future.result(), report)
+                result = future.result()
+                self.write(result, report)
+                report.stopped = report.stopped or result.stopped
             finally:
                 self.store.release()
             notify(report)
 
         try:
             for found in self.pending(paths, report, shard, stop, remember, notify, vanished_ok):
+                if report.stopped is not None:
+                    break  # the batches in flight are written below; nothing more is sent
                 pending = [s for s in found if s.id not in carried]
                 report.in_batch_jobs += len(found) - len(pending)
                 if not pending:
@@ -262,7 +272,8 @@ class Indexer:
                 prepared.append(prepare(source, self.settings.image_max_side))
             except ImageError as exc:
                 result.failures.append(Failure(source.id, str(source.path), one_line(exc)))
-        for outcome in self.enricher.enrich(prepared):
+        outcomes, result.stopped = self.enricher.enrich_until_stopped(prepared)
+        for outcome in outcomes:
             if isinstance(outcome, ImageRecord):
                 result.records.append(outcome)
             else:

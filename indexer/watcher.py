@@ -132,6 +132,8 @@ class Watcher:
         self.report.failed += run.failed
         if run.indexed or run.moved or run.failed:
             self._notify("indexed", self.report)
+        if run.stopped is not None:
+            raise run.stopped  # a quota or an unreachable API: watching on would fail all
 
     def _forget_under(self, folders: Sequence[Path]) -> None:
         """Remove records whose file no longer exists under `folders`, found through the

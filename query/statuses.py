@@ -1,5 +1,6 @@
 """The HTTP status of each typed error, by what it means for the caller: the one rule the
-server answers errors by (the CLIs' rule, exit code 2 for any of them, is in console.py)."""
+server answers errors by (the CLIs' rule, exit code 2 for any of them and 3 for a spent
+quota, is in console.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from indexer.errors import (
     ImageError,
     IndexerError,
     ProviderError,
+    ProviderUnavailableError,
     QueryError,
+    QuotaExhaustedError,
     StoreError,
     TransientProviderError,
 )
@@ -26,6 +29,7 @@ _RULE: tuple[tuple[type[IndexerError], int], ...] = (
     (EmbeddingMismatchError, 409),  # the collection was built with another model
     (StoreError, 503),  # unreachable or busy: worth trying again
     (TransientProviderError, 503),  # a quota, a timeout: worth trying again
+    (ProviderUnavailableError, 503),  # a quota spent for the day: again once it resets
     (ConfigError, 500),  # no key, a provider not installed: the operator must act
     (ProviderError, 500),
     (IndexerError, 500),
@@ -40,4 +44,6 @@ def status_of(exc: IndexerError) -> tuple[int, dict[str, str]]:
     wait = RETRY_AFTER_SECONDS
     if isinstance(exc, TransientProviderError) and exc.retry_after:
         wait = max(1, math.ceil(exc.retry_after))
+    if isinstance(exc, QuotaExhaustedError) and exc.resets_in:
+        wait = max(1, math.ceil(exc.resets_in))
     return status, {"Retry-After": str(wait)}

@@ -5,8 +5,11 @@ It serves `models/{m}:generateContent`, `:embedContent` and `:batchEmbedContents
 colour of the uploaded image and answers from a per-colour script; its "embeddings" are
 deterministic bag-of-concepts vectors in which listed synonyms (purple/violet,
 tee/T-shirt, ...) are close and unrelated words are near-orthogonal. Faults can be
-queued per endpoint: 429 with Retry-After, 500, 503, timeouts, truncated bodies,
-malformed model output, safety blocks, empty candidates and wrong embedding sizes.
+queued per endpoint: 429 (a per-minute quota, its delay in a RetryInfo detail and no
+Retry-After header, as the real API answers), 500, 503, timeouts, truncated bodies,
+malformed model output, safety blocks, empty candidates and wrong embedding sizes. A per-day
+quota (`daily_quota`) answers every request past it with the real per-day 429: a
+QuotaFailure naming the per-day quotaId and a RetryInfo delay of hours.
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ class Recorded:
     media_resolution: str = ""
     digest: str = ""  # sha256 of the image described
     arrived: float = field(default_factory=time.monotonic)
+    answered: bool = False  # a 200 with a description: what the real API bills
 
 
 @dataclass
@@ -196,6 +200,9 @@ class FakeGemini:
     forgotten: list[FakeBatch] = field(default_factory=list)  # paid for, then forgotten
     files: dict[str, bytes] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    # Requests an endpoint answers per "day"; past that, the per-day 429 (DAILY_RESET away).
+    daily_quota: dict[str, int] = field(default_factory=dict)
+    _used_today: Counter[str] = field(default_factory=Counter)
     _faults: dict[str, deque[Fault]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -250,6 +257,13 @@ class FakeGemini:
         with self._lock:
             return Counter(r.digest for r in self.requests if r.endpoint == "generateContent")
 
+    def paid(self) -> Counter[str]:
+        """How many descriptions of each image (by digest) the API answered: billed ones."""
+        with self._lock:
+            return Counter(
+                r.digest for r in self.requests if r.endpoint == "generateContent" and r.answered
+            )
+
     def count(self, endpoint: str) -> int:
         with self._lock:
             return sum(1 for r in self.requests if r.endpoint == endpoint)
@@ -277,6 +291,21 @@ class FakeGemini:
             queue = self._faults.get(endpoint)
             return queue.popleft() if queue else None
 
+    def _spent_today(self, endpoint: str) -> bool:
+        """Whether this request is past the endpoint's per-day quota (counting it if not)."""
+        with self._lock:
+            if endpoint not in self.daily_quota:
+                return False
+            if self._used_today[endpoint] >= self.daily_quota[endpoint]:
+                return True
+            self._used_today[endpoint] += 1
+            return False
+
+    def new_day(self) -> None:
+        """The per-day quotas are back."""
+        with self._lock:
+            self._used_today.clear()
+
     def _record(self, rec: Recorded) -> None:
         with self._lock:
             self.requests.append(rec)
@@ -293,6 +322,56 @@ class FakeGemini:
         return {"keywords": keywords, "caption": f"A {color} cotton T-shirt."}
 
 
+DAILY_RESET = 48064.0  # seconds: what the real API says when a day's quota is spent
+QUOTA_IDS = {
+    # endpoint: (per-minute quotaId, per-day quotaId, quotaMetric), as the real API names them
+    "generateContent": (
+        "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+        "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+    ),
+    "embedContent": (
+        "EmbedContentRequestsPerMinutePerProjectPerModel-FreeTier",
+        "EmbedContentRequestsPerDayPerProjectPerModel-FreeTier",
+        "generativelanguage.googleapis.com/embed_content_free_tier_requests",
+    ),
+}
+QUOTA_IDS["batchEmbedContents"] = QUOTA_IDS["embedContent"]
+
+
+def _quota_body(endpoint: str, model: str, daily: bool, delay: float | None, limit: int) -> bytes:
+    """The real API's 429: QuotaFailure, Help and RetryInfo details, the delay in the body."""
+    per_minute, per_day, metric = QUOTA_IDS.get(endpoint, QUOTA_IDS["generateContent"])
+    violation = {
+        "quotaMetric": metric,
+        "quotaId": per_day if daily else per_minute,
+        "quotaDimensions": {"location": "global", "model": model},
+        "quotaValue": str(limit),
+    }
+    details: list[dict[str, Any]] = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+        {
+            "@type": "type.googleapis.com/google.rpc.Help",
+            "links": [
+                {
+                    "description": "Learn more about Gemini API quotas",
+                    "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+                }
+            ],
+        },
+    ]
+    if delay is not None:
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay:g}s"}
+        )
+    message = (
+        "You exceeded your current quota, please check your plan and billing details. "
+        f"* Quota exceeded for metric: {metric}, limit: {limit}, model: {model}"
+    )
+    error = {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED", "details": details}
+    return json.dumps({"error": error}).encode()
+
+
 def _error_body(code: int, status: str, message: str, retry_after: float | None = None) -> bytes:
     error: dict[str, Any] = {"code": code, "message": message, "status": status}
     if retry_after is not None:
@@ -300,6 +379,19 @@ def _error_body(code: int, status: str, message: str, retry_after: float | None 
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}
         ]
     return json.dumps({"error": error}).encode()
+
+
+def _digest_of(body: dict[str, Any]) -> str:
+    """sha256 of the image a request carries, known on arrival (a refused request too)."""
+    for content in body.get("contents", []) if isinstance(body, dict) else []:
+        for part in content.get("parts", []) if isinstance(content, dict) else []:
+            media = _inline(part) if isinstance(part, dict) else None
+            if media is not None:
+                try:
+                    return hashlib.sha256(_decoded(media["data"])).hexdigest()
+                except (ValueError, TypeError, KeyError):
+                    return ""
+    return ""
 
 
 def _inline(part: dict[str, Any]) -> dict[str, Any] | None:
@@ -392,7 +484,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, _error_body(400, "INVALID_ARGUMENT", "Invalid JSON payload."))
             return
-        rec = Recorded(endpoint, model, body)
+        rec = Recorded(endpoint, model, body, digest=_digest_of(body))
         self.fake._record(rec)  # on arrival, so a request the client gave up on counts too
         if self.headers.get("x-goog-api-key") != API_KEY:
             self._send(400, _error_body(400, "INVALID_ARGUMENT", "API key not valid."))
@@ -410,22 +502,17 @@ class _Handler(BaseHTTPRequestHandler):
         if gate is not None:
             gate.wait(60)
         time.sleep(self.fake.latency.get(endpoint, 0.0))
-        if fault is not None and self._transport_fault(fault):
+        if fault is not None and self._transport_fault(fault, endpoint, model):
+            return
+        if self.fake._spent_today(endpoint):
+            limit = self.fake.daily_quota[endpoint]
+            self._send(429, _quota_body(endpoint, model, True, DAILY_RESET, limit))
             return
         handler(rec, fault)
 
-    def _transport_fault(self, fault: Fault) -> bool:
-        if fault.kind == "429":
-            headers = {}
-            if fault.retry_after is not None:
-                headers["Retry-After"] = f"{fault.retry_after:g}"
-            body = _error_body(
-                429,
-                "RESOURCE_EXHAUSTED",
-                "Resource has been exhausted (e.g. check quota).",
-                fault.retry_after,
-            )
-            self._send(429, body, headers)
+    def _transport_fault(self, fault: Fault, endpoint: str, model: str) -> bool:
+        if fault.kind == "429":  # a per-minute quota: no Retry-After header, as the real API
+            self._send(429, _quota_body(endpoint, model, False, fault.retry_after, 15))
         elif fault.kind in ("500", "503"):
             status = "INTERNAL" if fault.kind == "500" else "UNAVAILABLE"
             self._send(int(fault.kind), _error_body(int(fault.kind), status, "try again later"))
@@ -440,6 +527,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _generate(self, rec: Recorded, fault: Fault | None) -> None:
         code, body = self._generated(rec, fault)
+        rec.answered = code == 200
         self._send(code, body if isinstance(body, bytes) else json.dumps(body).encode())
 
     def _generated(self, rec: Recorded, fault: Fault | None) -> tuple[int, Any]:
@@ -510,7 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
             # the job all the same (here: after the client gave up); a 429 made nothing.
             fault = fake._next_fault("batchGenerateContent")
             if fault is not None and fault.kind == "429":
-                self._transport_fault(fault)
+                self._transport_fault(fault, "batchGenerateContent", m.group(1))
                 return
             if fault is not None and fault.kind == "timeout":
                 time.sleep(fake.timeout_sleep)
@@ -530,7 +618,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "timeout":
                 self._send(504, _error_body(504, "DEADLINE_EXCEEDED", "late"))  # nobody reads it
                 return
-            if fault is not None and self._transport_fault(fault):
+            if fault is not None and self._transport_fault(fault, "batchGenerateContent", ""):
                 return
             self._send(200, json.dumps(self._job_json(job)).encode())
         elif m := re.fullmatch(r"/v1beta/batches/([\w-]+):cancel", path):

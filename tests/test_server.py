@@ -283,7 +283,12 @@ def test_browse_lists_the_collection_newest_first_with_keyword_counts(
 
 
 def test_the_rule_asks_a_client_to_wait_as_long_as_a_quota_says() -> None:
-    from indexer.errors import EmbeddingMismatchError, StoreBusyError, TransientProviderError
+    from indexer.errors import (
+        EmbeddingMismatchError,
+        QuotaExhaustedError,
+        StoreBusyError,
+        TransientProviderError,
+    )
     from query.statuses import RETRY_AFTER_SECONDS, status_of
 
     assert status_of(TransientProviderError("quota", retry_after=7.2)) == (
@@ -293,3 +298,8 @@ def test_the_rule_asks_a_client_to_wait_as_long_as_a_quota_says() -> None:
     assert status_of(StoreBusyError("busy")) == (503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     assert status_of(EmbeddingMismatchError("other model")) == (409, {})  # not a StoreError's 503
     assert status_of(ConfigError("no key")) == (500, {})
+    # A quota spent for the day: until it resets, not a misconfiguration's 500.
+    assert status_of(QuotaExhaustedError("spent", resets_in=48064)) == (
+        503,
+        {"Retry-After": "48064"},
+    )

@@ -25,6 +25,7 @@ from indexer.console import (
     out,
     reported_errors,
     setup_logging,
+    stop_with,
 )
 from indexer.errors import ConfigError
 
@@ -141,6 +142,9 @@ def run(
         err.print(line((f"{report.failed} image(s) failed", "red"), " (retried on the next run):"))
         for failure in report.failures:
             err.print(line(f"  {failure.path}: {failure.reason}"))
+    if report.stopped is not None:
+        stop_with(report.stopped)
+    if report.failures:
         raise typer.Exit(EXIT_FAILED_IMAGES)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -23,6 +22,7 @@ from indexer.errors import (
     EndpointUnreachableError,
     MalformedResponseError,
     ProviderError,
+    ProviderUnavailableError,
     TransientProviderError,
 )
 from indexer.images import PreparedImage
@@ -82,7 +82,7 @@ class GeminiProvider(Provider):
         self,
         settings: Settings,
         client: genai.Client | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._settings = settings
         self._client = client
@@ -93,16 +93,25 @@ class GeminiProvider(Provider):
         self._embedding_limiter = FairLimiter(settings.embedding_rpm)
         self._submit = threading.Lock()
         self._usage = Usage()
-        self._unreachable: EndpointUnreachableError | None = None
+        # Once no request can succeed (the host unreachable, a quota spent for the day),
+        # every other request stops at its next attempt, waking from a backoff to do so.
+        # A quota stops its own kind of request (a day's descriptions spent leaves the
+        # embeddings of those described going); an unreachable host stops every kind ("").
+        self._stopped: dict[str, ProviderUnavailableError] = {}
+        self._halt = threading.Event()
         policy = RetryPolicy(settings.max_attempts, log)
         self._retrying = Retrying(
             stop=policy.stop,
             wait=WaitRetryAfter(settings.retry_initial_wait, settings.retry_max_wait),
             retry=retry_if_exception_type(TransientProviderError),
             before_sleep=policy.before_sleep,
-            sleep=sleep,
+            sleep=sleep or self._pause,
             reraise=True,
         )
+
+    def _pause(self, seconds: float) -> None:
+        """A backoff's wait, cut short once the provider stopped."""
+        self._halt.wait(seconds)
 
     @property
     def settings(self) -> Settings:
@@ -167,18 +176,20 @@ class GeminiProvider(Provider):
         """A call within a per-minute quota: every attempt that may reach the API, retries
         too, waits its turn (one whose connection was refused used no quota)."""
         was_refused = False
+        kind = "generation" if limiter is self._generation_limiter else "embedding"
 
         def limited() -> T:
             nonlocal was_refused
             if not was_refused:
                 limiter.acquire()
+                self._check_stopped(kind)  # found while this one waited for its turn
             try:
                 return fn()
             except Exception as exc:
                 was_refused = refused(exc)
                 raise
 
-        return self.call_plain(limited)
+        return self.call_plain(limited, kind=kind)
 
     # --- description ---
 
@@ -205,9 +216,6 @@ class GeminiProvider(Provider):
         with self._submit:  # one batch's requests queue together, in order
             futures = [pool.submit(one, image) for image in images]
         answers = [f.result() for f in futures]
-        for answer in answers:
-            if isinstance(answer, EndpointUnreachableError):
-                raise answer  # the run stops: no other image can succeed either
         return answers
 
     def generation_config(self, vocabulary: Vocabulary) -> Any:
@@ -236,18 +244,22 @@ class GeminiProvider(Provider):
             "Tag and caption this garment.",
         ]
 
-    def call_plain(self, fn: Callable[[], T], idempotent: bool = True) -> T:
+    def _check_stopped(self, kind: str) -> None:
+        stopped = self._stopped.get("") or self._stopped.get(kind)
+        if stopped is not None:
+            raise stopped  # another request found that none of its kind can succeed
+
+    def call_plain(self, fn: Callable[[], T], idempotent: bool = True, kind: str = "other") -> T:
         """A call outside the per-minute quotas, retried like every other; one that is not
         `idempotent` only after an error that says the API did not act on it (a 429, a
         refused connection): a timeout or a 5xx may hide its success."""
 
         def attempt() -> T:
-            if self._unreachable is not None:
-                raise self._unreachable  # another request already gave up on the endpoint
+            self._check_stopped(kind)
             try:
                 return fn()
             except Exception as exc:
-                typed = translate(exc)
+                typed = translate(exc, self._settings.retry_max_wait)
                 if typed is None:
                     raise
                 if isinstance(typed, EndpointUnreachableError):
@@ -266,8 +278,9 @@ class GeminiProvider(Provider):
             )
         try:
             return retrying(attempt)
-        except EndpointUnreachableError as exc:
-            self._unreachable = exc
+        except ProviderUnavailableError as exc:
+            self._stopped["" if isinstance(exc, EndpointUnreachableError) else kind] = exc
+            self._halt.set()
             raise
 
     def count_usage(self, response: Any) -> None:

@@ -21,6 +21,7 @@ from indexer.errors import (
     EndpointUnreachableError,
     GoneError,
     ProviderError,
+    QuotaExhaustedError,
     TransientProviderError,
 )
 
@@ -51,6 +52,45 @@ def _retry_after(exc: Any) -> float | None:
     return float(found.group(1)) if found else None
 
 
+def _violations(exc: Any) -> list[dict[str, Any]]:
+    """The QuotaFailure violations a 429 names (quotaId, quotaValue, ...)."""
+    details = getattr(exc, "details", None)
+    error = details.get("error", details) if isinstance(details, dict) else {}
+    found: list[dict[str, Any]] = []
+    for detail in error.get("details", []) if isinstance(error, dict) else []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("QuotaFailure"):
+            found.extend(v for v in detail.get("violations", []) if isinstance(v, dict))
+    return found
+
+
+def _spent_for_the_day(exc: Any, longest_wait: float) -> QuotaExhaustedError | None:
+    """A 429 that waiting within a run does not cure: a per-day quota, or a retry delay
+    longer than the run waits (INDEXER_RETRY_MAX_WAIT). None for a per-minute 429."""
+    delay = _retry_after(exc)
+    daily = [v for v in _violations(exc) if "PerDay" in str(v.get("quotaId", ""))]
+    if not daily and (delay is None or delay <= longest_wait):
+        return None
+    named = daily[0] if daily else (_violations(exc) or [{}])[0]
+    quota = str(named.get("quotaId", "")) or "a Gemini quota"
+    limit = f" (limit {named['quotaValue']})" if named.get("quotaValue") else ""
+    if delay is not None:
+        at = time.strftime("%H:%M UTC", time.gmtime(time.time() + delay))
+        resets = f"it resets in {_duration(delay)} (about {at})"
+    else:
+        resets = "it resets at the end of the quota's day"
+    return QuotaExhaustedError(
+        f"Gemini quota {quota}{limit} is spent; {resets}. The images not yet described stay "
+        "pending: run the same command again then, or now with --batch (batch jobs have "
+        "quotas of their own and cost half as much)",
+        resets_in=delay,
+    )
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{max(1, rest // 60)} min"
+
+
 def _transport_errors(kind: str) -> tuple[type[BaseException], ...]:
     """httpx's exception classes named `kind` (and the httpx2 fork's, when installed)."""
     import httpx
@@ -71,12 +111,16 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, _transport_errors("ConnectError"))
 
 
-def translate(exc: Exception) -> ProviderError | None:
-    """Our typed error for an SDK or transport exception, or None if it is a bug of ours."""
+def translate(exc: Exception, longest_wait: float = math.inf) -> ProviderError | None:
+    """Our typed error for an SDK or transport exception, or None if it is a bug of ours.
+    A 429 whose quota comes back later than `longest_wait` seconds is no retry's matter."""
     from google.genai import errors
 
     if isinstance(exc, errors.APIError):
         message = f"HTTP {exc.code} {exc.status or ''}: {exc.message or ''}".strip()
+        spent = _spent_for_the_day(exc, longest_wait) if exc.code == 429 else None
+        if spent is not None:
+            return spent
         if exc.code in RETRYABLE_STATUS:
             return TransientProviderError(
                 message,
