@@ -113,10 +113,20 @@ class Vocabulary:
                 return facet
         return None
 
-    def response_schema(self) -> dict[str, Any]:
-        """JSON schema of one image description, with every facet's keywords as an enum."""
+    @property
+    def size(self) -> int:
+        """How many keywords the facets list, all told (a response schema's enum values)."""
+        return sum(len(words) for words in self.facets.values())
+
+    def response_schema(self, enums: bool = True) -> dict[str, Any]:
+        """JSON schema of one image description, with every facet's keywords as an enum, or
+        (`enums` false, for a vocabulary too large for the API's schemas) as free strings
+        that the keyword mapper then maps onto the vocabulary."""
         facet_props = {
-            facet: {"type": "array", "items": {"type": "string", "enum": list(words)}}
+            facet: {
+                "type": "array",
+                "items": {"type": "string", **({"enum": list(words)} if enums else {})},
+            }
             for facet, words in self.facets.items()
         }
         return {

@@ -200,6 +200,9 @@ class FakeGemini:
     forgotten: list[FakeBatch] = field(default_factory=list)  # paid for, then forgotten
     files: dict[str, bytes] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    # A response schema with this many enum values or more is refused, as the real API
+    # refuses one from about 240 ("too many states for serving").
+    max_schema_enums: int = 240
     # Requests an endpoint answers per "day"; past that, the per-day 429 (DAILY_RESET away).
     daily_quota: dict[str, int] = field(default_factory=dict)
     _used_today: Counter[str] = field(default_factory=Counter)
@@ -316,8 +319,10 @@ class FakeGemini:
         scripted = self.by_image.get(digest) or self.by_color.get(color)
         if scripted is not None:
             return scripted
-        facets = set((schema or {}).get("properties", {}).get("keywords", {}).get("properties", {}))
-        keywords = {"garment": ["T-shirt"], "color": [color]}
+        facets = (schema or {}).get("properties", {}).get("keywords", {}).get("properties", {})
+        # Held to enums, the model spells the vocabulary's keyword; free, it says it its way.
+        free = bool(facets) and "enum" not in facets.get("garment", {}).get("items", {"enum": 0})
+        keywords = {"garment": ["tee" if free else "T-shirt"], "color": [color]}
         keywords = {k: v for k, v in keywords.items() if not facets or k in facets}
         return {"keywords": keywords, "caption": f"A {color} cotton T-shirt."}
 
@@ -379,6 +384,25 @@ def _error_body(code: int, status: str, message: str, retry_after: float | None 
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}
         ]
     return json.dumps({"error": error}).encode()
+
+
+TOO_MANY_STATES = (
+    "The specified schema produces a constraint that has too many states for serving.  "
+    "Typical causes of this error are schemas with lots of text (for example, very long "
+    "property or enum names), schemas with long array length limits (especially when "
+    "nested), or schemas using complex value matchers (for example, integers or numbers with "
+    "minimum/maximum bounds or strings with complex formats like date-time)"
+)
+
+
+def _enum_values(schema: Any) -> int:
+    """How many enum values a response schema lists, however deep."""
+    if isinstance(schema, dict):
+        own = len(schema["enum"]) if isinstance(schema.get("enum"), list) else 0
+        return own + sum(_enum_values(v) for k, v in schema.items() if k != "enum")
+    if isinstance(schema, list):
+        return sum(_enum_values(v) for v in schema)
+    return 0
 
 
 def _digest_of(body: dict[str, Any]) -> str:
@@ -544,6 +568,8 @@ class _Handler(BaseHTTPRequestHandler):
                     rec.media_resolution = str(part.get("mediaResolution", {}).get("level", ""))
         if image is None:
             return 400, _error_body(400, "INVALID_ARGUMENT", "no image in request")
+        if _enum_values(schema) >= self.fake.max_schema_enums:
+            return 400, _error_body(400, "INVALID_ARGUMENT", TOO_MANY_STATES)
         rec.color, rec.image_size = _seen(image)
         rec.digest = hashlib.sha256(image).hexdigest()
         answer = self.fake.describe(rec.color, schema, rec.digest)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import garment_image, in_process
 from tests.fake_gemini import FakeGemini
 
@@ -61,11 +63,8 @@ def test_a_per_minute_quota_keeps_its_backoff(
 
 
 def test_a_retry_delay_longer_than_the_run_waits_stops_it_too(
-    env: dict[str, str], fake: FakeGemini, tmp_path: Path, monkeypatch: object
+    env: dict[str, str], fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest
-
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
     monkeypatch.setenv("INDEXER_RETRY_MAX_WAIT", "30")
     photos(tmp_path / "photos", 4)
     fake.inject("generateContent", "429", count=50, retry_after=3600)  # an hour: no patience
@@ -74,3 +73,57 @@ def test_a_retry_delay_longer_than_the_run_waits_stops_it_too(
     last = done.stderr.strip().splitlines()[-1]
     assert "GenerateRequestsPerMinutePerProjectPerModel" in last and "resets in 1 h 0 min" in last
     assert counts() == (0, 4, 0)
+
+
+def vocabulary_file(path: Path, extra: int) -> Path:
+    """The default vocabulary with `extra` more garment types (a shop's own long list)."""
+    from indexer.vocabulary import Vocabulary
+
+    facets = {f: list(words) for f, words in Vocabulary.load().facets.items()}
+    facets["garment"] += [f"garment style {i:03d}" for i in range(extra)]
+    path.write_text("".join(f"{f} = {json.dumps(words)}\n" for f, words in facets.items()))
+    return path
+
+
+def enum_requests(fake: FakeGemini) -> int:
+    return sum(
+        1
+        for r in fake.requests
+        if r.endpoint == "generateContent" and '"enum"' in json.dumps(r.body)
+    )
+
+
+def tagged() -> dict[str, list[str]]:
+    export = in_process("indexer", "export", "--format", "jsonl")
+    assert export.returncode == 0, export.stderr
+    rows = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
+    return {Path(r["path"]).name: r["keywords"]["garment"] for r in rows}
+
+
+def test_a_vocabulary_too_large_for_enums_is_asked_for_freely_and_mapped(
+    env: dict[str, str], fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    words = vocabulary_file(tmp_path / "vocabulary.toml", 600)
+    monkeypatch.setenv("INDEXER_VOCABULARY", str(words))
+    photos(tmp_path / "photos", 6)
+    done = in_process("indexer", "run", str(tmp_path / "photos"))
+    assert done.returncode == 0, done.stderr
+    assert enum_requests(fake) == 0  # a known limit: no request the API would refuse
+    # The free answer ("tee") mapped onto the vocabulary's keyword.
+    assert set(map(tuple, tagged().values())) == {("T-shirt",)}
+
+
+def test_a_schema_the_api_refuses_is_found_once_and_the_run_goes_on(
+    env: dict[str, str], fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    words = vocabulary_file(tmp_path / "vocabulary.toml", 100)  # under the known limit
+    monkeypatch.setenv("INDEXER_VOCABULARY", str(words))
+    fake.max_schema_enums = 120  # this API refuses it all the same
+    photos(tmp_path / "photos", 12)
+    done = in_process("indexer", "run", str(tmp_path / "photos"))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("describing with free keywords") == 1, done.stderr
+    # Only the requests in flight when the first refusal came were refused, not every photo.
+    assert enum_requests(fake) <= 4, enum_requests(fake)
+    assert counts() == (12, 0, 0)
+    assert set(map(tuple, tagged().values())) == {("T-shirt",)}

@@ -70,6 +70,11 @@ and audience where they are visible, e.g. "A red cotton summer dress for women."
 """
 
 
+# The API refuses a response schema whose enums make "too many states for serving", reported
+# from about 240 values; a vocabulary larger than this is asked for as free keywords at once.
+MAX_SCHEMA_KEYWORDS = 200
+
+
 def is_multimodal(model: str) -> bool:
     return model.rsplit("/", 1)[-1].startswith(MULTIMODAL_EMBEDDING_MODELS)
 
@@ -99,6 +104,7 @@ class GeminiProvider(Provider):
         # embeddings of those described going); an unreachable host stops every kind ("").
         self._stopped: dict[str, ProviderUnavailableError] = {}
         self._halt = threading.Event()
+        self._free_keywords = False  # the API refused the vocabulary as a schema's enums
         policy = RetryPolicy(settings.max_attempts, log)
         self._retrying = Retrying(
             stop=policy.stop,
@@ -196,11 +202,10 @@ class GeminiProvider(Provider):
     def describe(
         self, images: Sequence[PreparedImage], vocabulary: Vocabulary
     ) -> list[Description | ProviderError]:
-        config = self.generation_config(vocabulary)
-
         def one(image: PreparedImage) -> Description | ProviderError:
             contents = self.request_contents(image)
-            try:
+
+            def ask(config: Any) -> Description:
                 response = self._call(
                     self._generation_limiter,
                     lambda: self.client.models.generate_content(
@@ -209,6 +214,14 @@ class GeminiProvider(Provider):
                 )
                 self.count_usage(response)
                 return parse_description(response)
+
+            try:
+                return ask(self.generation_config(vocabulary))
+            except ProviderError as exc:
+                if not self._enums_refused(exc, vocabulary):
+                    return exc
+            try:  # again with free keywords: the refusal was of the schema, not the photo
+                return ask(self.generation_config(vocabulary))
             except ProviderError as exc:
                 return exc
 
@@ -218,14 +231,34 @@ class GeminiProvider(Provider):
         answers = [f.result() for f in futures]
         return answers
 
+    def _enums_refused(self, exc: ProviderError, vocabulary: Vocabulary) -> bool:
+        """Whether the API refused the response schema's enums as too large ("too many
+        states for serving"): from then on this run describes with free keywords, which the
+        keyword mapper maps onto the vocabulary. The refusal costs nothing (400, no answer)."""
+        if "too many states" not in str(exc):
+            return False
+        with self._lock:
+            said, self._free_keywords = self._free_keywords, True
+        if not said:  # requests in flight together may all have been refused: said once
+            log.warning(
+                "Gemini refused a response schema listing the vocabulary's %d keywords as too "
+                "large; describing with free keywords mapped onto the vocabulary instead",
+                vocabulary.size,
+            )
+        return True
+
     def generation_config(self, vocabulary: Vocabulary) -> Any:
-        """The one request configuration, for online calls and batch jobs alike."""
+        """The one request configuration, for online calls and batch jobs alike. A
+        vocabulary past MAX_SCHEMA_KEYWORDS (or one the API refused as an enum) is asked for
+        as free keywords, mapped onto the vocabulary afterwards, as off-vocabulary answers
+        always are."""
         from google.genai import types
 
+        enums = not self._free_keywords and vocabulary.size <= MAX_SCHEMA_KEYWORDS
         return types.GenerateContentConfig(
             system_instruction=PROMPT.format(facets=vocabulary.describe()),
             response_mime_type="application/json",
-            response_json_schema=vocabulary.response_schema(),
+            response_json_schema=vocabulary.response_schema(enums),
             thinking_config=types.ThinkingConfig(
                 thinking_level=types.ThinkingLevel(self._settings.thinking_level.upper())
             ),
