@@ -1,7 +1,9 @@
 """Keyword correction: map a model's off-vocabulary words to the nearest allowed keyword.
 
 As in the cookbook notebook, a word is replaced by the most similar keyword when the cosine
-similarity of their embeddings reaches the threshold, and dropped otherwise. Vocabulary
+similarity of their embeddings reaches the threshold. A phrase that reaches it with no
+keyword falls back on its last word, when that is a keyword of the facet: "padded jacket" is
+a jacket, as English puts the head noun last; otherwise the word is dropped. Vocabulary
 embeddings are computed once per vocabulary and model and kept on disk.
 """
 
@@ -125,7 +127,11 @@ class KeywordMapper:
                 word = word.strip()
                 if not word:
                     continue
-                hit = self._exact(facet, word) or self._nearest(facet, vectors[word])
+                hit = (
+                    self._exact(facet, word)
+                    or self._nearest(facet, vectors[word])
+                    or self._head(facet, word)
+                )
                 if hit is None:
                     result.dropped.append(word)
                     continue
@@ -135,6 +141,14 @@ class KeywordMapper:
                 if keyword not in result.keywords[target_facet]:
                     result.keywords[target_facet].append(keyword)
         return result
+
+    def _head(self, facet: str, phrase: str) -> tuple[str, str] | None:
+        """The phrase's last word, if it is a keyword of `facet` ("padded jacket": jacket)."""
+        words = phrase.split()
+        if len(words) < 2:
+            return None
+        allowed = self.vocabulary.canonical(facet, words[-1])
+        return (facet, allowed) if allowed is not None else None
 
     def _nearest(self, facet: str, vector: list[float]) -> tuple[str, str] | None:
         matrices = self._facet_matrices()

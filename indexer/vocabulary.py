@@ -25,6 +25,10 @@ Keywords = dict[str, list[str]]
 Where = Mapping[str, Sequence[str]]  # facet -> keywords a record must all have
 
 
+def _folded(word: str) -> str:
+    return " ".join(re.split(r"[\s_-]+", word.strip().casefold())).strip()
+
+
 def matches(keywords: Mapping[str, Sequence[str]], where: Where) -> bool:
     """Whether a record's keywords satisfy every facet=keyword term (AND)."""
     return all(
@@ -52,7 +56,7 @@ class Vocabulary:
                 )
             if not words:
                 raise ConfigError(f"facet {facet!r} has no keywords")
-            lowered = [w.casefold() for w in words]
+            lowered = [_folded(w) for w in words]
             if len(set(lowered)) != len(lowered):
                 raise ConfigError(f"facet {facet!r} lists a keyword twice")
 
@@ -100,10 +104,11 @@ class Vocabulary:
         return sorted({w for words in self.facets.values() for w in words})
 
     def canonical(self, facet: str, word: str) -> str | None:
-        """The allowed spelling of `word` in `facet`, matched case-insensitively."""
-        folded = word.strip().casefold()
+        """The allowed spelling of `word` in `facet`, matched regardless of case and of how
+        its parts are joined ("long sleeve top" is "long-sleeve top", "t shirt" "T-shirt")."""
+        folded = _folded(word)
         for allowed in self.facets.get(facet, ()):
-            if allowed.casefold() == folded:
+            if _folded(allowed) == folded:
                 return allowed
         return None
 

@@ -73,3 +73,19 @@ def test_damaged_cache_is_recomputed(tmp_path: Path) -> None:
     mapper = KeywordMapper(Vocabulary.load(), embedder, cache=EmbeddingCache(tmp_path, "fake"))
     [result] = mapper.map_many([{"color": ["purple"]}])
     assert result.keywords["color"] == ["violet"]
+
+
+def test_a_phrase_no_keyword_is_near_falls_back_on_its_head_noun() -> None:
+    mapper = KeywordMapper(Vocabulary.load(), CountingEmbedder(), threshold=0.95)
+    [result] = mapper.map_many([{"garment": ["padded jacket", "spaceship hull"]}])
+    assert result.keywords["garment"] == ["jacket"]  # the last word is the head noun
+    assert result.corrections == {"padded jacket": "jacket"}
+    assert result.dropped == ["spaceship hull"]  # a head that is no keyword is no fallback
+
+
+def test_keywords_match_however_their_parts_are_joined() -> None:
+    embedder = CountingEmbedder()
+    mapper = KeywordMapper(Vocabulary.load(), embedder)
+    [result] = mapper.map_many([{"garment": ["Long Sleeve  Top", "t shirt"]}])
+    assert result.keywords["garment"] == ["long-sleeve top", "T-shirt"]
+    assert embedder.calls == []  # the vocabulary's own keywords: nothing embedded
