@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     # --- Indexer ---
     home: Path = Field(default_factory=_default_home, validation_alias=_env("INDEXER_HOME"))
     vocabulary_file: Path | None = Field(None, validation_alias=_env("INDEXER_VOCABULARY"))
+    prices_file: Path | None = Field(None, validation_alias=_env("INDEXER_PRICES"))
     models_path: Path | None = Field(None, validation_alias=_env("INDEXER_MODELS_DIR"))
     keyword_threshold: float = Field(
         0.7, ge=0.0, le=1.0, validation_alias=_env("INDEXER_KEYWORD_THRESHOLD")

@@ -79,11 +79,12 @@ def line(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*(shown(p) if isinstance(p, str) else shown(p[0], p[1]) for p in parts))
 
 
-def print_json(data: Any) -> None:
-    """`data` as indented JSON on stdout, with nothing in it a terminal would act on."""
+def print_json(data: Any, one_line: bool = False) -> None:
+    """`data` as indented JSON (or on `one_line`) on stdout, with nothing in it a terminal
+    would act on."""
     from indexer.export import json_text
 
-    typer.echo(json_text(data, indent=2))
+    typer.echo(json_text(data, indent=None if one_line else 2))
 
 
 def note(text: str | None) -> None:

@@ -74,6 +74,10 @@ class StoreError(IndexerError):
     """The vector store could not be reached or refused an operation."""
 
 
+class NoCollectionError(StoreError):
+    """The configured collection does not exist (nothing indexed yet)."""
+
+
 class StoreBusyError(StoreError):
     """Another process holds the embedded store's writer lock."""
 

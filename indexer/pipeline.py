@@ -313,23 +313,38 @@ def count_pending(
     failed_paths: set[str],
     max_bytes: int = MAX_FILE_BYTES,
 ) -> int:
-    """Images under `roots` that are neither indexed nor recorded as failed.
+    """Images under `roots` that are neither indexed nor recorded as failed."""
+    return sum(1 for _ in unindexed(store, roots, failed_paths, max_bytes))
+
+
+def unindexed(
+    store: ImageStore,
+    roots: Sequence[Path],
+    failed_paths: set[str],
+    max_bytes: int = MAX_FILE_BYTES,
+) -> Iterator[SourceImage | None]:
+    """Each image under `roots` that is neither indexed nor among `failed_paths`, once (None
+    for a file that cannot be read, which the next run records), writing nothing.
 
     Paths are looked up first, a chunk at a time: a file whose size and modification time
     match its record is settled unread; only new or changed files are read and hashed, so a
     copy or a moved file of an indexed image does not count either.
     """
-    pending = 0
+    seen: set[str] = set()
     for chunk in batched(discover(roots), 500):
         by_text = {display_path(path): path for path in chunk}
         recorded = store.stats_at(list(by_text))
-        ids: set[str] = set()
+        sources: dict[str, SourceImage] = {}
         for text, path in by_text.items():
             if text in failed_paths or _unchanged(path, recorded.get(text)) is not None:
                 continue  # settled without reading the file
             try:
-                ids.add(read_source(path, max_bytes).id)
+                source = read_source(path, max_bytes)
             except ImageError:
-                pending += 1  # unreadable and not yet recorded: the next run records it
-        pending += len(ids - store.known_paths(list(ids)).keys())
-    return pending
+                yield None
+                continue
+            if source.id not in seen:
+                seen.add(source.id)
+                sources[source.id] = source
+        known = store.known_paths(list(sources)).keys()
+        yield from (s for rid, s in sources.items() if rid not in known)

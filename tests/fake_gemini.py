@@ -1,11 +1,11 @@
 """A fake Gemini API on 127.0.0.1 that speaks the real REST shapes.
 
-It serves `models/{m}:generateContent`, `:embedContent` and `:batchEmbedContents` under
-`/v1` and `/v1beta`, checks the API key, and records every request. Its "vision" sees the dominant
-colour of the uploaded image and answers from a per-colour script; its "embeddings" are
-deterministic bag-of-concepts vectors in which listed synonyms (purple/violet,
-tee/T-shirt, ...) are close and unrelated words are near-orthogonal. Faults can be
-queued per endpoint: 429 (a per-minute quota, its delay in a RetryInfo detail and no
+It serves `models/{m}:generateContent`, `:embedContent`, `:batchEmbedContents` and
+`:countTokens` under `/v1` and `/v1beta`, checks the API key, and records every request. Its
+"vision" sees the dominant colour of the uploaded image and answers from a per-colour
+script; its "embeddings" are deterministic bag-of-concepts vectors in which listed synonyms
+(purple/violet, tee/T-shirt, ...) are close and unrelated words are near-orthogonal. Faults
+can be queued per endpoint: 429 (a per-minute quota, its delay in a RetryInfo detail and no
 Retry-After header, as the real API answers), 500, 503, timeouts, truncated bodies,
 malformed model output, safety blocks, empty candidates and wrong embedding sizes. A per-day
 quota (`daily_quota`) answers every request past it with the real per-day 429: a
@@ -517,6 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
             "generateContent": self._generate,
             "embedContent": self._embed_one,
             "batchEmbedContents": self._embed_batch,
+            "countTokens": self._count_tokens,
         }.get(endpoint)
         if handler is None:
             self._send(404, _error_body(404, "NOT_FOUND", f"unknown method {endpoint}"))
@@ -604,6 +605,19 @@ class _Handler(BaseHTTPRequestHandler):
                 "totalTokenCount": prompt + 40 + thoughts,
             }
         return 200, body
+
+    def _count_tokens(self, rec: Recorded, fault: Fault | None) -> None:
+        """countTokens (free): what generateContent would bill as prompt for these contents,
+        by the same rule (the text as PROMPT_TOKENS, each image by its media resolution)."""
+        text = images = 0
+        for content in rec.body.get("contents", []):
+            for part in content.get("parts", []):
+                if _inline(part) is not None:
+                    level = str(part.get("mediaResolution", {}).get("level", ""))
+                    images += IMAGE_TOKENS.get(level, 1120)
+                elif part.get("text"):
+                    text = PROMPT_TOKENS
+        self._send(200, json.dumps({"totalTokens": text + images}).encode())
 
     # --- Batch API ---
 

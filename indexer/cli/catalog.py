@@ -40,6 +40,7 @@ def status(
     from indexer.config import load_settings
     from indexer.files import absolute
     from indexer.pipeline import count_pending
+    from indexer.prices import Prices
     from indexer.store import ImageStore
 
     with reported_errors():
@@ -52,6 +53,12 @@ def status(
         indexed = store.count()
         usage, runs = store.usage.totals()
         jobs = store.batches.entries()
+        prices = Prices.load(settings.prices_file)
+    # Descriptions at online prices (a batch run paid half of that for its share), by the
+    # model configured now; None for a model the price table lacks.
+    cost = prices.generation(
+        settings.generation_model, usage.prompt_tokens, usage.output_tokens, usage.thinking_tokens
+    )
     if as_json:
         print_json(
             {
@@ -62,7 +69,11 @@ def status(
                 "failed": len(failures),
                 "roots": [str(r) for r in roots],
                 "failures": [{"path": f.path, "reason": f.reason, "at": f.at} for f in failures],
-                "usage": {**usage.as_dict(), "runs": runs},
+                "usage": {
+                    **usage.as_dict(),
+                    "runs": runs,
+                    "cost_usd": round(cost, 4) if cost is not None else None,
+                },
                 "batches": [
                     {
                         "job": j.job,
@@ -84,7 +95,13 @@ def status(
         )
     )
     if runs:
-        out.print(line(f"spent over {runs} run(s): {usage_line(usage, indexed)}"))
+        spent = f"${cost:,.4f} at online prices" if cost is not None else "cost unknown"
+        out.print(
+            line(
+                f"spent over {runs} run(s): {usage_line(usage, indexed)}; {spent} "
+                f"({prices.source}, {prices.as_of})"
+            )
+        )
     for j in jobs:
         out.print(
             line(

@@ -23,13 +23,16 @@ from indexer.console import (
     line,
     note,
     out,
+    print_json,
     reported_errors,
     setup_logging,
     stop_with,
 )
-from indexer.errors import ConfigError
+from indexer.errors import ConfigError, NoCollectionError
+from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
+    from indexer.config import Settings
     from indexer.pipeline import Indexer, Shard
 from indexer.cli.app import VerboseOpt, app, usage_line
 from indexer.wiring import indexing
@@ -60,6 +63,13 @@ def run(
     no_wait: bool = typer.Option(
         False, "--no-wait", help="With --batch: submit and return; a later --batch run collects."
     ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Make no model call and write nothing: say which images the run would describe, "
+        "its requests, tokens and cost in USD online and in batch mode.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: end with one JSON line."),
     verbose: bool = VerboseOpt,
 ) -> None:
     """Index images: keywords, caption and embedding of each, upserted into Chroma.
@@ -83,6 +93,11 @@ def run(
             )
         if no_wait and not batch:
             raise ConfigError("--no-wait goes with --batch")
+        if as_json and not dry_run:
+            raise ConfigError("--json goes with --dry-run")
+        if dry_run:
+            show_estimate(settings, provider, paths, batch, as_json)
+            return
         total = sum(1 for _ in discover(paths))
         indexer = resources.enter_context(indexing(settings, provider))
         store = indexer.store
@@ -146,6 +161,58 @@ def run(
         stop_with(report.stopped)
     if report.failures:
         raise typer.Exit(EXIT_FAILED_IMAGES)
+
+
+def show_estimate(
+    settings: Settings, provider: str | None, paths: list[Path], batch: bool, as_json: bool
+) -> None:
+    """`indexer run --dry-run`: what the run would send and cost (indexer/estimate.py)."""
+    from indexer.estimate import estimate
+    from indexer.store import ImageStore
+    from indexer.wiring import chosen_provider
+
+    model = chosen_provider(provider, settings)
+    try:
+        try:
+            store: ImageStore | None = ImageStore.open(settings)
+        except NoCollectionError:
+            store = None  # nothing indexed yet: every image is to describe
+        found = estimate(settings, store, model, Vocabulary.load(settings.vocabulary_file), paths)
+    finally:
+        model.close()
+    cost = found.batch_usd if batch else found.online_usd
+    mode = "in batch mode" if batch else "online"
+    out.print(
+        line(
+            f"would describe {found.images} image(s)"
+            + (f" ({found.unreadable} unreadable: recorded as failed)" if found.unreadable else "")
+            + f": {found.generation_requests} generation and {found.embedding_requests} "
+            f"embedding requests; tokens: prompt {found.prompt_tokens:,}, output "
+            f"{found.output_tokens:,}, thinking {found.thinking_tokens:,}"
+        )
+    )
+    if cost is None:
+        out.print(
+            line(
+                f"cost: unknown (no price for {settings.generation_model} in "
+                f"{found.prices}; set INDEXER_PRICES)"
+            )
+        )
+    else:
+        other = found.online_usd if batch else found.batch_usd
+        out.print(
+            line(
+                f"cost {mode}: ${cost:,.4f}"
+                + (
+                    f" ({'online' if batch else 'in batch mode'}: ${other:,.4f})"
+                    if other is not None
+                    else ""
+                )
+                + f"; prices from {found.prices}"
+            )
+        )
+    if as_json:
+        print_json(found.as_json(), one_line=True)
 
 
 def run_batch(

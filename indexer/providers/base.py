@@ -62,6 +62,8 @@ class Provider(ABC):
     # How many calls one process should have in flight at once: a server admits that many
     # image searches and queues a few more.
     concurrency: ClassVar[int] = 2
+    # Whether its calls are billed per token (a remote API): a run's cost can be estimated.
+    bills_tokens: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -116,6 +118,10 @@ class Provider(ABC):
 
     def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
         raise ProviderError(f"provider {self.name!r} cannot embed images")
+
+    def prompt_tokens(self, image: PreparedImage, vocabulary: Vocabulary) -> int:
+        """Prompt tokens of describing `image`, counted without generating (free)."""
+        raise ProviderError(f"provider {self.name!r} counts no tokens")
 
     def warm_up(self) -> None:  # noqa: B027 - a no-op where there is nothing to load
         """Load models now rather than at the first image; always called before work."""

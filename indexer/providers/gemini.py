@@ -26,6 +26,7 @@ from indexer.errors import (
     TransientProviderError,
 )
 from indexer.images import PreparedImage
+from indexer.providers import gemini_prompt
 from indexer.providers.base import Provider
 from indexer.providers.gemini_batch import GeminiBatchJobs
 from indexer.providers.gemini_responses import parse_description
@@ -60,20 +61,6 @@ TASK_PREFIXES = {
     "SEMANTIC_SIMILARITY": "task: sentence similarity | query: {}",
 }
 
-PROMPT = """You tag and caption photos of clothing for a shop's catalogue.
-Return the keywords that describe the main garment in the photo, choosing only from these
-facets and keywords:
-{facets}
-Leave a facet's list empty when none of its keywords clearly applies; never guess.
-Also write one concise caption sentence naming the garment's color, type, material, style
-and audience where they are visible, e.g. "A red cotton summer dress for women."
-"""
-
-
-# The API refuses a response schema whose enums make "too many states for serving", reported
-# from about 240 values; a vocabulary larger than this is asked for as free keywords at once.
-MAX_SCHEMA_KEYWORDS = 200
-
 
 def is_multimodal(model: str) -> bool:
     return model.rsplit("/", 1)[-1].startswith(MULTIMODAL_EMBEDDING_MODELS)
@@ -82,6 +69,7 @@ def is_multimodal(model: str) -> bool:
 class GeminiProvider(Provider):
     name = "gemini"
     concurrency = 4  # calls wait on the network, not on this machine
+    bills_tokens = True
 
     def __init__(
         self,
@@ -231,6 +219,21 @@ class GeminiProvider(Provider):
         answers = [f.result() for f in futures]
         return answers
 
+    def prompt_tokens(self, image: PreparedImage, vocabulary: Vocabulary) -> int:
+        """countTokens (free) for the request describing `image`: the Developer API counts
+        contents only, so the system instruction goes in as text."""
+        from google.genai import types
+
+        config = self.generation_config(vocabulary)
+        contents: list[Any] = [types.Part.from_text(text=config.system_instruction)]
+        contents += self.request_contents(image)
+        counted = self.call_plain(
+            lambda: self.client.models.count_tokens(
+                model=self._settings.generation_model, contents=contents
+            )
+        )
+        return int(counted.total_tokens or 0)
+
     def _enums_refused(self, exc: ProviderError, vocabulary: Vocabulary) -> bool:
         """Whether the API refused the response schema's enums as too large ("too many
         states for serving"): from then on this run describes with free keywords, which the
@@ -248,34 +251,11 @@ class GeminiProvider(Provider):
         return True
 
     def generation_config(self, vocabulary: Vocabulary) -> Any:
-        """The one request configuration, for online calls and batch jobs alike. A
-        vocabulary past MAX_SCHEMA_KEYWORDS (or one the API refused as an enum) is asked for
-        as free keywords, mapped onto the vocabulary afterwards, as off-vocabulary answers
-        always are."""
-        from google.genai import types
-
-        enums = not self._free_keywords and vocabulary.size <= MAX_SCHEMA_KEYWORDS
-        return types.GenerateContentConfig(
-            system_instruction=PROMPT.format(facets=vocabulary.describe()),
-            response_mime_type="application/json",
-            response_json_schema=vocabulary.response_schema(enums),
-            thinking_config=types.ThinkingConfig(
-                thinking_level=types.ThinkingLevel(self._settings.thinking_level.upper())
-            ),
-        )
+        """The one request configuration, for online calls and batch jobs alike."""
+        return gemini_prompt.generation_config(self._settings, vocabulary, self._free_keywords)
 
     def request_contents(self, image: PreparedImage) -> list[Any]:
-        from google.genai import types
-
-        resolution = f"MEDIA_RESOLUTION_{self._settings.media_resolution.upper()}"
-        return [
-            types.Part.from_bytes(
-                data=image.jpeg,
-                mime_type=image.mime_type,
-                media_resolution=resolution,
-            ),
-            "Tag and caption this garment.",
-        ]
+        return gemini_prompt.request_contents(self._settings, image)
 
     def _check_stopped(self, kind: str) -> None:
         stopped = self._stopped.get("") or self._stopped.get(kind)

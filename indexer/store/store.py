@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from indexer.errors import EmbeddingMismatchError, StoreError
+from indexer.errors import EmbeddingMismatchError, NoCollectionError
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import integrity, keys, layout, partitions, schema
 from indexer.store.batches import BatchEntry
@@ -96,7 +96,7 @@ class ImageStore(StoreSearch):
         try:
             self._records = self._client.get_collection(self.name, embedding_function=None)
         except NotFoundError as exc:
-            raise StoreError(
+            raise NoCollectionError(
                 f"no collection {self.name!r} in {self.location}; index images first "
                 "with `indexer run PATH`"
             ) from exc

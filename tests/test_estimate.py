@@ -1,0 +1,102 @@
+"""`indexer run --dry-run`: what a run will send and cost, before paying, through the real
+CLI against the fake Gemini server (countTokens answered, nothing generated or written)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import garment_image, in_process
+from tests.fake_gemini import FakeGemini
+
+COLORS = ["red", "blue", "green"]
+
+
+def photos(folder: Path, n: int, first: int = 0) -> Path:
+    for i in range(first, first + n):
+        garment_image(folder / f"{i:02d}.png", COLORS[i % 3], size=(200 + i, 240))
+    return folder
+
+
+def dry_run(*args: str) -> dict[str, Any]:
+    done = in_process("indexer", "run", "--dry-run", "--json", *args)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert isinstance(found, dict)
+    return found
+
+
+def billed(fake: FakeGemini) -> list[str]:
+    return [r.endpoint for r in fake.requests if r.endpoint != "countTokens"]
+
+
+def reported_tokens(stdout: str) -> int:
+    found = re.search(r"tokens: ([\d,]+) \(", stdout)
+    assert found, stdout
+    return int(found.group(1).replace(",", ""))
+
+
+def test_the_estimate_calls_no_model_writes_nothing_and_is_near_the_run(
+    env: dict[str, str], fake: FakeGemini, tmp_path: Path
+) -> None:
+    folder = photos(tmp_path / "photos", 9)
+    found = dry_run(str(folder))
+    assert set(found) == {"images", "requests", "tokens", "cost_usd"}
+    assert found["images"] == 9
+    assert found["requests"]["generation"] == 9 and found["requests"]["embedding"] >= 1
+    assert billed(fake) == []  # only countTokens, which is free
+    status = in_process("indexer", "status", "--json")
+    assert status.returncode == 2 and "no collection" in status.stderr  # nothing written
+
+    run = in_process("indexer", "run", str(folder))
+    assert run.returncode == 0, run.stderr
+    tokens = found["tokens"]
+    assert isinstance(tokens, dict)
+    estimated = sum(tokens.values())
+    assert abs(estimated - reported_tokens(run.stdout)) <= 0.2 * reported_tokens(run.stdout)
+    assert fake.count("generateContent") == found["requests"]["generation"]
+
+    status = in_process("indexer", "status", "--json")
+    spent = json.loads(status.stdout)["usage"]
+    assert 0 < spent["cost_usd"] <= found["cost_usd"]["online"]  # its descriptions, in USD
+    assert "at online prices" in in_process("indexer", "status").stdout
+
+    # Next time: the new images only, at this collection's own figures.
+    photos(folder, 3, first=9)
+    before = len(billed(fake))
+    again = dry_run(str(folder))
+    assert again["images"] == 3 and len(billed(fake)) == before
+    assert again["requests"]["generation"] == 3
+
+
+def test_batch_mode_halves_the_descriptions_and_prices_can_be_overridden(
+    env: dict[str, str], fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = photos(tmp_path / "photos", 4)
+    shipped = dry_run(str(folder))["cost_usd"]
+    assert isinstance(shipped, dict)
+    assert 0 < shipped["batch"] < shipped["online"]
+    batch = in_process("indexer", "run", "--dry-run", "--batch", str(folder))
+    assert batch.returncode == 0 and "cost in batch mode: $" in batch.stdout, batch.stdout
+
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        'source = "our contract"\nas_of = "2026-12-01"\nbatch_share = 0.5\n'
+        '[models."gemini-3.8-flash"]\ninput = 7.5\noutput = 37.5\n'
+        '[models."gemini-embedding-2"]\ninput = 2.0\nimage_input = 4.5\n'
+    )
+    monkeypatch.setenv("INDEXER_PRICES", str(prices))
+    tenfold = dry_run(str(folder))["cost_usd"]
+    assert isinstance(tenfold, dict)
+    assert tenfold["online"] == pytest.approx(10 * shipped["online"], rel=0.01)
+    prices.write_text('[models."another-model"]\ninput = 1.0\n')
+    unknown = in_process("indexer", "run", "--dry-run", "--json", str(folder))
+    assert unknown.returncode == 0 and "cost: unknown" in unknown.stdout
+    assert json.loads(unknown.stdout.strip().splitlines()[-1])["cost_usd"] == {
+        "online": None,
+        "batch": None,
+    }
