@@ -107,6 +107,8 @@ class BatchIndexer:
                 image = self._prepared(source, report)
                 if image is None:
                     continue
+                if not self._affordable(image, batch.submitted_images + len(job), report):
+                    break
                 cost = _cost(image)
                 if job and size + cost > MAX_JOB_BYTES:
                     self._create(job, size, batch)
@@ -115,9 +117,23 @@ class BatchIndexer:
                 size += cost
                 carried.add(source.id)
             notify(report, batch)
+            if report.stopped is not None:
+                break
         if job:
             self._create(job, size, batch)
         notify(report, batch)
+
+    def _affordable(self, image: PreparedImage, sent: int, report: RunReport) -> bool:
+        """Whether the run's budget (`--max-cost`) covers sending `image` in a job too."""
+        budget, provider = self.enricher.budget, self.enricher.provider
+        if budget is None or not provider.bills_tokens:
+            return True
+        if budget.prompt_tokens is None:
+            budget.prompt_tokens = provider.prompt_tokens(image, self.enricher.vocabulary)
+        fit, _ = budget.admit(1, provider.usage, batch=True)
+        if not fit:
+            report.stopped = budget.reached(provider.usage, sent, "submitted")
+        return bool(fit)
 
     def _prepared(self, source: SourceImage, report: RunReport) -> PreparedImage | None:
         try:

@@ -20,6 +20,7 @@ from indexer.records import Description, EmbeddingSpec, Failure, ImageRecord, St
 from indexer.vocabulary import Keywords, Vocabulary
 
 if TYPE_CHECKING:
+    from indexer.budget import Budget
     from indexer.config import Settings
     from indexer.images import PreparedImage
     from indexer.providers.base import Provider
@@ -93,6 +94,7 @@ class Enricher:
         self.vocabulary = vocabulary
         self.mapper = keyword_mapper(settings, provider, vocabulary)
         self.pictures = pictures
+        self.budget: Budget | None = None  # `indexer run --max-cost`
 
     @classmethod
     def create(cls, settings: Settings, provider: Provider, vocabulary: Vocabulary) -> Enricher:
@@ -123,7 +125,10 @@ class Enricher:
         """The outcomes of the images the API described before it became unavailable (a
         quota spent for the day, its host unreachable), in the order given, and that error
         if it did: the images without an outcome are neither recorded nor failed."""
-        answers = self.provider.describe(images, self.vocabulary) if images else []
+        try:
+            answers = self._described(images)
+        except ProviderUnavailableError as exc:  # counting a budget's tokens
+            return [], exc
         stopped = next((a for a in answers if isinstance(a, ProviderUnavailableError)), None)
         kept = [
             (image, answer)
@@ -135,6 +140,24 @@ class Enricher:
         except ProviderUnavailableError as exc:  # while embedding: nothing of this batch
             return [], exc
         return outcomes, stopped
+
+    def _described(self, images: Sequence[PreparedImage]) -> list[Description | ProviderError]:
+        """The provider's answers, within the run's budget (budget.py): the images past it
+        get BudgetReachedError instead, and stay pending."""
+        budget = self.budget if self.provider.bills_tokens else None
+        if budget is None or not images:
+            return self.provider.describe(images, self.vocabulary) if images else []
+        if budget.prompt_tokens is None:
+            budget.prompt_tokens = self.provider.prompt_tokens(images[0], self.vocabulary)
+        allowed, reserved = budget.admit(len(images), self.provider.usage)
+        try:
+            answers = self.provider.describe(images[:allowed], self.vocabulary) if allowed else []
+        finally:
+            budget.done(reserved)
+        if allowed < len(images):
+            usage = self.provider.usage
+            answers += [budget.reached(usage, usage.generation_requests)] * (len(images) - allowed)
+        return answers
 
     def complete(
         self,

@@ -36,6 +36,10 @@ class QuotaExhaustedError(ProviderUnavailableError):
         self.resets_in = resets_in  # seconds until the API said to try again, if it said
 
 
+class BudgetReachedError(QuotaExhaustedError):
+    """The run's spending cap (`indexer run --max-cost`) leaves no room for another image."""
+
+
 class TransientProviderError(ProviderError):
     """A model call failed in a way worth retrying (429, 5xx, timeout, connection)."""
 

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from indexer.prices import Prices
+from indexer.prices import (
+    DOCUMENT_TOKENS,
+    OUTPUT_GUESS,
+    PICTURE_TOKENS,
+    THINKING_GUESS,
+    Prices,
+)
 
 if TYPE_CHECKING:
     from indexer.config import Settings
@@ -24,13 +30,6 @@ if TYPE_CHECKING:
     from indexer.providers.base import Provider
     from indexer.store import ImageStore
     from indexer.vocabulary import Vocabulary
-
-# Before a collection's first run: what one description writes (keywords and a caption),
-# and what a Gemini 3 model thinks at each level, both rough.
-OUTPUT_GUESS = 60
-THINKING_GUESS = {"minimal": 0, "low": 120, "medium": 480, "high": 1500}
-DOCUMENT_TOKENS = 30  # "keywords. caption", embedded once per image
-PICTURE_TOKENS = 258  # an image sent to the embedding model
 
 
 @dataclass(frozen=True)

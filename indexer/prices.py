@@ -12,6 +12,13 @@ from typing import Any
 from indexer.errors import ConfigError
 
 MILLION = 1_000_000
+# What a description is guessed to cost before any is answered: its output (keywords and a
+# caption) and what a Gemini 3 model thinks at each level, both rough; and the tokens of an
+# image's embeddings ("keywords. caption", and the picture for a multimodal model).
+OUTPUT_GUESS = 60
+THINKING_GUESS = {"minimal": 0, "low": 120, "medium": 480, "high": 1500}
+DOCUMENT_TOKENS = 30
+PICTURE_TOKENS = 258
 
 
 @dataclass(frozen=True)

@@ -100,3 +100,48 @@ def test_batch_mode_halves_the_descriptions_and_prices_can_be_overridden(
         "online": None,
         "batch": None,
     }
+
+
+def counts() -> tuple[int, int, int]:
+    status = in_process("indexer", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    found = json.loads(status.stdout)
+    return found["indexed"], found["pending"], found["failed"]
+
+
+def test_a_budget_stops_the_run_before_it_is_spent_and_the_rest_stays_pending(
+    env: dict[str, str], fake: FakeGemini, tmp_path: Path
+) -> None:
+    folder = photos(tmp_path / "photos", 12)
+    whole = dry_run(str(folder))["cost_usd"]["online"]
+    budget = whole * 5 / 12  # about five of the twelve
+    done = in_process("indexer", "run", "--max-cost", f"{budget:.6f}", str(folder))
+    assert done.returncode == 3, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: the budget of ${budget:,.4f} is reached"), last
+    indexed, pending, failed = counts()
+    assert 0 < indexed <= 5 and pending == 12 - indexed and failed == 0
+    assert fake.count("generateContent") == indexed  # no request past the budget was sent
+    spent = json.loads(in_process("indexer", "status", "--json").stdout)["usage"]["cost_usd"]
+    assert spent <= budget
+
+    again = in_process("indexer", "run", str(folder))
+    assert again.returncode == 0, again.stderr
+    assert counts() == (12, 0, 0) and max(fake.paid().values()) == 1
+
+
+def test_a_budget_submits_to_the_batch_api_only_what_it_covers(
+    env: dict[str, str], fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INDEXER_BATCH_POLL_SECONDS", "0.1")
+    fake.batch_seconds = 0.6
+    folder = photos(tmp_path / "photos", 12)
+    whole = dry_run("--batch", str(folder))["cost_usd"]["batch"]
+    budget = whole * 4 / 12
+    done = in_process("indexer", "run", "--batch", "--max-cost", f"{budget:.6f}", str(folder))
+    assert done.returncode == 3, done.stderr
+    assert "is reached" in done.stderr.strip().splitlines()[-1]
+    submitted = len(fake.submitted_keys())
+    assert 0 < submitted <= 4
+    indexed, pending, failed = counts()
+    assert (indexed, pending, failed) == (submitted, 12 - submitted, 0)

@@ -32,6 +32,7 @@ from indexer.errors import ConfigError, NoCollectionError
 from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
+    from indexer.budget import Budget
     from indexer.config import Settings
     from indexer.pipeline import Indexer, Shard
 from indexer.cli.app import VerboseOpt, app, usage_line
@@ -70,6 +71,14 @@ def run(
         "its requests, tokens and cost in USD online and in batch mode.",
     ),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: end with one JSON line."),
+    max_cost: float | None = typer.Option(
+        None,
+        "--max-cost",
+        metavar="USD",
+        min=0.0,
+        help="Start no request that would take the run's spend past USD (with --batch: submit "
+        "only as many images as it covers); the rest stays pending, exit status 3.",
+    ),
     verbose: bool = VerboseOpt,
 ) -> None:
     """Index images: keywords, caption and embedding of each, upserted into Chroma.
@@ -101,6 +110,8 @@ def run(
         total = sum(1 for _ in discover(paths))
         indexer = resources.enter_context(indexing(settings, provider))
         store = indexer.store
+        if max_cost is not None:
+            indexer.enricher.budget = spending_cap(settings, indexer, max_cost)
         if indexer.enricher.provider.loads_models:
             err.print(line("loading models..."))
         indexer.enricher.provider.warm_up()
@@ -161,6 +172,31 @@ def run(
         stop_with(report.stopped)
     if report.failures:
         raise typer.Exit(EXIT_FAILED_IMAGES)
+
+
+def spending_cap(settings: Settings, indexer: Indexer, usd: float) -> Budget:
+    """The run's budget, priced by the price table (which must know the model)."""
+    from indexer.budget import Budget
+    from indexer.prices import Prices
+
+    prices = Prices.load(settings.prices_file)
+    provider = indexer.enricher.provider
+    if provider.bills_tokens and prices.of(settings.generation_model) is None:
+        raise ConfigError(
+            f"--max-cost: no price for {settings.generation_model} in {prices.source}; "
+            "set INDEXER_PRICES to a table that has one"
+        )
+    pictures = indexer.enricher.image_spec is not None and (
+        indexer.enricher.image_spec == provider.image_spec
+    )
+    return Budget(
+        usd,
+        prices,
+        settings.generation_model,
+        settings.embedding_model,
+        settings.thinking_level,
+        pictures,
+    )
 
 
 def show_estimate(
@@ -244,6 +280,8 @@ def run_batch(
         for name in batch.submitted_jobs:
             out.print(line(name))
         err.print(line("collect the answers later with `indexer run --batch` on the same folders"))
+        if report.stopped is not None:
+            stop_with(report.stopped)
         return
 
     def show(r: RunReport, b: BatchReport) -> None:
@@ -279,6 +317,9 @@ def run_batch(
         err.print(line((f"{report.failed} image(s) failed", "red"), " (retried on the next run):"))
         for failure in report.failures:
             err.print(line(f"  {failure.path}: {failure.reason}"))
+    if report.stopped is not None:
+        stop_with(report.stopped)  # the budget covered no more images: exit 3
+    if report.failures:
         raise typer.Exit(EXIT_FAILED_IMAGES)
 
 

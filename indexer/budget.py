@@ -1,0 +1,76 @@
+"""A run's spending cap, `indexer run --max-cost USD`: images are sent to be described only
+as far as what the run has spent (the tokens its answers reported), what the batches in
+flight may still cost, and what they may cost fits within the budget. An image may cost its
+prompt as counted (countTokens, free), output and thinking as this run's answers average (a
+first-run guess until one is in), and its embeddings as estimated (their answers report no
+tokens); in a batch job, the batch share of that."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from indexer.errors import BudgetReachedError
+from indexer.prices import DOCUMENT_TOKENS, OUTPUT_GUESS, PICTURE_TOKENS, THINKING_GUESS, Prices
+from indexer.records import Usage
+
+
+class Budget:
+    def __init__(
+        self,
+        limit_usd: float,
+        prices: Prices,
+        generation_model: str,
+        embedding_model: str,
+        thinking_level: str,
+        pictures: bool,
+    ) -> None:
+        self.limit = limit_usd
+        self._prices = prices
+        self._model = generation_model
+        self._thinking = THINKING_GUESS.get(thinking_level.lower(), THINKING_GUESS["high"])
+        embedded = prices.embedding(
+            embedding_model, DOCUMENT_TOKENS, PICTURE_TOKENS if pictures else 0
+        )
+        self._embedding = embedded or 0.0
+        self._reserved = 0.0
+        self._lock = threading.Lock()
+        self.prompt_tokens: int | None = None  # one description's, counted once a run
+
+    def admit(self, wanted: int, usage: Usage, batch: bool = False) -> tuple[int, float]:
+        """How many of `wanted` images fit now, and what is reserved for them (give it back
+        with `done` once they are answered, or, in a batch job, never: a job is paid)."""
+        with self._lock:
+            # A batch run sends its embeddings online: only the description is half price.
+            per = self._description(usage) * (self._prices.batch_share if batch else 1.0)
+            per += self._embedding
+            room = self.limit - self.spent(usage) - self._reserved
+            fit = wanted if per <= 0 else max(0, min(wanted, math.floor(room / per + 1e-9)))
+            self._reserved += fit * per
+            return fit, fit * per
+
+    def done(self, reserved: float) -> None:
+        """The images reserved for are answered: their usage now counts instead."""
+        with self._lock:
+            self._reserved -= reserved
+
+    def spent(self, usage: Usage) -> float:
+        """What the answers so far cost: their tokens, and their images' embeddings."""
+        described = self._prices.generation(
+            self._model, usage.prompt_tokens, usage.output_tokens, usage.thinking_tokens
+        )
+        return (described or 0.0) + usage.generation_requests * self._embedding
+
+    def reached(self, usage: Usage, sent: int, done: str = "described") -> BudgetReachedError:
+        return BudgetReachedError(
+            f"the budget of ${self.limit:,.4f} is reached: {sent} image(s) {done} "
+            f"for about ${self.spent(usage) + self._reserved:,.4f}; the rest stay pending "
+            "(run again with a larger --max-cost)"
+        )
+
+    def _description(self, usage: Usage) -> float:
+        answered = usage.generation_requests
+        output = round(usage.output_tokens / answered) if answered else OUTPUT_GUESS
+        thinking = round(usage.thinking_tokens / answered) if answered else self._thinking
+        prompt = self.prompt_tokens or 0
+        return self._prices.generation(self._model, prompt, output, thinking) or 0.0
