@@ -127,3 +127,26 @@ def test_a_schema_the_api_refuses_is_found_once_and_the_run_goes_on(
     assert enum_requests(fake) <= 4, enum_requests(fake)
     assert counts() == (12, 0, 0)
     assert set(map(tuple, tagged().values())) == {("T-shirt",)}
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        "not a list",
+        [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": "x"}],
+        [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [None, 3]}],
+        [None, 7, {"@type": 5}],
+        [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "soon"}],
+    ],
+)
+def test_a_429_whose_details_are_not_what_they_should_be_is_a_plain_retry(details: object) -> None:
+    """An answer in the wrong shape (a proxy, a changed API) is retried like any 429, never
+    a crash and never mistaken for a day's quota."""
+    from google.genai import errors
+
+    from indexer.errors import QuotaExhaustedError, TransientProviderError
+    from indexer.providers.gemini_transport import translate
+
+    body = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": details}}
+    typed = translate(errors.ClientError(429, body), 60.0)
+    assert isinstance(typed, TransientProviderError) and not isinstance(typed, QuotaExhaustedError)
