@@ -154,6 +154,28 @@ def in_process(tool: str, *args: str, **env: str) -> Ran:
     return Ran(done.exit_code, done.stdout, done.stderr)
 
 
+def catalog_counts() -> tuple[int, int, int]:
+    """(indexed, pending, failed) as `indexer status --json` reports them."""
+    import json
+
+    status = in_process("indexer", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    found = json.loads(status.stdout)
+    return found["indexed"], found["pending"], found["failed"]
+
+
+def in_another_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m indexer ARGS` as a process of its own (a second writer, say), with this
+    test's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "indexer", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        timeout=300,
+    )
+
+
 def image_record(
     rid: str, vec: list[float], picture: list[float] | None = None, **keywords: list[str]
 ) -> ImageRecord:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import garment_image, in_process
+from tests.conftest import catalog_counts, garment_image, in_process
 from tests.fake_gemini import FakeGemini
 
 COLORS = ["red", "blue", "green"]
@@ -102,13 +102,6 @@ def test_batch_mode_halves_the_descriptions_and_prices_can_be_overridden(
     }
 
 
-def counts() -> tuple[int, int, int]:
-    status = in_process("indexer", "status", "--json")
-    assert status.returncode == 0, status.stderr
-    found = json.loads(status.stdout)
-    return found["indexed"], found["pending"], found["failed"]
-
-
 def test_a_budget_stops_the_run_before_it_is_spent_and_the_rest_stays_pending(
     env: dict[str, str], fake: FakeGemini, tmp_path: Path
 ) -> None:
@@ -119,7 +112,7 @@ def test_a_budget_stops_the_run_before_it_is_spent_and_the_rest_stays_pending(
     assert done.returncode == 3, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: the budget of ${budget:,.4f} is reached"), last
-    indexed, pending, failed = counts()
+    indexed, pending, failed = catalog_counts()
     assert 0 < indexed <= 5 and pending == 12 - indexed and failed == 0
     assert fake.count("generateContent") == indexed  # no request past the budget was sent
     spent = json.loads(in_process("indexer", "status", "--json").stdout)["usage"]["cost_usd"]
@@ -127,7 +120,7 @@ def test_a_budget_stops_the_run_before_it_is_spent_and_the_rest_stays_pending(
 
     again = in_process("indexer", "run", str(folder))
     assert again.returncode == 0, again.stderr
-    assert counts() == (12, 0, 0) and max(fake.paid().values()) == 1
+    assert catalog_counts() == (12, 0, 0) and max(fake.paid().values()) == 1
 
 
 def test_a_budget_submits_to_the_batch_api_only_what_it_covers(
@@ -143,5 +136,5 @@ def test_a_budget_submits_to_the_batch_api_only_what_it_covers(
     assert "is reached" in done.stderr.strip().splitlines()[-1]
     submitted = len(fake.submitted_keys())
     assert 0 < submitted <= 4
-    indexed, pending, failed = counts()
+    indexed, pending, failed = catalog_counts()
     assert (indexed, pending, failed) == (submitted, 12 - submitted, 0)

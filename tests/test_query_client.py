@@ -13,7 +13,7 @@ from indexer.cli import app as indexer_app
 from indexer.records import ImageRecord
 from indexer.store import ImageStore
 from query import QueryClient, QueryError, QueryResult, StoreError, parse_where
-from tests.conftest import garment_image
+from tests.conftest import garment_image, in_another_process
 from tests.fake_gemini import FakeGemini
 
 
@@ -198,7 +198,6 @@ def test_searches_find_what_another_process_wrote_without_a_restart(
 ) -> None:
     """An embedded engine keeps the vector index it loaded: a search must not stay blind to
     images another process indexed after it (here a real `indexer run` process)."""
-    import os
     import time
 
     garment_image(tmp_path / "photos" / "red.png", "red")
@@ -210,13 +209,7 @@ def test_searches_find_what_another_process_wrote_without_a_restart(
 
         assert found() == {"red.png"}  # the index is loaded now
         garment_image(tmp_path / "more" / "blue.png", "blue")
-        wrote = subprocess.run(
-            [sys.executable, "-m", "indexer", "run", str(tmp_path / "more")],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-            timeout=300,
-        )
+        wrote = in_another_process("run", str(tmp_path / "more"))
         assert wrote.returncode == 0, wrote.stderr
         assert client.browse().total == 2
         deadline = time.monotonic() + 60  # the engine is opened anew in the background

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import garment_image, in_process
+from tests.conftest import catalog_counts, garment_image, in_process
 from tests.fake_gemini import FakeGemini
 
 COLORS = ["red", "blue", "green", "yellow", "orange", "violet"]
@@ -17,13 +17,6 @@ COLORS = ["red", "blue", "green", "yellow", "orange", "violet"]
 def photos(folder: Path, n: int) -> None:
     for i in range(n):
         garment_image(folder / f"{i:02d}.png", COLORS[i % len(COLORS)], size=(200 + i, 240))
-
-
-def counts() -> tuple[int, int, int]:
-    status = in_process("indexer", "status", "--json")
-    assert status.returncode == 0, status.stderr
-    found = json.loads(status.stdout)
-    return found["indexed"], found["pending"], found["failed"]
 
 
 def test_a_quota_spent_for_the_day_stops_the_run_and_the_next_day_finishes_it(
@@ -41,13 +34,13 @@ def test_a_quota_spent_for_the_day_stops_the_run_and_the_next_day_finishes_it(
     assert "retrying" not in done.stderr  # a day's quota is not waited out
     # No request was repeated after the quota answered: a backoff would have.
     assert max(fake.described().values()) == 1, fake.described()
-    assert counts() == (5, 25, 0)  # the described ones written, none failed, the rest to do
+    assert catalog_counts() == (5, 25, 0)  # the described ones written, none failed, the rest to do
 
     fake.new_day()  # and the day's quota is enough for the rest
     fake.daily_quota["generateContent"] = 25
     again = in_process("indexer", "run", str(tmp_path / "photos"))
     assert again.returncode == 0, again.stderr
-    assert counts() == (30, 0, 0)
+    assert catalog_counts() == (30, 0, 0)
     assert max(fake.paid().values()) == 1  # never described twice
 
 
@@ -59,7 +52,7 @@ def test_a_per_minute_quota_keeps_its_backoff(
     done = in_process("indexer", "run", str(tmp_path / "photos"))
     assert done.returncode == 0, done.stderr
     assert "retrying with backoff" in done.stderr
-    assert counts() == (4, 0, 0)
+    assert catalog_counts() == (4, 0, 0)
 
 
 def test_a_retry_delay_longer_than_the_run_waits_stops_it_too(
@@ -72,7 +65,7 @@ def test_a_retry_delay_longer_than_the_run_waits_stops_it_too(
     assert done.returncode == 3, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert "GenerateRequestsPerMinutePerProjectPerModel" in last and "resets in 1 h 0 min" in last
-    assert counts() == (0, 4, 0)
+    assert catalog_counts() == (0, 4, 0)
 
 
 def vocabulary_file(path: Path, extra: int) -> Path:
@@ -125,7 +118,7 @@ def test_a_schema_the_api_refuses_is_found_once_and_the_run_goes_on(
     assert done.stderr.count("describing with free keywords") == 1, done.stderr
     # Only the requests in flight when the first refusal came were refused, not every photo.
     assert enum_requests(fake) <= 4, enum_requests(fake)
-    assert counts() == (12, 0, 0)
+    assert catalog_counts() == (12, 0, 0)
     assert set(map(tuple, tagged().values())) == {("T-shirt",)}
 
 

@@ -3,9 +3,6 @@ closed only after the last search on it is done (real embedded Chroma, a real wr
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +12,7 @@ from indexer.config import load_settings
 from indexer.errors import StoreError
 from indexer.store import ImageStore
 from query.searchers import Searchers
-from tests.conftest import garment_image, in_process
+from tests.conftest import garment_image, in_another_process, in_process
 from tests.fake_gemini import FakeGemini
 
 
@@ -34,13 +31,7 @@ def test_a_search_in_flight_keeps_its_engine_until_done(
     with searchers.engine(main, vector, False) as held:
         assert [n.id for n in held.planner.nearest(vector, 10, {}, False)] == [red.id]
         garment_image(tmp_path / "more" / "blue.png", "blue")
-        wrote = subprocess.run(
-            [sys.executable, "-m", "indexer", "run", str(tmp_path / "more")],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-            timeout=300,
-        )
+        wrote = in_another_process("run", str(tmp_path / "more"))
         assert wrote.returncode == 0, wrote.stderr
         deadline = time.monotonic() + 60  # opened in the background, a second apart at least
         while True:
