@@ -189,3 +189,36 @@ def test_a_storm_of_creates_renames_and_deletes_ends_with_the_catalog_matching_t
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_quota_spent_for_the_day_stops_watching_with_exit_3_and_loses_nothing(
+    fake: FakeGemini, server_env: ChromaServer, tmp_path: Path
+) -> None:
+    """Watching on would fail every new photo until the quota resets: it stops, the photos
+    it could not describe stay pending for the next run."""
+    folder = tmp_path / "photos"
+    garment_image(folder / "first.png", "red")
+    fake.daily_quota["generateContent"] = 1
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "indexer", "watch", str(folder), "--settle", "0.3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        eventually(lambda: "first.png" in records(), proc)
+        garment_image(folder / "second.png", "blue")
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, stderr
+    assert "GenerateRequestsPerDayPerProjectPerModel" in stderr.strip().splitlines()[-1]
+    status = subprocess.run(
+        [sys.executable, "-m", "indexer", "status", "--json", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    counts = json.loads(status.stdout)
+    assert (counts["indexed"], counts["pending"], counts["failed"]) == (1, 1, 0)

@@ -78,10 +78,14 @@ def _spent_for_the_day(exc: Any, longest_wait: float) -> QuotaExhaustedError | N
         resets = f"it resets in {_duration(delay)} (about {at})"
     else:
         resets = "it resets at the end of the quota's day"
+    advice = "run the same command again then"
+    if "batch" not in quota.lower():
+        advice += (
+            ", or now with --batch (batch jobs have quotas of their own and cost half as much)"
+        )
     return QuotaExhaustedError(
         f"Gemini quota {quota}{limit} is spent; {resets}. The images not yet described stay "
-        "pending: run the same command again then, or now with --batch (batch jobs have "
-        "quotas of their own and cost half as much)",
+        f"pending: {advice}",
         resets_in=delay,
     )
 
