@@ -144,9 +144,9 @@ class Indexer:
         vanished_ok: bool = False,
     ) -> RunReport:
         """Index everything under `paths`. When `stop` is set, the batches in flight are
-        finished and written and the run returns early; what is left stays pending. So
-        when the API becomes unavailable (`report.stopped`: a quota spent for the day, its
-        host unreachable), after writing what it described.
+        finished and written and the run returns early; what is left stays pending. It
+        returns early too when the API becomes unavailable (`report.stopped`: a quota spent
+        for the day, its host unreachable), after writing what it had described.
         `remember` records `paths` as catalog folders for `indexer status`; `vanished_ok`
         skips those of `paths` that no longer exist instead of failing the run."""
         started = time.monotonic()
