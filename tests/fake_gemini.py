@@ -163,6 +163,7 @@ class FakeBatch:
     outcome: str = "succeeded"
     cancelled: bool = False
     output: dict[str, Any] | None = None
+    embeds: bool = False  # an asyncBatchEmbedContent job: answers are embeddings
 
     def state(self, now: float, duration: float) -> str:
         if self.cancelled:
@@ -492,7 +493,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         path = self.path.split("?")[0]
         if path.startswith(("/upload/", "/upload-session/", "/v1beta/batches/")) or path.endswith(
-            ":batchGenerateContent"
+            (":batchGenerateContent", ":asyncBatchEmbedContent")
         ):
             # An upload session URL is a capability URL, as Google's: it needs no key.
             if path.startswith("/upload-session/") or self._authorised():
@@ -623,7 +624,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _batch_post(self, path: str, raw: bytes) -> None:
         fake = self.fake
-        if m := re.fullmatch(r"/v1beta/models/([^/:]+):batchGenerateContent", path):
+        if m := re.fullmatch(
+            r"/v1beta/models/([^/:]+):(batchGenerateContent|asyncBatchEmbedContent)", path
+        ):
             batch = json.loads(raw)["batch"]
             source = batch.get("inputConfig", {})
             if "fileName" in source:
@@ -653,6 +656,7 @@ class _Handler(BaseHTTPRequestHandler):
                     requests,
                     source.get("fileName"),
                     fake.batch_outcomes.popleft() if fake.batch_outcomes else "succeeded",
+                    embeds=m.group(2) == "asyncBatchEmbedContent",
                 )
                 fake.batches[name] = job
             if fault is not None and fault.kind == "timeout":
@@ -691,8 +695,9 @@ class _Handler(BaseHTTPRequestHandler):
         state = job.state(time.monotonic(), self.fake.batch_seconds)
         if self.fake.batches_held and not job.cancelled:
             state = "BATCH_STATE_RUNNING"
+        kind = "EmbedContentBatch" if job.embeds else "GenerateContentBatch"
         meta: dict[str, Any] = {
-            "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+            "@type": f"type.googleapis.com/google.ai.generativelanguage.v1beta.{kind}",
             "model": job.model,
             "displayName": job.display_name,
             "createTime": "2026-11-27T00:00:00Z",
@@ -704,7 +709,14 @@ class _Handler(BaseHTTPRequestHandler):
         return {"name": job.name, "metadata": meta, "done": state != "BATCH_STATE_PENDING"}
 
     def _output(self, job: FakeBatch) -> dict[str, Any]:
-        """Each request answered as generateContent would, computed once."""
+        """Each request answered as generateContent (or embedContent) would, computed once."""
+        if job.output is None and job.embeds:
+            embedded = [
+                {"response": {"embedding": self._vector(job.model, item["request"], None)}}
+                | ({"metadata": {"key": item["key"]}} if item.get("key") else {})
+                for item in job.requests
+            ]
+            job.output = {"inlinedEmbedContentResponses": {"inlinedResponses": embedded}}
         if job.output is None:
             answers = []
             for item in job.requests:
