@@ -41,17 +41,21 @@ def eventually(check: Callable[[], bool], proc: subprocess.Popen[str], timeout: 
         time.sleep(0.3)
 
 
-def test_watch_follows_new_changed_moved_and_deleted_images(
-    fake: FakeGemini, server_env: ChromaServer, tmp_path: Path
-) -> None:
-    folder = tmp_path / "photos"
-    garment_image(folder / "first.png", "red")
-    proc = subprocess.Popen(
+def watching(folder: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "indexer", "watch", str(folder), "--settle", "0.3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_watch_follows_new_changed_moved_and_deleted_images(
+    fake: FakeGemini, server_env: ChromaServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    garment_image(folder / "first.png", "red")
+    proc = watching(folder)
     try:
         eventually(lambda: "first.png" in records(), proc)  # the first pass
 
@@ -81,15 +85,6 @@ def test_watch_follows_new_changed_moved_and_deleted_images(
     assert proc.returncode == 0, errors
     assert "SIGTERM: finishing the images in hand" in errors
     assert "stopped: indexed 4, removed 2, failed 0" in out
-
-
-def watching(folder: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "indexer", "watch", str(folder), "--settle", "0.3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def stopped(proc: subprocess.Popen[str]) -> tuple[str, str]:
@@ -199,12 +194,7 @@ def test_a_quota_spent_for_the_day_stops_watching_with_exit_3_and_loses_nothing(
     folder = tmp_path / "photos"
     garment_image(folder / "first.png", "red")
     fake.daily_quota["generateContent"] = 1
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "indexer", "watch", str(folder), "--settle", "0.3"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = watching(folder)
     try:
         eventually(lambda: "first.png" in records(), proc)
         garment_image(folder / "second.png", "blue")
