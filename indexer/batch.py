@@ -128,8 +128,7 @@ class BatchIndexer:
         budget, provider = self.enricher.budget, self.enricher.provider
         if budget is None or not provider.bills_tokens:
             return True
-        if budget.prompt_tokens is None:
-            budget.prompt_tokens = provider.prompt_tokens(image, self.enricher.vocabulary)
+        budget.count_prompt(lambda: provider.prompt_tokens(image, self.enricher.vocabulary))
         fit, _ = budget.admit(1, provider.usage, batch=True)
         if not fit:
             report.stopped = budget.reached(provider.usage, sent, "submitted")

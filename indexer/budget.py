@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 from indexer.errors import BudgetReachedError
-from indexer.prices import DOCUMENT_TOKENS, OUTPUT_GUESS, PICTURE_TOKENS, THINKING_GUESS, Prices
+from indexer.prices import Prices, description_tokens
 from indexer.records import Usage
 
 
@@ -28,14 +29,16 @@ class Budget:
         self.limit = limit_usd
         self._prices = prices
         self._model = generation_model
-        self._thinking = THINKING_GUESS.get(thinking_level.lower(), THINKING_GUESS["high"])
-        embedded = prices.embedding(
-            embedding_model, DOCUMENT_TOKENS, PICTURE_TOKENS if pictures else 0
-        )
-        self._embedding = embedded or 0.0
+        self._thinking_level = thinking_level
+        self._embedding = prices.image_embeddings(embedding_model, pictures) or 0.0
         self._reserved = 0.0
         self._lock = threading.Lock()
-        self.prompt_tokens: int | None = None  # one description's, counted once a run
+        self._prompt_tokens: int | None = None  # one description's, counted once a run
+
+    def count_prompt(self, count: Callable[[], int]) -> None:
+        """One description's prompt tokens, from `count` (countTokens) the first time."""
+        if self._prompt_tokens is None:
+            self._prompt_tokens = count()
 
     def admit(self, wanted: int, usage: Usage, batch: bool = False) -> tuple[int, float]:
         """How many of `wanted` images fit now, and what is reserved for them (give it back
@@ -69,8 +72,6 @@ class Budget:
         )
 
     def _description(self, usage: Usage) -> float:
-        answered = usage.generation_requests
-        output = round(usage.output_tokens / answered) if answered else OUTPUT_GUESS
-        thinking = round(usage.thinking_tokens / answered) if answered else self._thinking
-        prompt = self.prompt_tokens or 0
+        output, thinking = description_tokens(usage, self._thinking_level)
+        prompt = self._prompt_tokens or 0
         return self._prices.generation(self._model, prompt, output, thinking) or 0.0

@@ -38,12 +38,18 @@ class ImageVectors:
     embed: Callable[[Sequence[PreparedImage]], list[list[float]]]
 
 
+def own_pictures(provider: Provider) -> bool:
+    """Whether the provider embeds pictures itself (billed, where it bills), rather than
+    leaving them to the local image model."""
+    return provider.supports_image_embeddings and provider.image_spec is not None
+
+
 def image_vectors(provider: Provider, enabled: bool, cache: Path) -> ImageVectors | None:
     """The provider's own image vectors if it has them, else the local image model when it is
     installed (so that Gemini-built collections get them too), else none."""
     if not enabled:
         return None
-    if provider.supports_image_embeddings and provider.image_spec is not None:
+    if own_pictures(provider) and provider.image_spec is not None:
         return ImageVectors(provider.image_spec, provider.embed_images)
     from indexer import vision
     from indexer.images import picture
@@ -147,8 +153,7 @@ class Enricher:
         budget = self.budget if self.provider.bills_tokens else None
         if budget is None or not images:
             return self.provider.describe(images, self.vocabulary) if images else []
-        if budget.prompt_tokens is None:
-            budget.prompt_tokens = self.provider.prompt_tokens(images[0], self.vocabulary)
+        budget.count_prompt(lambda: self.provider.prompt_tokens(images[0], self.vocabulary))
         allowed, reserved = budget.admit(len(images), self.provider.usage)
         try:
             answers = self.provider.describe(images[:allowed], self.vocabulary) if allowed else []

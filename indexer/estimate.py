@@ -11,22 +11,14 @@ Embedding tokens are a small share of the cost and are estimated from the captio
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from indexer.prices import (
-    DOCUMENT_TOKENS,
-    OUTPUT_GUESS,
-    PICTURE_TOKENS,
-    THINKING_GUESS,
-    Prices,
-)
+from indexer.prices import Prices, description_tokens
 
 if TYPE_CHECKING:
     from indexer.config import Settings
-    from indexer.images import SourceImage
     from indexer.providers.base import Provider
     from indexer.store import ImageStore
     from indexer.vocabulary import Vocabulary
@@ -75,7 +67,11 @@ def estimate(
     carried = {i for e in store.batches.entries() for i in e.images} if store is not None else set()
     images = unreadable = 0
     first = None
-    for source in _to_describe(settings, store, paths):
+    from indexer.enrich import own_pictures
+    from indexer.pipeline import unindexed
+
+    # Failed images are described again, as the run does.
+    for source in unindexed(store, [Path(p) for p in paths], set(), settings.max_file_bytes):
         if source is None:
             unreadable += 1
         elif source.id not in carried:
@@ -85,13 +81,10 @@ def estimate(
     prompt = output = thinking = 0
     if billed and first is not None:
         prompt = provider.prompt_tokens(prepare(first, settings.image_max_side), vocabulary)
-        output, thinking = _per_description(store, settings.thinking_level)
+        usage = store.usage.totals()[0] if store is not None else None
+        output, thinking = description_tokens(usage, settings.thinking_level)
     # The provider's own picture vectors are billed; the local image model's are not.
-    pictures = (
-        settings.image_vectors
-        and provider.supports_image_embeddings
-        and provider.image_spec is not None
-    )
+    pictures = settings.image_vectors and own_pictures(provider)
     batches = math.ceil(images / max(1, settings.batch_size))
     embedding = batches * (1 + (math.ceil(settings.batch_size / 6) if pictures else 0))
     prices = Prices.load(settings.prices_file)
@@ -101,13 +94,10 @@ def estimate(
         described = prices.generation(
             settings.generation_model, prompt * images, output * images, thinking * images
         )
-        embedded = prices.embedding(
-            settings.embedding_model,
-            DOCUMENT_TOKENS * images,
-            PICTURE_TOKENS * images if pictures else 0,
-        )
+        per_image = prices.image_embeddings(settings.embedding_model, pictures)
         online = batch = None
-        if described is not None and embedded is not None:
+        if described is not None and per_image is not None:
+            embedded = per_image * images
             online = round(described + embedded, 4)
             # A batch run sends its embeddings online: only descriptions are half price.
             batch = round(described * prices.batch_share + embedded, 4)
@@ -123,38 +113,3 @@ def estimate(
         batch_usd=batch,
         prices=f"{prices.source} ({prices.as_of})" if prices.as_of else prices.source,
     )
-
-
-def _to_describe(
-    settings: Settings, store: ImageStore | None, paths: list[Path]
-) -> Iterator[SourceImage | None]:
-    """The images a run would describe (None for an unreadable file): failed ones again."""
-    from indexer.errors import ImageError
-    from indexer.images import discover, read_source
-    from indexer.pipeline import unindexed
-
-    roots = [Path(p) for p in paths]
-    if store is not None:
-        yield from unindexed(store, roots, set(), settings.max_file_bytes)
-        return
-    seen: set[str] = set()
-    for path in discover(roots):
-        try:
-            source = read_source(path, settings.max_file_bytes)
-        except ImageError:
-            yield None
-            continue
-        if source.id not in seen:
-            seen.add(source.id)
-            yield source
-
-
-def _per_description(store: ImageStore | None, level: str) -> tuple[int, int]:
-    """Output and thinking tokens of one description: this collection's average so far."""
-    usage = store.usage.totals()[0] if store is not None else None
-    if usage is not None and usage.generation_requests:
-        return (
-            round(usage.output_tokens / usage.generation_requests),
-            round(usage.thinking_tokens / usage.generation_requests),
-        )
-    return OUTPUT_GUESS, THINKING_GUESS.get(level.lower(), THINKING_GUESS["high"])

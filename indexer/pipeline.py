@@ -318,13 +318,14 @@ def count_pending(
 
 
 def unindexed(
-    store: ImageStore,
+    store: ImageStore | None,
     roots: Sequence[Path],
     failed_paths: set[str],
     max_bytes: int = MAX_FILE_BYTES,
 ) -> Iterator[SourceImage | None]:
     """Each image under `roots` that is neither indexed nor among `failed_paths`, once (None
-    for a file that cannot be read, which the next run records), writing nothing.
+    for a file that cannot be read, which the next run records), writing nothing. With no
+    `store` (no collection yet), every image is.
 
     Paths are looked up first, a chunk at a time: a file whose size and modification time
     match its record is settled unread; only new or changed files are read and hashed, so a
@@ -333,7 +334,7 @@ def unindexed(
     seen: set[str] = set()
     for chunk in batched(discover(roots), 500):
         by_text = {display_path(path): path for path in chunk}
-        recorded = store.stats_at(list(by_text))
+        recorded = store.stats_at(list(by_text)) if store is not None else {}
         sources: dict[str, SourceImage] = {}
         for text, path in by_text.items():
             if text in failed_paths or _unchanged(path, recorded.get(text)) is not None:
@@ -346,5 +347,5 @@ def unindexed(
             if source.id not in seen:
                 seen.add(source.id)
                 sources[source.id] = source
-        known = store.known_paths(list(sources)).keys()
+        known = store.known_paths(list(sources)).keys() if store is not None else set()
         yield from (s for rid, s in sources.items() if rid not in known)

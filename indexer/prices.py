@@ -7,9 +7,12 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from indexer.records import Usage
 
 MILLION = 1_000_000
 # What a description is guessed to cost before any is answered: its output (keywords and a
@@ -75,6 +78,10 @@ class Prices:
             return None
         return (prompt * price.input + (output + thinking) * price.output) / MILLION
 
+    def image_embeddings(self, model: str, pictures: bool) -> float | None:
+        """USD online for embedding one image's text (and its picture, with `pictures`)."""
+        return self.embedding(model, DOCUMENT_TOKENS, PICTURE_TOKENS if pictures else 0)
+
     def embedding(self, model: str, text: int, images: int = 0) -> float | None:
         """USD online for an embedding model's text and picture tokens."""
         price = self.of(model)
@@ -82,6 +89,15 @@ class Prices:
             return None
         image_price = price.image_input if price.image_input is not None else price.input
         return (text * price.input + images * image_price) / MILLION
+
+
+def description_tokens(usage: Usage | None, thinking_level: str) -> tuple[int, int]:
+    """Output and thinking tokens one description is expected to take: the average of the
+    answers in `usage` (a collection's runs, or this run's), else the first-run guesses."""
+    if usage is not None and usage.generation_requests:
+        answered = usage.generation_requests
+        return round(usage.output_tokens / answered), round(usage.thinking_tokens / answered)
+    return OUTPUT_GUESS, THINKING_GUESS.get(thinking_level.lower(), THINKING_GUESS["high"])
 
 
 def _model_price(entry: Any) -> ModelPrice:

@@ -186,9 +186,9 @@ def spending_cap(settings: Settings, indexer: Indexer, usd: float) -> Budget:
             f"--max-cost: no price for {settings.generation_model} in {prices.source}; "
             "set INDEXER_PRICES to a table that has one"
         )
-    pictures = indexer.enricher.image_spec is not None and (
-        indexer.enricher.image_spec == provider.image_spec
-    )
+    from indexer.enrich import own_pictures
+
+    pictures = indexer.enricher.pictures is not None and own_pictures(provider)
     return Budget(
         usd,
         prices,
