@@ -67,10 +67,11 @@ def _spent_for_the_day(exc: Any, longest_wait: float) -> QuotaExhaustedError | N
     """A 429 that waiting within a run does not cure: a per-day quota, or a retry delay
     longer than the run waits (INDEXER_RETRY_MAX_WAIT). None for a per-minute 429."""
     delay = _retry_after(exc)
-    daily = [v for v in _violations(exc) if "PerDay" in str(v.get("quotaId", ""))]
+    violations = _violations(exc)
+    daily = [v for v in violations if "PerDay" in str(v.get("quotaId", ""))]
     if not daily and (delay is None or delay <= longest_wait):
         return None
-    named = daily[0] if daily else (_violations(exc) or [{}])[0]
+    named = daily[0] if daily else (violations or [{}])[0]
     quota = str(named.get("quotaId", "")) or "a Gemini quota"
     limit = f" (limit {named['quotaValue']})" if named.get("quotaValue") else ""
     if delay is not None:
