@@ -1,11 +1,15 @@
-"""`indexer run --batch`: describe images through the Gemini Batch API at half the price.
+"""`indexer run --batch`: describe and embed images through the Gemini Batch API at half the
+price.
 
-The walk, triage, keyword mapping, embeddings and writes are the online path's own; only the
-description step changes: images that need one are sent as batch jobs of inline requests,
-each job kept under the 20 MB inline limit (a large run makes several jobs). Inline requests
-rather than a JSONL file through the Files API: no upload and download round trips to
-retry, answers arrive keyed by content id inside the job itself, and a job of ~150 photos
-is a natural unit to retry when it expires.
+The walk, triage, keyword mapping and writes are the online path's own; the model calls are
+jobs instead. Images that need a description are sent as batch jobs of inline requests, each
+job kept under the 20 MB inline limit (a large run makes several jobs). Once a description
+job is collected, its answers are tagged and sent on as an embedding job (the texts, and the
+pictures where the provider embeds them), and the records are written when that one is in.
+Inline requests rather than a JSONL file through the Files API: no upload and download round
+trips to retry, answers arrive inside the job itself, and a job of ~150 photos is a natural
+unit to retry when it expires. Only new keywords are embedded online, to be mapped onto the
+vocabulary before the text to embed is known (each word once, then cached).
 
 Never paying twice rests on the batch log (store/batches.py): every job is recorded under a
 display name of its own before it is created, and named right after. A create is tried once;
@@ -15,8 +19,13 @@ poll and every later run, and forgotten only when it has not appeared for UNCONF
 A job the API no longer knows (404), or that expired or failed, is replaced once, under a
 display name derived from the one it replaces, so a replacement a crash interrupted is found
 rather than made again. Images carried by an open job are not described again, online or
-in a batch; answers are written only for images not yet indexed, and a job whose answers
-could not be embedded stays in the log to be collected again.
+in a batch; answers are written only for images not yet indexed.
+
+The answers a description job paid for are never dropped: its entry is forgotten only once
+the embedding job's entry, holding them, is recorded (under a display name derived from
+its own, so that collecting it twice makes one). An embedding job that cannot be made, never
+appears, expires or fails is sent again from that entry, and one that fails twice, or is
+cancelled, is embedded online: the descriptions are what cost, and they are kept.
 """
 
 from __future__ import annotations
@@ -27,43 +36,35 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from indexer.errors import ConfigError, ImageError, ProviderError, TransientProviderError, one_line
-from indexer.images import PreparedImage, SourceImage, prepare, reread
-from indexer.pipeline import BatchResult, Indexer, RunReport, Shard, batched
-from indexer.providers.base import BatchJobs
-from indexer.records import Description, Failure, ImageRecord
-from indexer.store.batches import CREATING, BatchEntry
-from indexer.store.connection import now
+from indexer.batch_collection import Collector
+from indexer.batch_sender import AGAIN, BatchReport, Sender, request_bytes
+from indexer.errors import (
+    ConfigError,
+    ImageError,
+    ProviderError,
+    ProviderUnavailableError,
+    one_line,
+)
+from indexer.images import PreparedImage, SourceImage, prepare
+from indexer.pipeline import Indexer, RunReport, Shard
+from indexer.providers.base import BatchJobs, BatchStatus
+from indexer.records import Failure
+from indexer.store.batches import CREATING, EMBEDDINGS, UNSENT, BatchEntry
 
 log = logging.getLogger(__name__)
 
 # Inline requests of one job must stay under 20 MB; keep a margin for the envelope.
 MAX_JOB_BYTES = 19 * 1024 * 1024
-_REQUEST_OVERHEAD = 8 * 1024  # instructions, schema and vocabulary, per request
 DONE_STATES = {"succeeded", "failed", "cancelled", "expired", "missing"}
 # How long a job whose create went unanswered may take to appear in the account's list
 # before its images are taken for never submitted.
 UNCONFIRMED_AFTER = 1800.0
-AGAIN = " again"  # a replacement job's display name: the replaced one's, and this
-
-
-@dataclass
-class BatchReport:
-    submitted_jobs: list[str] = field(default_factory=list)  # job names created by this run
-    submitted_images: int = 0
-    already_in_jobs: int = 0  # pending images that an open job already carries
-    adopted_jobs: int = 0  # created by a run that died before recording the name
-    unconfirmed_jobs: int = 0  # creates that went unanswered: looked for by name
-    collected_jobs: int = 0
-    answers: int = 0
-    resubmitted_jobs: int = 0
-    states: Counter[str] = field(default_factory=Counter)  # open jobs by state, last poll
-    seconds: float = 0.0
+EMBEDDED = " embeddings"  # an embedding job's: its description job's, and this
 
 
 Progress = Callable[[RunReport, BatchReport], None]
@@ -79,9 +80,11 @@ class BatchIndexer:
             raise ConfigError(f"provider {provider.name!r} has no batch mode; use gemini")
         self.jobs: BatchJobs = jobs
         self.log = indexer.store.batches
+        self.collector = Collector(indexer)
         self.poll_seconds = poll_seconds
         self.run_id = uuid.uuid4().hex[:12]
-        self._sequence = 0
+        prefix = f"clothing-indexer {indexer.store.name} {self.run_id}"
+        self.sender = Sender(jobs, self.log, self.collector, prefix)
 
     # --- submitting ---
 
@@ -95,7 +98,7 @@ class BatchIndexer:
     ) -> None:
         """Adopt jobs a crash left unnamed, then send every image that needs a description
         and is in no open job."""
-        self.adopt(batch)
+        self.adopt(report, batch)
         carried = {image for entry in self.log.entries() for image in entry.images}
         job: list[tuple[PreparedImage, Any]] = []
         size = 0
@@ -109,9 +112,9 @@ class BatchIndexer:
                     continue
                 if not self._affordable(image, batch.submitted_images + len(job), report):
                     break
-                cost = _cost(image)
+                cost = request_bytes(image)
                 if job and size + cost > MAX_JOB_BYTES:
-                    self._create(job, size, batch)
+                    self.sender.describe(job, size, batch)
                     job, size = [], 0
                 job.append((image, self.jobs.request(image, self.enricher.vocabulary)))
                 size += cost
@@ -120,7 +123,7 @@ class BatchIndexer:
             if report.stopped is not None:
                 break
         if job:
-            self._create(job, size, batch)
+            self.sender.describe(job, size, batch)
         notify(report, batch)
 
     def _affordable(self, image: PreparedImage, sent: int, report: RunReport) -> bool:
@@ -129,7 +132,7 @@ class BatchIndexer:
         if budget is None or not provider.bills_tokens:
             return True
         budget.count_prompt(lambda: provider.prompt_tokens(image, self.enricher.vocabulary))
-        fit, _ = budget.admit(1, provider.usage, batch=True)
+        fit, _ = budget.admit(1, provider.usage)
         if not fit:
             report.stopped = budget.reached(provider.usage, sent, "submitted")
         return bool(fit)
@@ -141,47 +144,15 @@ class BatchIndexer:
             self.indexer.fail([Failure(source.id, str(source.path), one_line(exc))], report)
             return None
 
-    def _create(
-        self,
-        job: list[tuple[PreparedImage, Any]],
-        size: int,
-        batch: BatchReport,
-        replaces: str | None = None,
-    ) -> None:
-        if replaces is None:
-            self._sequence += 1
-            display = f"clothing-indexer {self.indexer.store.name} {self.run_id} {self._sequence}"
-        else:
-            display = replaces + AGAIN
-        entry = BatchEntry(
-            display, "", CREATING, {i.id: str(i.path) for i, _ in job}, size, now(), bool(replaces)
-        )
-        self.log.intend(entry)  # before the job exists: a crash now is seen by `adopt`
-        try:
-            name, state = self.jobs.submit([r for _, r in job], display)
-        except TransientProviderError as exc:
-            if exc.refused:  # retried already, and still not acted on: no job was made
-                self.log.forget(display)
-                raise
-            log.warning(
-                "creating batch job %r went unanswered (%s); looking for it by name", display, exc
-            )
-            batch.unconfirmed_jobs += 1
-            return
-        except ProviderError:
-            self.log.forget(display)  # refused: no job was made
-            raise
-        # The whole entry again, not an update: a worker that took the intent for a dead
-        # run's and forgot it must not lose the job.
-        self.log.intend(replace(entry, job=name, state=state))
-        batch.submitted_jobs.append(name)
-        batch.submitted_images += len(job)
-
-    def adopt(self, batch: BatchReport) -> None:
-        """Name the jobs whose create went unanswered or whose run died before naming them;
-        forget the intents whose job has not appeared for UNCONFIRMED_AFTER (their images
-        are pending again). A younger intent may be another worker's create under way."""
-        unnamed = [e for e in self.log.entries() if not e.job]
+    def adopt(self, report: RunReport, batch: BatchReport) -> None:
+        """Send again the embedding jobs whose create was refused; name the jobs whose create
+        went unanswered or whose run died before naming them; past UNCONFIRMED_AFTER without
+        appearing, a description job's images are pending again and an embedding job is sent
+        again. A younger intent may be another worker's create under way."""
+        every = self.log.entries()
+        for entry in [e for e in every if not e.job and e.state == UNSENT]:
+            self.sender.resend(entry, entry.display_name, report, batch)
+        unnamed = [e for e in every if not e.job and e.state != UNSENT]
         if not unnamed:
             return
         existing = {display: (name, state) for name, display, state in self.jobs.listing()}
@@ -191,12 +162,11 @@ class BatchIndexer:
                 self.log.intend(replace(entry, job=name, state=state))
                 batch.adopted_jobs += 1
             elif _age(entry.created_at) > UNCONFIRMED_AFTER:
-                log.warning(
-                    "batch job %r never appeared; its images are pending", entry.display_name
-                )
-                self.log.forget(entry.display_name)
-
-    # --- waiting and collecting ---
+                log.warning("batch job %r never appeared", entry.display_name)
+                if entry.kind == EMBEDDINGS:
+                    self._redo(entry, "missing", report, batch, every)
+                else:
+                    self.log.forget(entry.display_name)  # its images are pending
 
     def wait(
         self,
@@ -211,7 +181,7 @@ class BatchIndexer:
         interval = self.poll_seconds
         while True:
             if any(not e.job for e in self.log.entries()):
-                self.adopt(batch)
+                self.adopt(report, batch)
             every = self.log.entries()
             if not every:
                 break
@@ -220,7 +190,7 @@ class BatchIndexer:
             for entry in [e for e in every if e.job]:
                 status = self.jobs.status(entry.job)
                 if status.state == "succeeded":
-                    progressed = self._collect(entry, status.answers or {}, report, batch)
+                    progressed |= self._collect(entry, status, report, batch, every)
                 elif status.state in DONE_STATES:
                     self._redo(entry, status.state, report, batch, every)
                     progressed = True
@@ -240,49 +210,39 @@ class BatchIndexer:
     def _collect(
         self,
         entry: BatchEntry,
-        answers: dict[str, Description | ProviderError],
+        status: BatchStatus,
         report: RunReport,
         batch: BatchReport,
+        log_entries: Sequence[BatchEntry],
     ) -> bool:
-        """Write a finished job's answers exactly as the online path writes its own, for the
-        images not indexed meanwhile. When embedding fails, the entry stays (the answers
-        are paid for and the job keeps them): False, and the next poll collects again."""
-        items = list(entry.images.items())
-        known = self.indexer.store.known_paths([i for i, _ in items])
-        for chunk in batched(
-            [(i, p) for i, p in items if i not in known], self.indexer.settings.batch_size
-        ):
-            images: list[PreparedImage] = []
-            results = BatchResult([], [])
-            for image_id, path in chunk:
-                image = self._reread(image_id, path)
-                if image is None:
-                    reason = "the file changed or vanished before its batch answer was collected"
-                    results.failures.append(Failure(image_id, path, reason))
-                    continue
-                images.append(image)
-            missing = ProviderError("the batch job returned no answer for this image")
-            try:
-                outcomes = self.enricher.complete(
-                    images, [answers.get(i.id, missing) for i in images], keep_answers=True
-                )
-            except ProviderError as exc:
-                log.warning("batch job %s: embedding its answers failed (%s); kept", entry.job, exc)
-                return False
-            for outcome in outcomes:
-                if isinstance(outcome, ImageRecord):
-                    results.records.append(outcome)
-                else:
-                    results.failures.append(outcome)
-            self.indexer.write(results, report)
-        batch.answers += len(items)
+        """A finished job. A description job's answers are tagged and sent on as an embedding
+        job (unless collecting it before got that far); an embedding job's vectors are written.
+        False when the answers could not be tagged: the entry stays (the job keeps them) and
+        the next poll collects again."""
+        if entry.kind == EMBEDDINGS:
+            expected = len(entry.answers) * (2 if entry.pictures else 1)
+            if status.vectors is None or len(status.vectors) != expected:
+                log.warning("batch job %s returned no usable vectors", entry.job)
+                self._redo(entry, "failed", report, batch, log_entries)
+                return True
+            self.collector.write(entry, status.vectors, report)
+            self.enricher.provider.usage.add(embedding_requests=1)
+        else:
+            follow = entry.display_name + EMBEDDED
+            if not any(e.display_name.startswith(follow) for e in log_entries):
+                try:
+                    tagged, images = self.collector.tagged(entry, status.answers or {}, report)
+                except ProviderUnavailableError:
+                    raise
+                except ProviderError as exc:
+                    log.warning("batch job %s: mapping its keywords failed (%s)", entry.job, exc)
+                    return False
+                pictures = images if self.enricher.remote_pictures else []
+                self.sender.embed(tagged, pictures, follow, batch)
+            batch.answers += len(entry.images)
         batch.collected_jobs += 1
         self.log.forget(entry.display_name)
         return True
-
-    def _reread(self, image_id: str, path: str) -> PreparedImage | None:
-        settings = self.indexer.settings
-        return reread(Path(path), image_id, settings.image_max_side, settings.max_file_bytes)
 
     def _redo(
         self,
@@ -292,13 +252,26 @@ class BatchIndexer:
         batch: BatchReport,
         log_entries: Sequence[BatchEntry],
     ) -> None:
-        """An expired, failed or missing job: send its images once more, unless a
-        replacement is already recorded; a second time, or when the job was cancelled (by
-        someone who chose not to pay for it), record them as failed."""
+        """An expired, failed or missing job: send it once more, unless a replacement is
+        already recorded. A second time, or when the job was cancelled (by someone who chose
+        not to pay for it), a description job's images are recorded as failed, and an
+        embedding job's answers are embedded online."""
         if any(e.display_name == entry.display_name + AGAIN for e in log_entries):
             self.log.forget(entry.display_name)  # replaced by a run that died right after
             return
         final = entry.resubmitted or state == "cancelled"
+        if entry.kind == EMBEDDINGS:
+            then = "embedding its answers online" if final else "submitting it again"
+            log.warning("batch job %s %s; %s", entry.job or entry.display_name, state, then)
+            if final:
+                self.collector.write(entry, None, report)
+            else:
+                self.sender.resend(
+                    entry, entry.display_name + AGAIN, report, batch, resubmitted=True
+                )
+                batch.resubmitted_jobs += 1
+            self.log.forget(entry.display_name)
+            return
         then = "its images failed" if final else "submitting its images again"
         log.warning("batch job %s %s; %s", entry.job, state, then)
         if final:
@@ -309,15 +282,15 @@ class BatchIndexer:
             job: list[tuple[PreparedImage, Any]] = []
             size = 0
             for image_id, path in entry.images.items():
-                image = self._reread(image_id, path)
+                image = self.collector.image(image_id, path)
                 if image is None:
                     reason = "the file changed or vanished while its batch job ran"
                     self.indexer.fail([Failure(image_id, path, reason)], report)
                     continue
                 job.append((image, self.jobs.request(image, self.enricher.vocabulary)))
-                size += _cost(image)
+                size += request_bytes(image)
             if job:
-                self._create(job, size, batch, replaces=entry.display_name)
+                self.sender.describe(job, size, batch, replaces=entry.display_name)
                 batch.resubmitted_jobs += 1
         self.log.forget(entry.display_name)
 
@@ -328,8 +301,3 @@ def _age(created_at: str) -> float:
         return (datetime.now(UTC) - datetime.fromisoformat(created_at)).total_seconds()
     except ValueError:
         return float("inf")
-
-
-def _cost(image: PreparedImage) -> int:
-    """Bytes an inline request for `image` adds to a job: base64 JPEG and the instructions."""
-    return len(image.jpeg) * 4 // 3 + _REQUEST_OVERHEAD

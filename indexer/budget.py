@@ -3,7 +3,7 @@ as far as what the run has spent (the tokens its answers reported), what the bat
 flight may still cost, and what they may cost fits within the budget. An image may cost its
 prompt as counted (countTokens, free), output and thinking as this run's answers average (a
 first-run guess until one is in), and its embeddings as estimated (their answers report no
-tokens); in a batch job, the batch share of that."""
+tokens); in a batch run, which sends both through the Batch API, the batch share of that."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ class Budget:
         embedding_model: str,
         thinking_level: str,
         pictures: bool,
+        batch: bool = False,
     ) -> None:
         self.limit = limit_usd
+        self._share = prices.batch_share if batch else 1.0
         self._prices = prices
         self._model = generation_model
         self._thinking_level = thinking_level
@@ -40,13 +42,11 @@ class Budget:
         if self._prompt_tokens is None:
             self._prompt_tokens = count()
 
-    def admit(self, wanted: int, usage: Usage, batch: bool = False) -> tuple[int, float]:
+    def admit(self, wanted: int, usage: Usage) -> tuple[int, float]:
         """How many of `wanted` images fit now, and what is reserved for them (give it back
-        with `done` once they are answered, or, in a batch job, never: a job is paid)."""
+        with `done` once they are answered, or, in a batch run, never: a job is paid)."""
         with self._lock:
-            # A batch run sends its embeddings online: only the description is half price.
-            per = self._description(usage) * (self._prices.batch_share if batch else 1.0)
-            per += self._embedding
+            per = (self._description(usage) + self._embedding) * self._share
             room = self.limit - self.spent(usage) - self._reserved
             fit = wanted if per <= 0 else max(0, min(wanted, math.floor(room / per + 1e-9)))
             self._reserved += fit * per
@@ -62,7 +62,8 @@ class Budget:
         described = self._prices.generation(
             self._model, usage.prompt_tokens, usage.output_tokens, usage.thinking_tokens
         )
-        return (described or 0.0) + usage.generation_requests * self._embedding
+        embedded = usage.generation_requests * self._embedding
+        return ((described or 0.0) + embedded) * self._share
 
     def reached(self, usage: Usage, sent: int, done: str = "described") -> BudgetReachedError:
         return BudgetReachedError(

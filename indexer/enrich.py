@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexer.errors import ProviderError, ProviderUnavailableError, one_line
-from indexer.keywords import EmbeddingCache, KeywordMapper, MappedKeywords
+from indexer.keywords import EmbeddingCache, KeywordMapper
 from indexer.records import Description, EmbeddingSpec, Failure, ImageRecord, StoredRecord
 from indexer.vocabulary import Keywords, Vocabulary
 
@@ -80,10 +80,40 @@ def keyword_mapper(settings: Settings, provider: Provider, vocabulary: Vocabular
 
 
 @dataclass(frozen=True)
-class _Tagged:
-    image: PreparedImage
-    answer: Description
-    mapped: MappedKeywords
+class Tagged:
+    """An answer mapped into the vocabulary: all of a record but its vectors. Plain data,
+    since a batch run keeps it in its log while the embedding job runs."""
+
+    id: str
+    path: str
+    caption: str
+    keywords: Keywords  # mapped into the vocabulary
+    raw_keywords: Keywords  # as the model answered
+    corrections: dict[str, str]
+
+    @property
+    def document(self) -> str:
+        return document_text(self.keywords, self.caption)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "caption": self.caption,
+            "keywords": self.keywords,
+            "raw_keywords": self.raw_keywords,
+            "corrections": self.corrections,
+        }
+
+    @classmethod
+    def from_json(cls, image_id: str, data: dict[str, Any]) -> Tagged:
+        return cls(
+            image_id,
+            str(data["path"]),
+            str(data["caption"]),
+            {str(f): [str(w) for w in ws] for f, ws in dict(data["keywords"]).items()},
+            {str(f): [str(w) for w in ws] for f, ws in dict(data["raw_keywords"]).items()},
+            {str(k): str(v) for k, v in dict(data.get("corrections", {})).items()},
+        )
 
 
 class Enricher:
@@ -165,81 +195,100 @@ class Enricher:
         return answers
 
     def complete(
-        self,
-        images: Sequence[PreparedImage],
-        answers: Sequence[Description | ProviderError],
-        keep_answers: bool = False,
+        self, images: Sequence[PreparedImage], answers: Sequence[Description | ProviderError]
     ) -> list[Outcome]:
-        """The rest of the recipe once the model has answered (online or in a batch job):
-        keywords mapped into the vocabulary, text and picture embedded. With `keep_answers`,
-        an embedding failure is raised rather than made the images' failure, so that a
-        caller holding paid answers can keep them for another try."""
+        """The rest of the recipe once the model has answered: keywords mapped into the
+        vocabulary, text and picture embedded. An embedding failure fails the images it
+        carried; ProviderUnavailableError is raised (the run stops, the images stay pending)."""
+        by_id = {image.id: image for image in images}
         outcomes: dict[str, Outcome] = {}
+        tagged: list[Tagged] = []
+        try:
+            tagged, failures = self.tag(images, answers)
+            outcomes.update((f.id, f) for f in failures)
+            mine = [by_id[t.id] for t in tagged]
+            vectors = self.provider.embed_documents([t.document for t in tagged])
+            for record in self.records(tagged, mine, vectors, self.picture_vectors(mine)):
+                outcomes[record.id] = record
+        except ProviderUnavailableError:
+            raise
+        except ProviderError as exc:
+            reason = f"embedding failed: {one_line(exc)}"
+            for image, answer in zip(images, answers, strict=True):
+                if isinstance(answer, Description):
+                    outcomes.setdefault(image.id, _failure(image, reason))
+        return [outcomes[image.id] for image in images]
+
+    def tag(
+        self, images: Sequence[PreparedImage], answers: Sequence[Description | ProviderError]
+    ) -> tuple[list[Tagged], list[Failure]]:
+        """Map each answer's keywords into the vocabulary (embedding words it has not seen
+        before). An error, or an answer none of whose words fit, is a failure (retried next
+        run), never a record without keywords."""
+        failures: list[Failure] = []
         described: list[tuple[PreparedImage, Description]] = []
         for image, answer in zip(images, answers, strict=True):
             if isinstance(answer, Description):
                 described.append((image, answer))
             else:
-                outcomes[image.id] = _failure(image, one_line(answer))
-        try:
-            tagged = self._tag(described, outcomes)
-            for item, record in zip(tagged, self._records(tagged), strict=True):
-                outcomes[item.image.id] = record
-        except ProviderUnavailableError:
-            raise  # the run stops; these images stay pending
-        except ProviderError as exc:
-            if keep_answers:
-                raise
-            reason = f"embedding failed: {one_line(exc)}"
-            for image, _ in described:
-                outcomes.setdefault(image.id, _failure(image, reason))
-        return [outcomes[image.id] for image in images]
-
-    def _tag(
-        self, described: list[tuple[PreparedImage, Description]], outcomes: dict[str, Outcome]
-    ) -> list[_Tagged]:
-        """Map each answer's keywords into the vocabulary. An answer none of whose words fit
-        is no tagging at all: a failure (retried next run), not a record without keywords."""
+                failures.append(_failure(image, one_line(answer)))
         if not described:
-            return []
+            return [], failures
         tagged = []
         mapped = self.mapper.map_many([answer.keywords for _, answer in described])
         for (image, answer), keywords in zip(described, mapped, strict=True):
             if keywords.dropped and not any(keywords.keywords.values()):
                 words = ", ".join(keywords.dropped)
-                outcomes[image.id] = _failure(image, f"no keyword fits the vocabulary: {words}")
-            else:
-                tagged.append(_Tagged(image, answer, keywords))
-        return tagged
+                failures.append(_failure(image, f"no keyword fits the vocabulary: {words}"))
+                continue
+            tagged.append(
+                Tagged(
+                    image.id,
+                    str(image.path),
+                    answer.caption,
+                    keywords.keywords,
+                    answer.keywords,
+                    keywords.corrections,
+                )
+            )
+        return tagged, failures
 
-    def _records(self, tagged: list[_Tagged]) -> list[ImageRecord]:
-        if not tagged:
-            return []
-        vectors = self.provider.embed_documents(
-            [document_text(t.mapped.keywords, t.answer.caption) for t in tagged]
-        )
-        pictures: list[list[float] | None] = (
-            list(self.pictures.embed([t.image for t in tagged]))
-            if self.pictures is not None
-            else [None] * len(tagged)
-        )
+    @property
+    def remote_pictures(self) -> bool:
+        """Whether picture vectors come from the provider (billed, and sent in a batch run's
+        embedding jobs) rather than from the local image model."""
+        return self.pictures is not None and own_pictures(self.provider)
+
+    def picture_vectors(self, images: Sequence[PreparedImage]) -> list[list[float] | None]:
+        if self.pictures is None or not images:
+            return [None] * len(images)
+        return list(self.pictures.embed(images))
+
+    def records(
+        self,
+        tagged: Sequence[Tagged],
+        images: Sequence[PreparedImage],
+        vectors: Sequence[list[float]],
+        pictures: Sequence[list[float] | None],
+    ) -> list[ImageRecord]:
+        """Records of tagged answers, from their images (as read) and vectors, in order."""
         model_ids = {"provider": self.provider.name, **self.provider.model_ids}
         return [
             ImageRecord(
-                id=t.image.id,
-                path=str(t.image.path),
-                caption=t.answer.caption,
-                keywords=t.mapped.keywords,
-                raw_keywords=t.answer.keywords,
-                corrections=t.mapped.corrections,
+                id=t.id,
+                path=t.path,
+                caption=t.caption,
+                keywords=t.keywords,
+                raw_keywords=t.raw_keywords,
+                corrections=t.corrections,
                 embedding=vector,
                 model_ids=model_ids,
                 vocabulary=self.vocabulary.fingerprint,
                 image_embedding=picture,
-                size=t.image.size,
-                mtime_ns=t.image.mtime_ns,
+                size=image.size,
+                mtime_ns=image.mtime_ns,
             )
-            for t, vector, picture in zip(tagged, vectors, pictures, strict=True)
+            for t, image, vector, picture in zip(tagged, images, vectors, pictures, strict=True)
         ]
 
     def reembed(

@@ -99,8 +99,8 @@ def estimate(
         if described is not None and per_image is not None:
             embedded = per_image * images
             online = round(described + embedded, 4)
-            # A batch run sends its embeddings online: only descriptions are half price.
-            batch = round(described * prices.batch_share + embedded, 4)
+            # A batch run sends descriptions and embeddings alike through the Batch API.
+            batch = round((described + embedded) * prices.batch_share, 4)
     return Estimate(
         images=images,
         unreadable=unreadable,

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from indexer.config import load_settings  # noqa: E402
 from indexer.images import prepare, read_source  # noqa: E402
 from indexer.providers.gemini import GeminiProvider  # noqa: E402
-from indexer.providers.gemini_prompt import MAX_SCHEMA_KEYWORDS  # noqa: E402
+from indexer.providers.gemini_requests import MAX_SCHEMA_KEYWORDS  # noqa: E402
 from indexer.vocabulary import Vocabulary  # noqa: E402
 from indexer.wiring import writing  # noqa: E402
 from scripts.bench_gemini import DATA, KEYWORD, photos  # noqa: E402

@@ -195,6 +195,7 @@ class FakeGemini:
     # While set, every job stays running (a test's "the job is still open"), whatever its age.
     batches_held: bool = False
     batch_outcomes: deque[str] = field(default_factory=deque)  # next jobs: expired, failed
+    embedding_outcomes: deque[str] = field(default_factory=deque)  # next embedding jobs'
     batch_errors: set[str] = field(default_factory=set)  # request keys answered with an error
     batches: dict[str, FakeBatch] = field(default_factory=dict)
     batches_made: int = 0
@@ -245,16 +246,50 @@ class FakeGemini:
             queue = self._faults.setdefault(endpoint, deque())
             queue.extend(Fault(kind, retry_after) for _ in range(count))
 
+    def _outcomes(self, embeds: bool) -> deque[str]:
+        return self.embedding_outcomes if embeds else self.batch_outcomes
+
     def forget_batch(self, name: str) -> None:
         """The API no longer knows the job (deleted, past retention): 404 from now on."""
         with self._lock:
             self.forgotten.append(self.batches.pop(name))
 
     def submitted_keys(self) -> list[str]:
-        """The key of every request ever submitted in a batch job (repeats included)."""
+        """The key of every request ever submitted in a description job (repeats included)."""
         with self._lock:
             jobs = [*self.forgotten, *self.batches.values()]
-            return [r["key"] for b in jobs for r in b.requests]
+            return [r["key"] for b in jobs if not b.embeds for r in b.requests]
+
+    def description_jobs(self) -> dict[str, FakeBatch]:
+        """The description jobs the API knows, by name."""
+        with self._lock:
+            return {n: b for n, b in self.batches.items() if not b.embeds}
+
+    def embedding_jobs(self) -> list[FakeBatch]:
+        """Every embedding job ever created, oldest first."""
+        with self._lock:
+            jobs = [*self.forgotten, *self.batches.values()]
+            return sorted((b for b in jobs if b.embeds), key=lambda b: b.name)
+
+    def batch_embedded(self) -> Counter[str]:
+        """How many times each text (task prefix removed) and each picture (by digest) was
+        sent in an embedding job."""
+        sent: Counter[str] = Counter()
+        for job in self.embedding_jobs():
+            for item in job.requests:
+                sent.update(_embedded_items(item["request"]))
+        return sent
+
+    def online_embedded(self, task: str | None = None) -> Counter[str]:
+        """The same for embedContent and batchEmbedContents requests (the online path); with
+        `task`, only texts of that task, and no pictures."""
+        sent: Counter[str] = Counter()
+        with self._lock:
+            requests = [r for r in self.requests if r.endpoint in ONLINE_EMBEDDING]
+        for rec in requests:
+            for request in rec.body.get("requests") or [rec.body]:
+                sent.update(_embedded_items(request, task))
+        return sent
 
     def described(self) -> Counter[str]:
         """How many times each image (by the digest of the bytes sent) was described."""
@@ -424,6 +459,24 @@ def _inline(part: dict[str, Any]) -> dict[str, Any] | None:
     lowerCamelCase, and the SDK sends `inline_data` inside embedding requests."""
     found = part.get("inlineData", part.get("inline_data"))
     return found if isinstance(found, dict) else None
+
+
+ONLINE_EMBEDDING = ("embedContent", "batchEmbedContents")
+
+
+def _embedded_items(request: dict[str, Any], task: str | None = None) -> list[str]:
+    """What one embedding request embeds: its text (task prefix removed) and the digest of
+    each picture; with `task`, only a text of that task."""
+    items = []
+    for part in request.get("content", {}).get("parts", []):
+        media = _inline(part)
+        if media is not None and task is None:
+            items.append(hashlib.sha256(_decoded(media["data"])).hexdigest())
+        elif part.get("text"):
+            found, text = task_of(part["text"])
+            if task is None or (request.get("taskType") or found) == task:
+                items.append(text)
+    return items
 
 
 def _decoded(data: str) -> bytes:
@@ -639,9 +692,10 @@ class _Handler(BaseHTTPRequestHandler):
                 ]
             # As the real API: a create that times out or fails with a 5xx may have made
             # the job all the same (here: after the client gave up); a 429 made nothing.
-            fault = fake._next_fault("batchGenerateContent")
+            embeds = m.group(2) == "asyncBatchEmbedContent"
+            fault = fake._next_fault(m.group(2))
             if fault is not None and fault.kind == "429":
-                self._transport_fault(fault, "batchGenerateContent", m.group(1))
+                self._transport_fault(fault, m.group(2), m.group(1))
                 return
             if fault is not None and fault.kind == "timeout":
                 time.sleep(fake.timeout_sleep)
@@ -655,14 +709,14 @@ class _Handler(BaseHTTPRequestHandler):
                     time.monotonic(),
                     requests,
                     source.get("fileName"),
-                    fake.batch_outcomes.popleft() if fake.batch_outcomes else "succeeded",
-                    embeds=m.group(2) == "asyncBatchEmbedContent",
+                    outcomes.popleft() if (outcomes := fake._outcomes(embeds)) else "succeeded",
+                    embeds=embeds,
                 )
                 fake.batches[name] = job
             if fault is not None and fault.kind == "timeout":
                 self._send(504, _error_body(504, "DEADLINE_EXCEEDED", "late"))  # nobody reads it
                 return
-            if fault is not None and self._transport_fault(fault, "batchGenerateContent", ""):
+            if fault is not None and self._transport_fault(fault, m.group(2), ""):
                 return
             self._send(200, json.dumps(self._job_json(job)).encode())
         elif m := re.fullmatch(r"/v1beta/batches/([\w-]+):cancel", path):

@@ -38,7 +38,7 @@ def test_a_create_that_times_out_after_making_the_job_is_found_not_made_again(
     done = cli("run", str(tmp_path / "photos"), "--batch")
     assert done.returncode == 0, done.stderr
     assert "1 create(s) unanswered" in done.stderr
-    assert len(batch_env.batches) == 1
+    assert len(batch_env.description_jobs()) == 1
     assert Counter(batch_env.submitted_keys()) == Counter(ids(images))  # each paid once
     assert status()["indexed"] == 4 and status()["batches"] == []
     check_sound()
@@ -51,7 +51,7 @@ def test_a_create_answered_with_a_5xx_is_not_retried_and_its_job_is_collected(
     batch_env.inject("batchGenerateContent", "503")
     done = cli("run", str(tmp_path / "photos"), "--batch")
     assert done.returncode == 0, done.stderr
-    assert len(batch_env.batches) == 1
+    assert len(batch_env.description_jobs()) == 1
     assert Counter(batch_env.submitted_keys()) == Counter(ids(images))
     assert status()["indexed"] == 3
 
@@ -170,10 +170,10 @@ def test_a_kill_while_replacing_an_expired_job_leaves_one_replacement(
         timeout=180,
     )
     assert killed.returncode < 0, killed.stderr
-    assert len(batch_env.batches) == 2  # the expired job and its replacement
+    assert len(batch_env.description_jobs()) == 2  # the expired job and its replacement
     done = cli("run", str(tmp_path / "photos"), "--batch")
     assert done.returncode == 0, done.stderr
-    assert len(batch_env.batches) == 2
+    assert len(batch_env.description_jobs()) == 2
     assert Counter(batch_env.submitted_keys()) == {i: 2 for i in ids(images)}
     assert status()["indexed"] == 3 and status()["batches"] == []
     check_sound()
@@ -225,7 +225,7 @@ def test_two_batch_workers_on_a_server_keep_and_collect_each_others_jobs(
     second = worker(2)  # starts while the first one's job is being created
     outcomes = [p.communicate(timeout=180) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outcomes
-    assert len(batch_env.batches) == 2
+    assert len(batch_env.description_jobs()) == 2
     assert Counter(batch_env.submitted_keys()) == Counter(ids(images))
     assert status()["indexed"] == 8 and status()["batches"] == []
     check_sound()

@@ -111,7 +111,7 @@ def run(
         indexer = resources.enter_context(indexing(settings, provider))
         store = indexer.store
         if max_cost is not None:
-            indexer.enricher.budget = spending_cap(settings, indexer, max_cost)
+            indexer.enricher.budget = spending_cap(settings, indexer, max_cost, batch)
         if indexer.enricher.provider.loads_models:
             err.print(line("loading models..."))
         indexer.enricher.provider.warm_up()
@@ -174,8 +174,9 @@ def run(
         raise typer.Exit(EXIT_FAILED_IMAGES)
 
 
-def spending_cap(settings: Settings, indexer: Indexer, usd: float) -> Budget:
-    """The run's budget, priced by the price table (which must know the model)."""
+def spending_cap(settings: Settings, indexer: Indexer, usd: float, batch: bool) -> Budget:
+    """The run's budget, priced by the price table (which must know the model), at the
+    Batch API's share of it for a batch run."""
     from indexer.budget import Budget
     from indexer.prices import Prices
 
@@ -186,16 +187,14 @@ def spending_cap(settings: Settings, indexer: Indexer, usd: float) -> Budget:
             f"--max-cost: no price for {settings.generation_model} in {prices.source}; "
             "set INDEXER_PRICES to a table that has one"
         )
-    from indexer.enrich import own_pictures
-
-    pictures = indexer.enricher.pictures is not None and own_pictures(provider)
     return Budget(
         usd,
         prices,
         settings.generation_model,
         settings.embedding_model,
         settings.thinking_level,
-        pictures,
+        indexer.enricher.remote_pictures,
+        batch,
     )
 
 

@@ -20,11 +20,13 @@ class BatchStatus:
     name: str
     state: str  # pending, running, succeeded, failed, cancelled, expired, missing (404)
     answers: dict[str, Description | ProviderError] | None = None  # by content id
+    vectors: list[list[float]] | None = None  # an embedding job's, in the order sent
 
 
 class BatchJobs(ABC):
-    """A provider's batch mode: the requests `describe` sends online, sent as jobs that
-    answer later (and cost less), read back keyed by content id."""
+    """A provider's batch mode: the requests `describe` and the embedding methods send
+    online, sent as jobs that answer later (and cost less). Descriptions are read back keyed
+    by content id, vectors in the order sent."""
 
     @abstractmethod
     def request(self, image: PreparedImage, vocabulary: Vocabulary) -> Any:
@@ -37,8 +39,16 @@ class BatchJobs(ABC):
         display name before making another."""
 
     @abstractmethod
+    def submit_embeddings(
+        self, documents: Sequence[str], pictures: Sequence[PreparedImage], display_name: str
+    ) -> tuple[str, str]:
+        """Create a job embedding `documents` as `embed_documents` does, then `pictures` as
+        `embed_images` does; its name and state, with `submit`'s rule for a failed create."""
+
+    @abstractmethod
     def status(self, name: str) -> BatchStatus:
-        """A job's state, with each request's answer once it has succeeded."""
+        """A job's state, with each request's answer (or every vector) once it has succeeded;
+        "failed" for an embedding job that succeeded without a usable vector for each."""
 
     @abstractmethod
     def listing(self) -> list[tuple[str, str, str]]:

@@ -20,16 +20,16 @@ from indexer.config import GOOGLE_API_HOST
 from indexer.errors import (
     ConfigError,
     EndpointUnreachableError,
-    MalformedResponseError,
     ProviderError,
     ProviderUnavailableError,
     TransientProviderError,
 )
 from indexer.images import PreparedImage
-from indexer.providers import gemini_prompt
+from indexer.providers import gemini_requests
 from indexer.providers.base import Provider
 from indexer.providers.gemini_batch import GeminiBatchJobs
-from indexer.providers.gemini_responses import parse_description
+from indexer.providers.gemini_requests import MULTIMODAL_EMBEDDING_MODELS, is_multimodal
+from indexer.providers.gemini_responses import embedding_vectors, parse_description
 from indexer.providers.gemini_transport import (
     FairLimiter,
     RetryPolicy,
@@ -38,7 +38,6 @@ from indexer.providers.gemini_transport import (
     translate,
 )
 from indexer.records import Description, EmbeddingSpec, Usage
-from indexer.vectors import unit_rows
 from indexer.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -52,18 +51,6 @@ T = TypeVar("T")
 MAX_EMBED_BATCH = 100  # batchEmbedContents accepts at most 100 requests
 # gemini-embedding-2 takes at most six images in one request.
 MAX_IMAGES_PER_EMBED_REQUEST = 6
-# Models that embed text and images into one space. They take no task_type: the task is
-# written into the text, in the documented forms below.
-MULTIMODAL_EMBEDDING_MODELS = ("gemini-embedding-2",)
-TASK_PREFIXES = {
-    "RETRIEVAL_DOCUMENT": "title: none | text: {}",
-    "RETRIEVAL_QUERY": "task: search result | query: {}",
-    "SEMANTIC_SIMILARITY": "task: sentence similarity | query: {}",
-}
-
-
-def is_multimodal(model: str) -> bool:
-    return model.rsplit("/", 1)[-1].startswith(MULTIMODAL_EMBEDDING_MODELS)
 
 
 class GeminiProvider(Provider):
@@ -252,10 +239,10 @@ class GeminiProvider(Provider):
 
     def generation_config(self, vocabulary: Vocabulary) -> Any:
         """The one request configuration, for online calls and batch jobs alike."""
-        return gemini_prompt.generation_config(self._settings, vocabulary, self._free_keywords)
+        return gemini_requests.generation_config(self._settings, vocabulary, self._free_keywords)
 
     def request_contents(self, image: PreparedImage) -> list[Any]:
-        return gemini_prompt.request_contents(self._settings, image)
+        return gemini_requests.request_contents(self._settings, image)
 
     def _check_stopped(self, kind: str) -> None:
         stopped = self._stopped.get("") or self._stopped.get(kind)
@@ -326,42 +313,23 @@ class GeminiProvider(Provider):
 
     def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
         """One vector per picture, in the text's space (multimodal embedding models only)."""
-        from google.genai import types
-
         if not is_multimodal(self._settings.embedding_model):
             raise ProviderError(
                 f"{self._settings.embedding_model} embeds text only; "
                 f"use {MULTIMODAL_EMBEDDING_MODELS[0]} to embed images"
             )
-        contents = [
-            types.Content(
-                role="user",
-                parts=[types.Part.from_bytes(data=image.jpeg, mime_type=image.mime_type)],
-            )
-            for image in images
-        ]
+        contents = gemini_requests.picture_contents(images)
         return self._embed_contents(contents, None, MAX_IMAGES_PER_EMBED_REQUEST)
 
     def _embed(self, texts: Sequence[str], task_type: str) -> list[list[float]]:
-        from google.genai import types
-
-        multimodal = is_multimodal(self._settings.embedding_model)
-        if multimodal:
-            texts = [TASK_PREFIXES[task_type].format(text) for text in texts]
-        # One Content per text: a list of strings would be merged into ONE content, and so
-        # come back as one vector for all of them.
-        contents = [
-            types.Content(role="user", parts=[types.Part.from_text(text=text)]) for text in texts
-        ]
-        return self._embed_contents(contents, None if multimodal else task_type, MAX_EMBED_BATCH)
+        contents = gemini_requests.text_contents(self._settings, texts, task_type)
+        return self._embed_contents(contents, task_type, MAX_EMBED_BATCH)
 
     def _embed_contents(
         self, contents: list[Any], task_type: str | None, per_request: int
     ) -> list[list[float]]:
-        from google.genai import types
-
         dim = self._settings.embedding_dim
-        config = types.EmbedContentConfig(task_type=task_type, output_dimensionality=dim)
+        config = gemini_requests.embedding_config(self._settings, task_type)
         vectors: list[list[float]] = []
         for start in range(0, len(contents), per_request):
             chunk = contents[start : start + per_request]
@@ -376,14 +344,7 @@ class GeminiProvider(Provider):
             )
             self._usage.add(embedding_requests=1)
             got = [e.values or [] for e in (response.embeddings or [])]
-            if len(got) != len(chunk):
-                raise MalformedResponseError(
-                    f"asked for {len(chunk)} embeddings, the API returned {len(got)}"
-                )
-            if any(len(v) != dim for v in got):
-                bad = next(len(v) for v in got if len(v) != dim)
-                raise MalformedResponseError(f"embedding has {bad} dimensions, expected {dim}")
-            vectors.extend(unit_rows(got).tolist())  # unit length only at full size
+            vectors.extend(embedding_vectors(got, len(chunk), dim))
         return vectors
 
     def close(self) -> None:

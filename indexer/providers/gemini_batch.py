@@ -1,17 +1,21 @@
 """The Gemini provider's batch mode: the same requests as online calls, sent as Batch API
-jobs (half the price, answers within 24 hours) and read back keyed by content id. It uses its
-provider's request building, retry policy and usage counting, and a client of its own on
-v1beta, where the Batch API lives."""
+jobs (half the price, answers within 24 hours): descriptions (`batchGenerateContent`, read
+back keyed by content id) and embeddings (`asyncBatchEmbedContent`, read back in order). It
+uses its provider's request building, retry policy and usage counting, and a client of its
+own on v1beta, where the Batch API lives."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from indexer.errors import GoneError, ProviderError
+from indexer.errors import GoneError, MalformedResponseError, ProviderError
+from indexer.providers import gemini_requests
 from indexer.providers.base import BatchJobs, BatchStatus
-from indexer.providers.gemini_responses import parse_description
+from indexer.providers.gemini_responses import embedding_vectors, parse_description
 from indexer.records import Description
 
 if TYPE_CHECKING:
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
     from indexer.vocabulary import Vocabulary
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _state(job: Any) -> str:
@@ -85,6 +90,36 @@ class GeminiBatchJobs(BatchJobs):
         )
         return str(job.name), _state(job)
 
+    def submit_embeddings(
+        self, documents: Sequence[str], pictures: Sequence[PreparedImage], display_name: str
+    ) -> tuple[str, str]:
+        """An embedding job of inline requests: the documents with the task written in as
+        `embed_documents` writes it, then the pictures. One config for all: a multimodal
+        model takes no task_type, and a text-only one is sent no pictures."""
+        from google.genai import types
+
+        settings = self._provider.settings
+        contents = gemini_requests.text_contents(settings, documents, "RETRIEVAL_DOCUMENT")
+        contents += gemini_requests.picture_contents(pictures)
+        source = types.EmbeddingsBatchJobSource(
+            inlined_requests=types.EmbedContentBatch(
+                contents=contents,
+                config=gemini_requests.embedding_config(settings, "RETRIEVAL_DOCUMENT"),
+            )
+        )
+
+        def create() -> Any:
+            with warnings.catch_warnings():  # the SDK marks it experimental
+                warnings.simplefilter("ignore")
+                return self.client.batches.create_embeddings(
+                    model=settings.embedding_model,
+                    src=source,
+                    config={"display_name": display_name},
+                )
+
+        job = self._provider.call_plain(create, idempotent=False)
+        return str(job.name), _state(job)
+
     def status(self, name: str) -> BatchStatus:
         """A job's state, and each request's answer once the job has succeeded; "missing"
         when the API no longer knows the job."""
@@ -94,6 +129,9 @@ class GeminiBatchJobs(BatchJobs):
             return BatchStatus(name, "missing")
         state = _state(job)
         answers: dict[str, Description | ProviderError] | None = None
+        embedded = job.dest.inlined_embed_content_responses if job.dest else None
+        if state == "succeeded" and embedded is not None:
+            return self._embedded(name, embedded)
         if state == "succeeded":
             answers = {}
             for item in (job.dest.inlined_responses if job.dest else None) or []:
@@ -108,6 +146,24 @@ class GeminiBatchJobs(BatchJobs):
                 except ProviderError as exc:
                     answers[key] = exc
         return BatchStatus(name, state, answers)
+
+    def _embedded(self, name: str, items: list[Any]) -> BatchStatus:
+        """A succeeded embedding job's vectors, checked as online ones are; "failed" when one
+        request failed or any vector is unusable (the job is then sent again, whole)."""
+        got: list[list[float]] = []
+        for item in items:
+            embedding = item.response.embedding if item.response is not None else None
+            if item.error is not None or embedding is None or not embedding.values:
+                why = getattr(item.error, "message", None) or "no embedding"
+                log.warning("batch job %s: request %d failed: %s", name, len(got), why)
+                return BatchStatus(name, "failed")
+            got.append(list(embedding.values))
+        try:
+            vectors = embedding_vectors(got, len(got), self._provider.settings.embedding_dim)
+        except MalformedResponseError as exc:
+            log.warning("batch job %s: %s", name, exc)
+            return BatchStatus(name, "failed")
+        return BatchStatus(name, "succeeded", vectors=vectors)
 
     def listing(self) -> list[tuple[str, str, str]]:
         """(name, display name, state) of every batch job of the account."""

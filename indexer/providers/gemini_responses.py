@@ -1,5 +1,6 @@
 """Reading Gemini's answers: a structured description out of a generateContent response,
-validated, with blocked and malformed responses turned into typed errors."""
+and vectors out of an embedding answer, validated, with blocked and malformed responses
+turned into typed errors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from indexer.errors import BlockedResponseError, MalformedResponseError
 from indexer.records import Description
+from indexer.vectors import unit_rows
 
 # Finish reasons that mean the answer was withheld, not cut short.
 BLOCKING_FINISH = frozenset(
@@ -70,3 +72,14 @@ def description_from_json(data: Any) -> Description:
     if not isinstance(caption, str) or not caption.strip():
         raise MalformedResponseError("model output lacks a caption")
     return Description({k: _unique(v) for k, v in keywords.items()}, " ".join(caption.split()))
+
+
+def embedding_vectors(got: list[list[float]], asked: int, dim: int) -> list[list[float]]:
+    """The vectors of an embedding answer, one per content asked for, of `dim` values, at unit
+    length (the model returns unit vectors only at full size)."""
+    if len(got) != asked:
+        raise MalformedResponseError(f"asked for {asked} embeddings, the API returned {len(got)}")
+    bad = next((len(v) for v in got if len(v) != dim), None)
+    if bad is not None:
+        raise MalformedResponseError(f"embedding has {bad} dimensions, expected {dim}")
+    return list(unit_rows(got).tolist()) if got else []
