@@ -195,7 +195,8 @@ class FakeGemini:
     # While set, every job stays running (a test's "the job is still open"), whatever its age.
     batches_held: bool = False
     batch_outcomes: deque[str] = field(default_factory=deque)  # next jobs: expired, failed
-    embedding_outcomes: deque[str] = field(default_factory=deque)  # next embedding jobs'
+    # The next embedding jobs': expired, failed, or forgotten (404 once done).
+    embedding_outcomes: deque[str] = field(default_factory=deque)
     batch_errors: set[str] = field(default_factory=set)  # request keys answered with an error
     batches: dict[str, FakeBatch] = field(default_factory=dict)
     batches_made: int = 0
@@ -799,6 +800,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _batch_get(self, batch_id: str) -> None:
         job = self.fake.batches.get(f"batches/{batch_id}")
+        if job is not None and job.outcome == "forgotten" and not self.fake.batches_held:
+            if time.monotonic() - job.created >= self.fake.batch_seconds:
+                self.fake.forget_batch(job.name)  # done, then gone before it was read
+                job = None
         if job is None:
             self._send(404, _error_body(404, "NOT_FOUND", "no such batch"))
             return

@@ -77,6 +77,7 @@ def status(
                 "batches": [
                     {
                         "job": j.job,
+                        "kind": j.kind,
                         "display_name": j.display_name,
                         "state": j.state,
                         "images": len(j.images),
@@ -105,7 +106,8 @@ def status(
     for j in jobs:
         out.print(
             line(
-                f"  batch job {j.job or '(being created)'}: {j.state}, {len(j.images)} images, "
+                f"  batch job {j.job or '(not created yet)'} ({j.kind}): {j.state}, "
+                f"{len(j.images)} images, "
                 f"{j.size / 2**20:.1f} MiB, since {j.created_at}"
             )
         )
