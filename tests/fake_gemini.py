@@ -800,10 +800,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _batch_get(self, batch_id: str) -> None:
         job = self.fake.batches.get(f"batches/{batch_id}")
-        if job is not None and job.outcome == "forgotten" and not self.fake.batches_held:
-            if time.monotonic() - job.created >= self.fake.batch_seconds:
-                self.fake.forget_batch(job.name)  # done, then gone before it was read
-                job = None
+        done = job is not None and time.monotonic() - job.created >= self.fake.batch_seconds
+        if job is not None and done and job.outcome == "forgotten" and not self.fake.batches_held:
+            self.fake.forget_batch(job.name)  # done, then gone before it was read
+            job = None
         if job is None:
             self._send(404, _error_body(404, "NOT_FOUND", "no such batch"))
             return

@@ -118,17 +118,24 @@ def test_an_online_run_leaves_images_in_open_jobs_to_them(
     check_sound()
 
 
-def test_answers_whose_embedding_fails_are_kept_and_collected_later(
+def test_answers_whose_keywords_cannot_be_mapped_yet_are_kept_and_collected_later(
     batch_env: FakeGemini, tmp_path: Path
 ) -> None:
+    """Mapping an off-vocabulary word embeds it (online, once); while that fails, the job's
+    answers stay with the job and are collected on a later poll."""
+    batch_env.by_color["red"] = {
+        "keywords": {"garment": ["tee"], "color": ["crimson"]},
+        "caption": "A crimson tee.",
+    }
     images = photos(tmp_path / "photos", 3)
     assert cli("run", str(tmp_path / "photos"), "--batch", "--no-wait").returncode == 0
     time.sleep(batch_env.batch_seconds)
     # Every attempt of the first collection fails (INDEXER_MAX_ATTEMPTS is 4 in tests).
     batch_env.inject("batchEmbedContents", "503", count=4)
-    batch_env.inject("embedContent", "503", count=4)
     done = cli("run", str(tmp_path / "photos"), "--batch")
     assert done.returncode == 0, done.stderr
+    assert "mapping its keywords failed" in done.stderr
+    assert batch_env.count("batchEmbedContents") > 4  # the failed attempts, then the word
     assert Counter(batch_env.submitted_keys()) == Counter(ids(images))  # never paid again
     assert status()["indexed"] == 3 and status()["failed"] == 0
     check_sound()

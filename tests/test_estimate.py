@@ -138,3 +138,26 @@ def test_a_budget_submits_to_the_batch_api_only_what_it_covers(
     assert 0 < submitted <= 4
     indexed, pending, failed = catalog_counts()
     assert (indexed, pending, failed) == (submitted, 12 - submitted, 0)
+
+
+def test_a_batch_run_pays_the_batch_share_of_its_embeddings_too(
+    env: dict[str, str], fake: FakeGemini, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Descriptions priced at nothing and embeddings dear: what a batch run may spend is
+    then all embeddings, at the Batch API's share."""
+    monkeypatch.setenv("INDEXER_BATCH_POLL_SECONDS", "0.1")
+    fake.batch_seconds = 0.6
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        'source = "a test"\nbatch_share = 0.5\n[models."gemini-3.8-flash"]\ninput = 0.0\n'
+        '[models."gemini-embedding-2"]\ninput = 1000.0\nimage_input = 1000.0\n'
+    )
+    monkeypatch.setenv("INDEXER_PRICES", str(prices))
+    folder = photos(tmp_path / "photos", 8)
+    cost = dry_run("--batch", str(folder))["cost_usd"]
+    assert cost["online"] > 0 and cost["batch"] == pytest.approx(cost["online"] / 2, rel=0.01)
+    budget = cost["batch"] * 4.5 / 8  # four images at the batch share (two at full price)
+    done = in_process("indexer", "run", "--batch", "--max-cost", f"{budget:.6f}", str(folder))
+    assert done.returncode == 3, done.stderr
+    assert len(fake.submitted_keys()) == 4
+    assert catalog_counts() == (4, 4, 0)
