@@ -147,8 +147,9 @@ def verify(store: Parts, location: str, repair: bool, progress: Progress) -> Rep
                 "unnamed-batch-job",
                 store.batches.name,
                 unnamed,
-                "batch jobs recorded as being created; the next `indexer run --batch` finds "
-                "them by name in the account, or forgets those that were never created",
+                "batch jobs recorded as being created, or whose create was refused; the next "
+                "`indexer run --batch` finds them by name in the account, or sends again (or, "
+                "for a description job, forgets) those that were never created",
                 repairable=False,
             )
         )
