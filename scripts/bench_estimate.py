@@ -1,7 +1,7 @@
 """How close `indexer run --dry-run` comes to what the run then reports, on real photos
 against the fake Gemini server (no key, no network).
 
-    python scripts/bench_estimate.py [--photos 60] [--json]
+    python scripts/bench_estimate.py [--photos 60] [--batch] [--json]
 
 Runs the real CLI twice in a fresh home: `indexer run --dry-run --json` on the first
 `--photos` photos of clothing-small/validation, then `indexer run` on them, and compares the
@@ -9,8 +9,11 @@ tokens estimated with the tokens the run reports (and the estimated cost with th
 `indexer status` computes from them). The fake bills like Gemini 3 (image tokens by media
 resolution, thinking tokens by level), but its output and thinking counts are its own: the
 figure measures the estimate's arithmetic and its first-run guesses against those, so run
-it against the real API for the real error. With `--json` the last line is {"photos",
-"estimated_tokens", "reported_tokens", "error", "estimated_usd", "reported_usd"}.
+it against the real API for the real error. With `--batch` both are `--batch` runs (with
+picture vectors from the embedding model), and the figures add how many of the photos'
+texts and pictures were embedded online (none is the design) and in embedding jobs. With
+`--json` the last line is {"photos", "estimated_tokens", "reported_tokens", "error",
+"estimated_usd", "reported_usd"}, with "embedded_online" and "embedded_in_jobs" for `--batch`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from tests.fake_gemini import API_KEY, FakeGemini  # noqa: E402
 def main(argv: Sequence[str] = ()) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=60)
+    parser.add_argument("--batch", action="store_true", help="measure a --batch run")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
     source = DATA / "clothing-small" / "validation"
@@ -52,9 +56,12 @@ def main(argv: Sequence[str] = ()) -> None:
             "GEMINI_BASE_URL": fake.base_url,
             "GOOGLE_API_KEY": API_KEY,
             "INDEXER_HOME": str(Path(tmp) / "home"),
-            "INDEXER_IMAGE_VECTORS": "false",
+            "INDEXER_IMAGE_VECTORS": "true" if args.batch else "false",
+            "INDEXER_BATCH_POLL_SECONDS": "0.2",
             "ANONYMIZED_TELEMETRY": "False",
         }
+        fake.batch_seconds = 1.0
+        mode = ["--batch"] if args.batch else []
 
         def indexer(*argv: str) -> str:
             done = subprocess.run(
@@ -64,9 +71,13 @@ def main(argv: Sequence[str] = ()) -> None:
                 raise SystemExit(done.stderr)
             return done.stdout
 
-        estimate = json.loads(indexer("run", "--dry-run", "--json", str(folder)).splitlines()[-1])
-        ran = indexer("run", str(folder))
+        dry = indexer("run", "--dry-run", "--json", *mode, str(folder))
+        estimate = json.loads(dry.splitlines()[-1])
+        ran = indexer("run", *mode, str(folder))
         status = json.loads(indexer("status", "--json"))
+        online = sum(fake.online_embedded(task="document").values())
+        online += sum(1 for k in fake.online_embedded() if re.fullmatch(r"[0-9a-f]{64}", k))
+        in_jobs = sum(fake.batch_embedded().values())
     said = re.search(r"tokens: ([\d,]+) \(", ran)
     if said is None:
         raise SystemExit(f"the run reported no tokens: {ran}")
@@ -77,14 +88,18 @@ def main(argv: Sequence[str] = ()) -> None:
         "estimated_tokens": estimated,
         "reported_tokens": reported,
         "error": round((estimated - reported) / reported, 4),
-        "estimated_usd": estimate["cost_usd"]["online"],
+        "estimated_usd": estimate["cost_usd"]["batch" if args.batch else "online"],
         "reported_usd": status["usage"]["cost_usd"],
     }
     print(
         f"{result['photos']} photos: estimated {estimated:,} tokens, the run reported "
-        f"{reported:,} ({result['error']:+.1%}); estimated ${result['estimated_usd']} online, "
-        f"the run's descriptions cost ${result['reported_usd']}"
+        f"{reported:,} ({result['error']:+.1%}); estimated ${result['estimated_usd']} "
+        f"{'in batch mode' if args.batch else 'online'}, the run's descriptions cost "
+        f"${result['reported_usd']} at online prices"
     )
+    if args.batch:
+        result |= {"embedded_online": online, "embedded_in_jobs": in_jobs}
+        print(f"photo texts and pictures embedded online {online}, in embedding jobs {in_jobs}")
     if args.json:
         print(json.dumps(result))
 
