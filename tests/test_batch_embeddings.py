@@ -7,18 +7,14 @@ fake's Batch API; what was paid is counted by the fake."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from collections import Counter
 from pathlib import Path
 
 from tests.conftest import in_process
 from tests.fake_gemini import FakeGemini
 from tests.test_batch import batch_env, cli, ids, photos, status
-from tests.test_batch_faults import check_sound
+from tests.test_batch_faults import check_sound, killed_forgetting
 
 __all__ = ["batch_env"]
 
@@ -54,41 +50,13 @@ def test_a_batch_run_embeds_its_photos_through_the_batch_api_only(
     assert [Path(h["path"]).name for h in json.loads(found.stdout)] == [images[2].name]
 
 
-DIE_ON_FORGET = textwrap.dedent(
-    """
-    import os, signal, sys
-    from chromadb.api.models.Collection import Collection
-    from indexer.cli import main
-
-    real_delete = Collection.delete
-
-    def delete(self, *args, **kwargs):
-        # Chroma's own method: die as the description job's entry is to be forgotten, after
-        # the embedding job holding its answers was created and recorded.
-        if self.name.endswith("-batches"):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real_delete(self, *args, **kwargs)
-
-    Collection.delete = delete
-    sys.argv = ["indexer", "run", sys.argv[1], "--batch"]
-    main()
-    """
-)
-
-
 def test_a_kill_between_the_two_jobs_makes_no_second_embedding_job_and_loses_nothing(
     batch_env: FakeGemini, tmp_path: Path
 ) -> None:
     images = photos(tmp_path / "photos", 3)
-    killed = subprocess.run(
-        [sys.executable, "-c", DIE_ON_FORGET, str(tmp_path / "photos")],
-        capture_output=True,
-        text=True,
-        cwd=os.getcwd(),
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=180,
-    )
-    assert killed.returncode < 0, killed.stderr
+    # Killed as the description job's entry is to be forgotten, after the embedding job
+    # holding its answers was created and recorded.
+    killed_forgetting(tmp_path / "photos")
     assert len(batch_env.embedding_jobs()) == 1
     assert len(status()["batches"]) == 2  # the collected description job, and its follower
     done = cli("run", str(tmp_path / "photos"), "--batch")

@@ -141,7 +141,7 @@ def test_answers_whose_keywords_cannot_be_mapped_yet_are_kept_and_collected_late
     check_sound()
 
 
-REPLACE_AND_DIE = textwrap.dedent(
+DIE_ON_FORGET = textwrap.dedent(
     """
     import os, signal, sys
     from chromadb.api.models.Collection import Collection
@@ -150,8 +150,8 @@ REPLACE_AND_DIE = textwrap.dedent(
     real_delete = Collection.delete
 
     def delete(self, *args, **kwargs):
-        # Chroma's own method: die as the expired job's entry is to be forgotten, after
-        # its replacement was created and recorded.
+        # Chroma's own method: die as the first batch log entry is to be forgotten, once
+        # what follows it (a replacement, an embedding job) was created and recorded.
         if self.name.endswith("-batches"):
             os.kill(os.getpid(), signal.SIGKILL)
         return real_delete(self, *args, **kwargs)
@@ -163,13 +163,10 @@ REPLACE_AND_DIE = textwrap.dedent(
 )
 
 
-def test_a_kill_while_replacing_an_expired_job_leaves_one_replacement(
-    batch_env: FakeGemini, tmp_path: Path
-) -> None:
-    images = photos(tmp_path / "photos", 3)
-    batch_env.batch_outcomes.append("expired")
+def killed_forgetting(folder: Path) -> None:
+    """`indexer run FOLDER --batch` in a process killed as it forgets a batch log entry."""
     killed = subprocess.run(
-        [sys.executable, "-c", REPLACE_AND_DIE, str(tmp_path / "photos")],
+        [sys.executable, "-c", DIE_ON_FORGET, str(folder)],
         capture_output=True,
         text=True,
         cwd=os.getcwd(),
@@ -177,6 +174,14 @@ def test_a_kill_while_replacing_an_expired_job_leaves_one_replacement(
         timeout=180,
     )
     assert killed.returncode < 0, killed.stderr
+
+
+def test_a_kill_while_replacing_an_expired_job_leaves_one_replacement(
+    batch_env: FakeGemini, tmp_path: Path
+) -> None:
+    images = photos(tmp_path / "photos", 3)
+    batch_env.batch_outcomes.append("expired")
+    killed_forgetting(tmp_path / "photos")
     assert len(batch_env.description_jobs()) == 2  # the expired job and its replacement
     done = cli("run", str(tmp_path / "photos"), "--batch")
     assert done.returncode == 0, done.stderr
