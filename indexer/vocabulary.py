@@ -7,7 +7,7 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,45 @@ def _folded(word: str) -> str:
     return " ".join(re.split(r"[\s_-]+", word.strip().casefold())).strip()
 
 
-def matches(keywords: Mapping[str, Sequence[str]], where: Where) -> bool:
-    """Whether a record's keywords satisfy every facet=keyword term (AND)."""
-    return all(
-        keyword in keywords.get(facet, ()) for facet, terms in where.items() for keyword in terms
-    )
+@dataclass(frozen=True)
+class Filters:
+    """Keyword filters: a record must have every `where` keyword and no `exclude` one."""
+
+    where: Where = field(default_factory=dict)
+    exclude: Where = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, given: Filters | Where | None) -> Filters:
+        """`given` as Filters: a plain mapping is its `where`."""
+        return given if isinstance(given, Filters) else cls(dict(given or {}))
+
+    def __bool__(self) -> bool:
+        return bool(self.required or self.excluded)
+
+    @property
+    def required(self) -> list[tuple[str, str]]:
+        return [(facet, word) for facet, words in self.where.items() for word in words]
+
+    @property
+    def excluded(self) -> list[tuple[str, str]]:
+        return [(facet, word) for facet, words in self.exclude.items() for word in words]
+
+    def but(self, where: Where) -> Filters:
+        """These exclusions with other required keywords."""
+        return replace(self, where=where)
+
+    def matches(self, keywords: Mapping[str, Sequence[str]]) -> bool:
+        return all(w in keywords.get(f, ()) for f, w in self.required) and not any(
+            w in keywords.get(f, ()) for f, w in self.excluded
+        )
+
+
+FilterLike = Filters | Where | None
+
+
+def matches(keywords: Mapping[str, Sequence[str]], where: FilterLike) -> bool:
+    """Whether a record's keywords have every required keyword (AND) and no excluded one."""
+    return Filters.of(where).matches(keywords)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,25 +19,23 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from indexer.config import Settings, load_settings
 from indexer.errors import ImageError, QueryError, StoreError
-from indexer.records import Failure, Page, StoredRecord
+from indexer.records import Page, StoredRecord
 from indexer.vocabulary import Vocabulary
+from query.examples import Examples, one_space, words_of
 from query.filters import Where, checked
-from query.hits import Hit, to_hits
+from query.hits import Hit
 from query.listing import Listings
+from query.routes import Probe, Routes
 from query.searchers import Searchers
 
 if TYPE_CHECKING:
     from indexer.enrich import Enricher
-    from indexer.images import SourceImage
     from indexer.providers.base import Provider
     from indexer.store import ImageStore
     from query.planner import Planner
 
 QueryResult = Hit
-# Candidates per route for fused ranking: enough that the best of either route is seen.
-_FUSION_DEPTH = 4
 MAX_RANKED = 500  # a search's deepest page ends here
-ASKED_IMAGES = 32  # query images whose vectors are kept for their next page
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -88,6 +85,7 @@ class QueryClient:
         self._vocabulary = vocabulary
         self._enricher: Enricher | None = None
         self._searchers = Searchers(settings)
+        self._routes = Routes(self._searchers)
         self._checked = False
         self._listings = Listings(settings.cache_dir / "listings")
         # Guards the lazily built parts only, held for moments: searches run in parallel.
@@ -95,8 +93,7 @@ class QueryClient:
         # Held while a slow part is built (an enricher's vocabulary embedded), so that
         # building it keeps nobody else from the built ones.
         self._enricher_lock = threading.Lock()
-        # Query images' vectors by content id (see _image_vectors), newest last.
-        self._asked: OrderedDict[str, tuple[str, list[float], list[float] | None]] = OrderedDict()
+        self._examples = Examples(settings, self._ready, self._enricher_for)
 
     @classmethod
     def from_env(cls, **overrides: object) -> QueryClient:
@@ -150,7 +147,7 @@ class QueryClient:
             self._searchers.forget()
             self._enricher = None
             self._listings.forget()
-            self._asked.clear()
+            self._examples.forget()
             if self._own_provider and self._provider is not None:
                 self._provider.close()
                 self._provider = None
@@ -161,29 +158,6 @@ class QueryClient:
         """Plans filtered searches over this client's collection."""
         store, _ = self._ready()
         return self._searchers.planner(store)
-
-    def _search(self, vector: list[float], where: Where, limit: int, pictures: bool) -> list[Hit]:
-        store, _ = self._ready()
-        with self._searchers.engine(store, vector, pictures) as engine:
-            near = engine.planner.nearest(vector, limit, where, pictures)
-            return to_hits(engine.store.answer(near, where))
-
-    def _fused(
-        self, text_vector: list[float], image_vector: list[float], where: Where, limit: int
-    ) -> list[Hit]:
-        """Both routes' nearest, each scored by both similarities (ranking.fused)."""
-        from query import ranking  # numpy: loaded on the first image search, not on import
-
-        store, _ = self._ready()
-        depth = _depth(limit)
-        with self._searchers.engine(store, text_vector, False) as engine:
-            ids = dict.fromkeys(
-                n.id
-                for vector, pictures in ((text_vector, False), (image_vector, True))
-                for n in engine.planner.nearest(vector, depth, where, pictures)
-            )
-            found = engine.store.with_vectors(list(ids), where)
-        return ranking.fused(found, text_vector, image_vector, limit)
 
     def _enricher_for(self, provider: Provider) -> Enricher:
         """Built once per client: it embeds the vocabulary and may load an image model."""
@@ -199,10 +173,18 @@ class QueryClient:
 
     @_reopening
     def text(
-        self, text: str, where: Where | None = None, limit: int = 10, offset: int = 0
+        self,
+        text: str,
+        where: Where | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        *,
+        exclude: Where | None = None,
+        min_score: float | None = None,
     ) -> list[QueryResult]:
-        """Images best described by `text`, optionally filtered by keyword: the `limit` best
-        after the first `offset` (a page of results).
+        """Images best described by `text`: the `limit` best after the first `offset` (a page
+        of results), with every keyword of `where` and none of `exclude`, scoring at least
+        `min_score` (see docs/usage.md for what a score means).
 
         With a multimodal embedding model, the text is also compared with the pictures
         themselves, and the two routes are fused by the mean of their cosine similarities
@@ -210,13 +192,12 @@ class QueryClient:
 
         if not text.strip():
             raise QueryError("the query text is empty")
-        filters = checked(self.vocabulary, where)
+        filters = checked(self.vocabulary, where, exclude)
         _check_page(limit, offset)
         store, provider = self._ready()
         vector = provider.embed_queries([text])[0]
-        if not (provider.shared_space and store.image_spec == provider.image_spec):
-            return self._search(vector, filters, limit + offset, pictures=False)[offset:]
-        return self._fused(vector, vector, filters, limit + offset)[offset:]
+        probe = Probe(vector, second=vector if one_space(store, provider) else None)
+        return _page(self._routes.ranked(store, probe, filters, limit + offset), offset, min_score)
 
     @_reopening
     def image(
@@ -225,20 +206,31 @@ class QueryClient:
         where: Where | None = None,
         limit: int = 10,
         offset: int = 0,
+        *,
+        text: str | None = None,
+        exclude: Where | None = None,
+        min_score: float | None = None,
     ) -> list[QueryResult]:
         """Images most like the one at `path` (or these image bytes, e.g. an upload), the
-        `limit` best after the first `offset`. The query image is not added to the
-        collection, and asking again for another page of it calls no model.
+        `limit` best after the first `offset`, filtered as `text` filters. The query image is
+        not added to the collection, and asking again for another page of it calls no model.
 
-        The image goes through the same recipe as an indexed one (described, keywords
-        corrected, "keywords. caption" embedded), and an answer ingestion would refuse is
-        refused here too. Where the collection also holds image vectors of the same image
-        model, the score is the mean of the visual and the caption cosine similarity.
+        With a multimodal embedding model the photo itself is the query, compared with the
+        stored pictures (one embedding request). Otherwise it goes through the same recipe
+        as an indexed image (described, keywords corrected, "keywords. caption" embedded),
+        and an answer ingestion would refuse is refused here too; where the collection also
+        holds image vectors of the same image model, the score is the mean of the visual and
+        the caption cosine similarity.
+
+        `text` changes the picture by words ("in red"): with a multimodal model the picture
+        and the words are embedded as one content; otherwise the photo's candidates are
+        re-ranked by how well each record's caption matches the words.
         """
         from indexer.images import SourceImage, read_source
 
-        filters = checked(self.vocabulary, where)
+        filters = checked(self.vocabulary, where, exclude)
         _check_page(limit, offset)
+        words = words_of(text)
         name = "uploaded image" if isinstance(path, bytes) else str(path)
         try:
             source = (
@@ -248,58 +240,46 @@ class QueryClient:
             )
         except ImageError as exc:
             raise QueryError(f"{name}: {exc}") from exc
-        route, first, second = self._image_vectors(source, name)
-        want = limit + offset
-        if route == "picture":
-            return self._search(first, filters, want, pictures=True)[offset:]
-        if second is None:
-            return self._search(first, filters, want, pictures=False)[offset:]
-        return self._fused(first, second, filters, want)[offset:]
-
-    def _image_vectors(
-        self, source: SourceImage, name: str
-    ) -> tuple[str, list[float], list[float] | None]:
-        """How to search by this image: ("picture", its vector, None) in one multimodal
-        space, else ("caption", the caption vector, the picture vector if the collection
-        has pictures of that model). Kept for the last few images, so that paging through
-        the results of one photo pays for it once."""
-        from indexer.images import prepare
-
-        with self._lock:
-            known = self._asked.get(source.id)
-            if known is not None:
-                self._asked.move_to_end(source.id)
-                return known
-        store, provider = self._ready()
-        try:
-            image = prepare(source, self.settings.image_max_side)
-        except ImageError as exc:
-            raise QueryError(f"{name}: {exc}") from exc
-        found: tuple[str, list[float], list[float] | None]
-        if provider.shared_space and store.image_spec == provider.image_spec:
-            # One multimodal space: the photo itself is the query (one embedding request,
-            # no description), compared with the stored pictures.
-            found = ("picture", provider.embed_images([image])[0], None)
-        else:
-            enricher = self._enricher_for(provider)
-            outcome = enricher.enrich([image])[0]
-            if isinstance(outcome, Failure):
-                raise QueryError(f"cannot search by {name}: {outcome.reason}")
-            pictured = store.image_spec == enricher.image_spec
-            picture = outcome.image_embedding if pictured else None
-            found = ("caption", outcome.embedding, picture)
-        with self._lock:
-            self._asked[source.id] = found
-            while len(self._asked) > ASKED_IMAGES:
-                self._asked.popitem(last=False)
-        return found
+        probe = self._examples.photo(source, words)
+        store, _ = self._ready()
+        return _page(self._routes.ranked(store, probe, filters, limit + offset), offset, min_score)
 
     @_reopening
-    def browse(self, where: Where | None = None, limit: int = 24, offset: int = 0) -> Page:
-        """The collection itself, newest first: the records matching `where` from `offset`,
-        how many match, and for each keyword how many of them have it (what a filter chip
-        would leave). Needs no model."""
-        filters = checked(self.vocabulary, where)
+    def similar(
+        self,
+        ref: str | Path,
+        where: Where | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        *,
+        text: str | None = None,
+        exclude: Where | None = None,
+        min_score: float | None = None,
+    ) -> list[QueryResult]:
+        """More like an indexed image: `ref` is its record's id or its file's path. Ranked from
+        the record's stored vectors as `image` ranks a photo, the record itself left out,
+        filtered and paged as `image` is; calls no model. With `text`, as `image` with
+        `text` does (one embedding request on a multimodal model: the indexed file with the
+        words, or, when the file changed since, its stored picture re-ranked by the words)."""
+        filters = checked(self.vocabulary, where, exclude)
+        _check_page(limit, offset)
+        probe = self._examples.record(ref, words_of(text))
+        store, _ = self._ready()
+        return _page(self._routes.ranked(store, probe, filters, limit + offset), offset, min_score)
+
+    @_reopening
+    def browse(
+        self,
+        where: Where | None = None,
+        limit: int = 24,
+        offset: int = 0,
+        *,
+        exclude: Where | None = None,
+    ) -> Page:
+        """The collection itself, newest first: the records with every keyword of `where` and
+        none of `exclude` from `offset`, how many match, and for each keyword how many of
+        them have it (what a filter chip would leave). Needs no model."""
+        filters = checked(self.vocabulary, where, exclude)
         _check_page(limit, offset, deepest=None)  # browsing pages through everything
         store = self._opened()
         browsed = self._listings.current(store).page(filters, limit, offset)
@@ -357,8 +337,10 @@ class QueryClient:
         self.close()
 
 
-def _depth(limit: int) -> int:
-    return max(_FUSION_DEPTH * limit, 40)
+def _page(hits: list[Hit], offset: int, min_score: float | None) -> list[Hit]:
+    """The hits after the first `offset`, none below `min_score` (hits come best first)."""
+    kept = hits if min_score is None else [h for h in hits if h.score >= min_score]
+    return kept[offset:]
 
 
 def _check_page(limit: int, offset: int, deepest: int | None = MAX_RANKED) -> None:

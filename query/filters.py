@@ -1,16 +1,18 @@
-"""Keyword filters as a caller writes them ("season=summer"), checked against the vocabulary
-and put in its spelling, before any search sees them."""
+"""Keyword filters as a caller writes them ("season=summer", and exclusions such as
+"color=black"), checked against the vocabulary and put in its spelling, before any search
+sees them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from indexer.errors import QueryError
-from indexer.vocabulary import Vocabulary
+from indexer.vocabulary import Filters, Vocabulary
 
 Where = Mapping[str, str | Sequence[str]]
 # A record has a handful of keywords a facet: more AND terms than this rarely match anything,
-# each costs Chroma a clause, and Chroma Cloud takes at most 8 predicates a query.
+# each (required or excluded) costs Chroma a clause, and Chroma Cloud takes at most 8
+# predicates a query.
 MAX_FILTER_TERMS = 8
 
 
@@ -25,8 +27,24 @@ def parse_where(terms: Sequence[str]) -> dict[str, list[str]]:
     return where
 
 
-def checked(vocabulary: Vocabulary, where: Where | None) -> dict[str, list[str]]:
-    """Validate filters against the vocabulary and return them in canonical spelling."""
+def checked(vocabulary: Vocabulary, where: Where | None, exclude: Where | None = None) -> Filters:
+    """Validate filters against the vocabulary and return them in canonical spelling: the
+    keywords a record must have (`where`) and those it must not (`exclude`)."""
+    required, excluded = _canonical(vocabulary, where), _canonical(vocabulary, exclude)
+    both = [(f, w) for f, words in required.items() for w in words if w in excluded.get(f, [])]
+    if both:
+        facet, word = both[0]
+        raise QueryError(f"{facet}={word} is both required and excluded; nothing can match")
+    terms = sum(len(words) for words in (*required.values(), *excluded.values()))
+    if terms > MAX_FILTER_TERMS:
+        raise QueryError(
+            f"{terms} different filter terms; at most {MAX_FILTER_TERMS} are allowed "
+            "(each term narrows the results: a record must have every keyword)"
+        )
+    return Filters(required, excluded)
+
+
+def _canonical(vocabulary: Vocabulary, where: Where | None) -> dict[str, list[str]]:
     checked: dict[str, list[str]] = {}
     for facet, values in (where or {}).items():
         if facet not in vocabulary.facets:
@@ -45,12 +63,6 @@ def checked(vocabulary: Vocabulary, where: Where | None) -> dict[str, list[str]]
             kept = checked.setdefault(facet, [])
             if keyword not in kept:  # a repeated term filters nothing more
                 kept.append(keyword)
-    terms = sum(len(words) for words in checked.values())
-    if terms > MAX_FILTER_TERMS:
-        raise QueryError(
-            f"{terms} different filter terms; at most {MAX_FILTER_TERMS} are allowed "
-            "(each term narrows the results: a record must have every keyword)"
-        )
     return checked
 
 

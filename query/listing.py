@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from indexer.errors import StoreError
 from indexer.files import atomic_write
 from indexer.records import Listed
+from indexer.vocabulary import FilterLike, Filters
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,17 +97,20 @@ class Listing:
         except (OSError, ValueError, KeyError):
             return None
 
-    def page(self, filters: Mapping[str, Sequence[str]], limit: int, offset: int) -> Browsed:
+    def page(self, filters: FilterLike, limit: int, offset: int) -> Browsed:
         import numpy as np
 
-        terms = [(facet, word) for facet, words in filters.items() for word in words]
-        if not terms:
+        given = Filters.of(filters)
+        if not given:
             return Browsed(self.size, self.ids[offset : offset + limit], self._all)
-        if any(term not in self._bits for term in terms):
+        if any(term not in self._bits for term in given.required):
             return Browsed(0, [], {})  # a keyword no record has
-        matching = self._bits[terms[0]].copy()
-        for term in terms[1:]:
+        matching = np.packbits(np.ones(self.size, dtype=bool))  # padding bits stay clear
+        for term in given.required:
             matching &= self._bits[term]
+        for term in given.excluded:
+            if term in self._bits:
+                matching &= ~self._bits[term]
         total = int(np.bitwise_count(matching).sum())
         counts = {
             key: int(np.bitwise_count(bits & matching).sum()) for key, bits in self._bits.items()

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from indexer.records import Neighbour
 from indexer.store import ImageStore
-from indexer.vocabulary import Keywords, Where, matches
+from indexer.vocabulary import FilterLike, Filters, Keywords, matches
 
 # Cost model, measured on embedded Chroma (2 cores) at 100,000 and 200,000 records of the
 # default vocabulary: a pre-filtered query scans the searched collection's metadata at about
@@ -55,19 +55,22 @@ class Planner:
         self._lock = threading.Lock()
         self.last_plan: list[str] = []  # the steps of the latest `nearest`, for benchmarks
 
-    def share(self, where: Where) -> float:
+    def share(self, where: FilterLike) -> float:
         """Estimated fraction of the catalog that `where` matches (1.0 without a filter)."""
-        if not where:
+        given = Filters.of(where)
+        if not given:
             return 1.0
         sample = self._keywords()
         if not sample:
             return 0.0
         # One bit per sampled record and keyword: a share is an AND and a popcount, some
         # microseconds, where testing 4,000 records in Python took milliseconds a term.
-        rows = (1 << len(sample)) - 1
-        for facet, words in where.items():
-            for word in words:
-                rows &= self._rows.get((facet, word), 0)
+        everyone = (1 << len(sample)) - 1
+        rows = everyone
+        for term in given.required:
+            rows &= self._rows.get(term, 0)
+        for term in given.excluded:
+            rows &= everyone ^ self._rows.get(term, 0)
         return rows.bit_count() / len(sample)
 
     def _keywords(self) -> list[Keywords]:
@@ -117,36 +120,37 @@ class Planner:
         return fetch
 
     def nearest(
-        self, vector: Sequence[float], limit: int, where: Where, pictures: bool = False
+        self, vector: Sequence[float], limit: int, where: FilterLike, pictures: bool = False
     ) -> list[Neighbour]:
         """The `limit` nearest records that satisfy `where` (all of them if fewer match).
         `last_plan` says how: the partition searched, each over-fetch's size, and
         "pre-filter" if it came to that."""
         self.last_plan = []
-        if not where:
+        given = Filters.of(where)
+        if not given:
             return self._store.nearest(vector, limit, None, pictures, whole=True)
-        share = self.share(where)
-        term = self._partition_term(where, pictures)
+        share = self.share(given)
+        term = self._partition_term(given, pictures)
         if term is None:
-            return self._filtered(vector, limit, where, pictures, None, share, self._records)
+            return self._filtered(vector, limit, given, pictures, None, share, self._records)
         # A partition holds exactly the records with that keyword: search it, and filter the
-        # other terms within it, where a scan is as small as the partition.
+        # other terms (exclusions too) within it, where a scan is as small as the partition.
         facet, keyword = term
         self.last_plan.append(f"partition {facet}={keyword}")
-        rest = {f: [w for w in words if (f, w) != term] for f, words in where.items()}
-        rest = {f: words for f, words in rest.items() if words}
-        if not rest:
+        rest = {f: [w for w in words if (f, w) != term] for f, words in given.where.items()}
+        within_rest = given.but({f: words for f, words in rest.items() if words})
+        if not within_rest:
             return self._store.nearest(vector, limit, None, pictures, partition=term)
         within = self.share({facet: [keyword]})
         size = max(1, round(within * self._records))
         return self._filtered(
-            vector, limit, rest, pictures, term, share / within if within else 0.0, size
+            vector, limit, within_rest, pictures, term, share / within if within else 0.0, size
         )
 
-    def _partition_term(self, where: Where, pictures: bool) -> tuple[str, str] | None:
-        """The filter term with the fewest records among those with a partition."""
+    def _partition_term(self, where: Filters, pictures: bool) -> tuple[str, str] | None:
+        """The required term with the fewest records among those with a partition."""
         partitioned = self._store.partitioned(pictures)
-        terms = [(f, w) for f, words in where.items() if f in partitioned for w in words]
+        terms = [(f, w) for f, w in where.required if f in partitioned]
         if not terms:
             return None
         return min(terms, key=lambda t: self.share({t[0]: [t[1]]}))
@@ -155,7 +159,7 @@ class Planner:
         self,
         vector: Sequence[float],
         limit: int,
-        where: Where,
+        where: Filters,
         pictures: bool,
         partition: tuple[str, str] | None,
         share: float,

@@ -44,6 +44,28 @@ def fused(
     return hits[:limit]
 
 
+def reranked(
+    candidates: Sequence[StoredRecord],
+    vector: Sequence[float],
+    pictures: bool,
+    words: Sequence[float],
+    limit: int,
+    words_weight: float = 0.5,
+) -> list[Hit]:
+    """The `limit` best candidates of one route by a weighted mean of that route's cosine
+    similarity (to `vector`, by picture or by caption) and the cosine similarity of their
+    caption vector to `words`."""
+    hits = []
+    for record in candidates:
+        own = record.image_embedding if pictures else record.embedding
+        assert record.embedding is not None, "candidates come with their caption vectors"
+        route = cosine(own, vector) if own is not None else 0.0
+        score = (1 - words_weight) * route + words_weight * cosine(record.embedding, words)
+        hits.append(as_hit(record, score))
+    hits.sort(key=lambda h: h.score, reverse=True)
+    return hits[:limit]
+
+
 RRF_K = 60  # the constant of Cormack et al.'s reciprocal rank fusion
 
 

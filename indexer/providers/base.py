@@ -97,6 +97,12 @@ class Provider(ABC):
         return self.image_spec is not None and self.image_spec == self.embedding_spec
 
     @property
+    def composes(self) -> bool:
+        """Whether `embed_composed` embeds a picture with words as one vector, in the space of
+        its pictures (a picture changed by words: "this, but in red")."""
+        return False
+
+    @property
     def batch_jobs(self) -> BatchJobs | None:
         """The provider's batch mode, or None when it has none."""
         return None
@@ -128,6 +134,12 @@ class Provider(ABC):
 
     def embed_images(self, images: Sequence[PreparedImage]) -> list[list[float]]:
         raise ProviderError(f"provider {self.name!r} cannot embed images")
+
+    def embed_composed(
+        self, images: Sequence[PreparedImage], texts: Sequence[str]
+    ) -> list[list[float]]:
+        """One vector per picture and its words, taken together (see `composes`)."""
+        raise ProviderError(f"provider {self.name!r} cannot embed a picture with words")
 
     def prompt_tokens(self, image: PreparedImage, vocabulary: Vocabulary) -> int:
         """Prompt tokens of describing `image`, counted without generating (free)."""

@@ -321,6 +321,18 @@ class GeminiProvider(Provider):
         contents = gemini_requests.picture_contents(images)
         return self._embed_contents(contents, None, MAX_IMAGES_PER_EMBED_REQUEST)
 
+    @property
+    def composes(self) -> bool:
+        return is_multimodal(self._settings.embedding_model)
+
+    def embed_composed(
+        self, images: Sequence[PreparedImage], texts: Sequence[str]
+    ) -> list[list[float]]:
+        if not self.composes:
+            return super().embed_composed(images, texts)
+        contents = gemini_requests.composed_contents(images, texts)
+        return self._embed_contents(contents, None, MAX_IMAGES_PER_EMBED_REQUEST)
+
     def _embed(self, texts: Sequence[str], task_type: str) -> list[list[float]]:
         contents = gemini_requests.text_contents(self._settings, texts, task_type)
         return self._embed_contents(contents, task_type, MAX_EMBED_BATCH)

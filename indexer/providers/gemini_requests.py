@@ -91,6 +91,23 @@ def picture_contents(images: Sequence[PreparedImage]) -> list[Any]:
     ]
 
 
+def composed_contents(images: Sequence[PreparedImage], texts: Sequence[str]) -> list[Any]:
+    """One Content per picture and its words: the model merges a content's parts into one
+    vector, so the words change what the picture stands for."""
+    from google.genai import types
+
+    return [
+        types.Content(
+            role="user",
+            parts=[
+                types.Part.from_bytes(data=image.jpeg, mime_type=image.mime_type),
+                types.Part.from_text(text=text),
+            ],
+        )
+        for image, text in zip(images, texts, strict=True)
+    ]
+
+
 def embedding_config(settings: Settings, task_type: str | None) -> Any:
     """The task as the model takes it (none for a multimodal one) and the vector size."""
     from google.genai import types

@@ -4,33 +4,30 @@ record's own keywords before it is returned."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from indexer.records import Found, Neighbour, StoredRecord
 from indexer.store import partitions, schema
 from indexer.store.connection import store_errors
 from indexer.store.reader import StoreReader
-from indexer.vocabulary import Keywords, Where, matches
+from indexer.vocabulary import FilterLike, Filters, Keywords, matches
 
 FACET_PREFIX = schema.FACET_PREFIX
 
 
-def where_clause(
-    filters: Mapping[str, Sequence[str]], prefix: str = FACET_PREFIX
-) -> dict[str, Any] | None:
-    """Chroma filter for "each facet contains each of its keywords", ANDed."""
-    terms = [
-        {f"{prefix}{facet}": {"$contains": keyword}}
-        for facet, keywords in filters.items()
-        for keyword in keywords
-    ]
+def where_clause(filters: FilterLike, prefix: str = FACET_PREFIX) -> dict[str, Any] | None:
+    """Chroma filter for "each facet contains each of its required keywords and none of its
+    excluded ones", ANDed (a record without the facet's key contains none)."""
+    given = Filters.of(filters)
+    terms = [{f"{prefix}{facet}": {"$contains": word}} for facet, word in given.required]
+    terms += [{f"{prefix}{facet}": {"$not_contains": word}} for facet, word in given.excluded]
     if not terms:
         return None
     return terms[0] if len(terms) == 1 else {"$and": terms}
 
 
-def _satisfies(record: StoredRecord, where: Where | None) -> bool:
+def _satisfies(record: StoredRecord, where: FilterLike) -> bool:
     """The record's own filter keys, the ones a pre-filtered search reads, satisfy `where`."""
     return not where or matches(schema.filter_keywords(record.metadata), where)
 
@@ -43,7 +40,7 @@ class StoreSearch(StoreReader):
         self,
         vector: Sequence[float],
         k: int,
-        where: Mapping[str, Sequence[str]] | None = None,
+        where: FilterLike = None,
         pictures: bool = False,
         partition: tuple[str, str] | None = None,
         whole: bool = False,
@@ -70,7 +67,7 @@ class StoreSearch(StoreReader):
         found = collection.query(
             query_embeddings=[list(vector)],
             n_results=max(1, k),
-            where=where_clause(where or {}, prefix),
+            where=where_clause(where, prefix),
             include=[
                 *(["documents"] if partition or whole else []),
                 *(["metadatas"] if not partition else []),
@@ -98,7 +95,7 @@ class StoreSearch(StoreReader):
     def query(
         self,
         vector: Sequence[float],
-        where: Mapping[str, Sequence[str]],
+        where: FilterLike,
         limit: int,
         pictures: bool = False,
     ) -> list[Found]:
@@ -110,7 +107,7 @@ class StoreSearch(StoreReader):
         self,
         text_vector: Sequence[float],
         image_vector: Sequence[float],
-        where: Mapping[str, Sequence[str]],
+        where: FilterLike,
         k: int,
     ) -> list[StoredRecord]:
         """The `k` nearest of each route, with both vectors, for the query side's fused ranking."""
@@ -122,7 +119,7 @@ class StoreSearch(StoreReader):
         return self.with_vectors(list(ids), where)
 
     @store_errors
-    def answer(self, neighbours: Sequence[Neighbour], where: Where | None = None) -> list[Found]:
+    def answer(self, neighbours: Sequence[Neighbour], where: FilterLike = None) -> list[Found]:
         """The records of a search's neighbours, in order: from the records read with them, and
         the others read now. Left out: ids without a record (an image vector whose record a
         crash never wrote), and records whose own keywords do not satisfy `where` (an image
@@ -137,7 +134,7 @@ class StoreSearch(StoreReader):
         return out
 
     @store_errors
-    def with_vectors(self, ids: Sequence[str], where: Where | None = None) -> list[StoredRecord]:
+    def with_vectors(self, ids: Sequence[str], where: FilterLike = None) -> list[StoredRecord]:
         """Records with their caption and image vectors, for fused ranking; those whose own
         keywords do not satisfy `where` left out (see `answer`)."""
         if not ids:
