@@ -45,6 +45,26 @@ WhereOpt = typer.Option(
     metavar="FACET=VALUE",
     help="Keyword filter FACET=VALUE, e.g. color=red; repeat to AND.",
 )
+ExcludeOpt = typer.Option(
+    [],
+    "--exclude",
+    "-x",
+    metavar="FACET=VALUE",
+    help="Leave out images with this keyword, e.g. color=black; repeatable.",
+)
+MinScoreOpt = typer.Option(
+    None,
+    "--min-score",
+    metavar="S",
+    help="Leave out results scoring below S (cosine similarity; see docs/usage.md).",
+)
+WordsOpt = typer.Option(
+    None,
+    "--text",
+    "-t",
+    metavar="WORDS",
+    help='Words that change the picture, e.g. "in red".',
+)
 # No min=1 here: the client says "limit must be at least 1" in one line, not a usage box.
 LimitOpt = typer.Option(10, "--limit", "-n", help="Number of results (at least 1).")
 JsonOpt = typer.Option(False, "--json", help="Print a JSON array instead of a table.")
@@ -63,16 +83,15 @@ def _open_client() -> QueryClient:
     return client
 
 
-def _search(
-    as_json: bool,
-    verbose: bool,
-    ask: Callable[[QueryClient, dict[str, list[str]]], list[Hit]],
-    where: list[str],
-) -> None:
+Ask = Callable[[QueryClient, dict[str, list[str]], dict[str, list[str]]], list[Hit]]
+
+
+def _search(as_json: bool, verbose: bool, ask: Ask, where: list[str], exclude: list[str]) -> None:
     setup_logging(verbose)
     with reported_errors(), _open_client() as client:
-        filters = parse_where(where)  # a malformed term is a one-line error like the rest
-        hits = ask(client, filters)
+        # A malformed term is a one-line error like the rest.
+        filters, excluded = parse_where(where), parse_where(exclude)
+        hits = ask(client, filters, excluded)
         for facet, provider in client.untagged(filters):
             note(_untagged_hint(facet, provider))
     if as_json:
@@ -124,24 +143,66 @@ def _table(hits: list[Hit]) -> Table:
 def text(
     text: str = typer.Argument(..., help='What to look for, e.g. "colorful dress".'),
     where: list[str] = WhereOpt,
+    exclude: list[str] = ExcludeOpt,
     limit: int = LimitOpt,
+    min_score: float | None = MinScoreOpt,
     as_json: bool = JsonOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
     """Find images by a natural-language description."""
-    _search(as_json, verbose, lambda c, w: c.text(text, where=w, limit=limit), where)
+    _search(
+        as_json,
+        verbose,
+        lambda c, w, x: c.text(text, where=w, exclude=x, limit=limit, min_score=min_score),
+        where,
+        exclude,
+    )
 
 
 @app.command(cls=ReadableCommand)
 def image(
     path: Path = typer.Argument(..., help="An image file; it is not added to the collection."),
+    words: str | None = WordsOpt,
     where: list[str] = WhereOpt,
+    exclude: list[str] = ExcludeOpt,
     limit: int = LimitOpt,
+    min_score: float | None = MinScoreOpt,
     as_json: bool = JsonOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
-    """Find images similar to an example image."""
-    _search(as_json, verbose, lambda c, w: c.image(path, where=w, limit=limit), where)
+    """Find images similar to an example image (changed by --text words)."""
+    _search(
+        as_json,
+        verbose,
+        lambda c, w, x: c.image(
+            path, where=w, exclude=x, limit=limit, text=words, min_score=min_score
+        ),
+        where,
+        exclude,
+    )
+
+
+@app.command(cls=ReadableCommand)
+def similar(
+    ref: str = typer.Argument(..., help="An indexed image: its record id or its file's path."),
+    words: str | None = WordsOpt,
+    where: list[str] = WhereOpt,
+    exclude: list[str] = ExcludeOpt,
+    limit: int = LimitOpt,
+    min_score: float | None = MinScoreOpt,
+    as_json: bool = JsonOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Find more like an indexed image, from its stored vectors (no model call)."""
+    _search(
+        as_json,
+        verbose,
+        lambda c, w, x: c.similar(
+            ref, where=w, exclude=x, limit=limit, text=words, min_score=min_score
+        ),
+        where,
+        exclude,
+    )
 
 
 @app.command(cls=ReadableCommand)

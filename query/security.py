@@ -9,6 +9,8 @@ route runs, and the headers every response carries.
 - Bodies: cut off at the size limit while they are read (413), never spooled whole.
 - Headers: nosniff, no framing, and a Content-Security-Policy (the page's inline script and
   style allowed by hash only).
+- Uploads: at most MAX_UPLOAD_BYTES, and a header declaring more than MAX_UPLOAD_PIXELS
+  pixels is refused before anything is decoded (`checked_upload`).
 - Logs: access tokens in request lines are redacted.
 """
 
@@ -17,15 +19,22 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import io
 import logging
 import re
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
+from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from indexer.images import DECODED_FORMATS
+
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# An upload is decoded in full; 40 megapixels (say 8000x5000) is far above any phone photo
+# and keeps one decode near 120 MB.
+MAX_UPLOAD_PIXELS = 40_000_000
 # The multipart envelope around the file: part headers, boundary, nothing more.
 ENVELOPE_BYTES = 64 * 1024
 _LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"]
@@ -204,3 +213,17 @@ class RedactToken(logging.Filter):
                 self._PARAM.sub(self._redacted, a) if isinstance(a, str) else a for a in record.args
             )
         return True
+
+
+def checked_upload(data: bytes) -> bytes:
+    """Refuse an upload whose header declares more pixels than an upload may decode to."""
+    try:
+        with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as img:
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return data  # the client's decoder reports what is wrong with it
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise StarletteHTTPException(
+            413, f"image too large: {width}x{height} pixels (at most {MAX_UPLOAD_PIXELS:,})"
+        )
+    return data

@@ -18,14 +18,15 @@ describes itself at /openapi.json (browsable at /docs). Requests pass the guards
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
-import io
 import logging
 import mimetypes
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,22 +34,22 @@ from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, Uploa
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from indexer.config import is_loopback_host
 from indexer.errors import ConfigError, ImageError, IndexerError, one_line
 from indexer.files import read_regular
-from indexer.images import DECODED_FORMATS, content_id
+from indexer.images import content_id
 from indexer.records import StoredRecord
 from query.client import QueryClient
-from query.filters import parse_where
+from query.params import Filtering, Ranked
 from query.security import (
     ENVELOPE_BYTES,
     MAX_UPLOAD_BYTES,
     Guard,
     allowed_hosts,
+    checked_upload,
     page_policy,
     too_large_message,
 )
@@ -59,9 +60,6 @@ __all__ = ["MAX_UPLOAD_BYTES", "check_exposure", "create_app", "prune_thumbnails
 
 log = logging.getLogger(__name__)
 
-# An upload is decoded in full; 40 megapixels (say 8000x5000) is far above any phone photo
-# and keeps one decode near 120 MB.
-MAX_UPLOAD_PIXELS = 40_000_000
 IMAGE_SEARCH_QUEUE = 8  # image searches waiting for a model slot before a 503
 _PAGE = Path(__file__).with_name("static") / "index.html"
 
@@ -242,15 +240,14 @@ def create_app(
 
     @app.get("/api/images", dependencies=guarded)
     def browse(
-        where: Annotated[
-            list[str], Query(description="FACET=VALUE, e.g. color=red; repeat to AND.")
-        ] = [],  # noqa: B006 - FastAPI copies defaults
+        filters: Annotated[Filtering, Depends()],
         limit: Annotated[int, Query(ge=1, le=500)] = 24,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> PageOut:
         """The collection itself, newest first, filtered by keyword: a page of records, how
         many match, and per facet how many of them have each keyword."""
-        page = client.browse(parse_where(where), limit=limit, offset=offset)
+        where, exclude = filters.terms
+        page = client.browse(where, limit=limit, offset=offset, exclude=exclude)
         return PageOut(
             total=page.total,
             offset=offset,
@@ -261,25 +258,62 @@ def create_app(
     @app.get("/api/search", dependencies=guarded)
     def search_text(
         q: Annotated[str, Query(description='What to look for, e.g. "colorful dress".')],
-        where: Annotated[
-            list[str], Query(description="FACET=VALUE, e.g. color=red; repeat to AND.")
-        ] = [],  # noqa: B006 - FastAPI copies defaults
-        limit: Annotated[int, Query(ge=1, le=500)] = 24,
-        offset: Annotated[int, Query(ge=0, description="Skip the first hits: the next page.")] = 0,
+        filters: Annotated[Filtering, Depends()],
+        page: Annotated[Ranked, Depends()],
     ) -> list[HitOut]:
         """Images best described by the text (as `query text`); at most 500 ranked."""
-        return hits_out(client.text(q, where=parse_where(where), limit=limit, offset=offset))
+        where, exclude = filters.terms
+        return hits_out(client.text(q, where, exclude=exclude, **page.asked))
 
     @app.post("/api/search/image", dependencies=guarded)
     async def search_image(
         file: Annotated[UploadFile, File(description="An image; it is not stored.")],
-        where: Annotated[list[str], Query()] = [],  # noqa: B006
-        limit: Annotated[int, Query(ge=1, le=500)] = 24,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        filters: Annotated[Filtering, Depends()],
+        page: Annotated[Ranked, Depends()],
+        text: Annotated[str | None, Query(description='Words that change it: "in red".')] = None,
     ) -> list[HitOut]:
         """Images most like the uploaded one (as `query image`). At most 20 MiB and 40
         megapixels; a few run at once, and a burst beyond the queue gets 503. The next page
         of the same photo (`offset`) calls no model."""
+        where, exclude = filters.terms
+        async with model_slot():
+            data = await file.read(MAX_UPLOAD_BYTES + 1)
+            if len(data) > MAX_UPLOAD_BYTES:
+                raise HTTPException(413, too_large_message())
+            if not data:
+                raise HTTPException(400, "empty upload")
+            hits = await run_in_threadpool(
+                lambda: client.image(
+                    checked_upload(data), where, exclude=exclude, text=text, **page.asked
+                )
+            )
+        return hits_out(hits)
+
+    @app.get("/api/similar/{image_id}", dependencies=guarded)
+    async def similar(
+        image_id: str,
+        filters: Annotated[Filtering, Depends()],
+        page: Annotated[Ranked, Depends()],
+        text: Annotated[str | None, Query(description='Words that change it: "in red".')] = None,
+    ) -> list[HitOut]:
+        """More like an indexed image (as `query similar`), from its stored vectors: no model
+        call, unless `text` changes it (then it queues with the image searches)."""
+        if not IMAGE_ID.fullmatch(image_id):
+            raise HTTPException(404, "no such image")
+        where, exclude = filters.terms
+
+        def ask() -> list[Any]:
+            return client.similar(image_id, where, exclude=exclude, text=text, **page.asked)
+
+        if text is None:
+            return hits_out(await run_in_threadpool(ask))
+        async with model_slot():
+            return hits_out(await run_in_threadpool(ask))
+
+    @contextlib.asynccontextmanager
+    async def model_slot() -> AsyncIterator[None]:
+        """A turn at the provider: as many at once as it takes, a few more waiting, and 503
+        with Retry-After beyond that."""
         nonlocal admitted, image_slots
         if image_slots is None:
             slots = await run_in_threadpool(lambda: client.concurrency)
@@ -294,19 +328,9 @@ def create_app(
         admitted += 1
         try:
             async with image_slots:
-                data = await file.read(MAX_UPLOAD_BYTES + 1)
-                if len(data) > MAX_UPLOAD_BYTES:
-                    raise HTTPException(413, too_large_message())
-                if not data:
-                    raise HTTPException(400, "empty upload")
-                hits = await run_in_threadpool(
-                    lambda: client.image(
-                        _checked_upload(data), where=parse_where(where), limit=limit, offset=offset
-                    )
-                )
+                yield
         finally:
             admitted -= 1
-        return hits_out(hits)
 
     def stored(image_id: str) -> StoredRecord:
         """The record with this id: the only way a path reaches the disk."""
@@ -367,17 +391,3 @@ def create_app(
     )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))
     return app
-
-
-def _checked_upload(data: bytes) -> bytes:
-    """Refuse an upload whose header declares more pixels than an upload may decode to."""
-    try:
-        with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as img:
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return data  # the client's decoder reports what is wrong with it
-    if width * height > MAX_UPLOAD_PIXELS:
-        raise HTTPException(
-            413, f"image too large: {width}x{height} pixels (at most {MAX_UPLOAD_PIXELS:,})"
-        )
-    return data

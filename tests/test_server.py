@@ -209,9 +209,10 @@ def test_thumbnails_are_made_once_and_cached(api: TestClient, tmp_path: Path) ->
 
 def test_openapi_describes_the_api(api: TestClient) -> None:
     spec = api.get("/openapi.json").json()
-    assert {"/api/search", "/api/search/image", "/api/facets", "/api/health"} <= set(spec["paths"])
+    paths = {"/api/search", "/api/search/image", "/api/similar/{image_id}", "/api/facets"}
+    assert paths | {"/api/health"} <= set(spec["paths"])
     params = {p["name"] for p in spec["paths"]["/api/search"]["get"]["parameters"]}
-    assert params == {"q", "where", "limit", "offset"}
+    assert params == {"q", "where", "exclude", "limit", "offset", "min_score"}
     assert api.get("/").status_code == 200 and "<title>Clothing search" in api.get("/").text
 
 
