@@ -46,21 +46,28 @@ def fused(
 
 def reranked(
     candidates: Sequence[StoredRecord],
-    vector: Sequence[float],
-    pictures: bool,
+    caption_vector: Sequence[float] | None,
+    picture_vector: Sequence[float] | None,
     words: Sequence[float],
     limit: int,
     words_weight: float = 0.5,
 ) -> list[Hit]:
-    """The `limit` best candidates of one route by a weighted mean of that route's cosine
-    similarity (to `vector`, by picture or by caption) and the cosine similarity of their
-    caption vector to `words`."""
+    """The `limit` best candidates by a weighted mean of how they match the example (its
+    caption and picture vectors, as `fused` scores them, or the one it has) and how their
+    caption vector matches `words`."""
     hits = []
     for record in candidates:
-        own = record.image_embedding if pictures else record.embedding
         assert record.embedding is not None, "candidates come with their caption vectors"
-        route = cosine(own, vector) if own is not None else 0.0
-        score = (1 - words_weight) * route + words_weight * cosine(record.embedding, words)
+        alike = [
+            cosine(own, vector)
+            for own, vector in (
+                (record.embedding, caption_vector),
+                (record.image_embedding, picture_vector),
+            )
+            if own is not None and vector is not None
+        ]
+        example = sum(alike) / len(alike) if alike else 0.0
+        score = (1 - words_weight) * example + words_weight * cosine(record.embedding, words)
         hits.append(as_hit(record, score))
     hits.sort(key=lambda h: h.score, reverse=True)
     return hits[:limit]

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 # Candidates per route for fused and re-ranked ranking: enough that the best of either route
 # is seen.
 FUSION_DEPTH = 4
-# How much of a re-ranked score is the words' (query/ranking.py, `scripts/bench_similar.py`).
-WORDS_WEIGHT = 0.5
+# How much of a re-ranked score is the words': at 0.35 the offline provider's "image --text
+# red" kept 0.805 of the same garment (0.832 without words) and made 0.268 of the top five red
+# (0.014 without); 0.5 made 0.491 red but kept 0.655 (`scripts/bench_similar.py`).
+WORDS_WEIGHT = 0.35
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,11 @@ class Routes:
         self._searchers = searchers
 
     def ranked(self, store: ImageStore, probe: Probe, filters: Filters, want: int) -> list[Hit]:
-        """The `want` best hits for `probe`: words re-rank the picture route (the caption
-        route when there are no pictures); otherwise one route, or both fused."""
+        """The `want` best hits for `probe`: one route, both fused, or, with words, the
+        example's routes re-ranked by them."""
         vector, skip = probe.vector, probe.skip
         if probe.words is not None:
-            base, pictures = (
-                (probe.second, True) if probe.second is not None else (vector, probe.pictures)
-            )
-            return self.reranked(store, base, pictures, probe.words, filters, want, skip)
+            return self.reranked(store, probe, probe.words, filters, want)
         if probe.pictures or probe.second is None:
             return self.one(store, vector, filters, want, probe.pictures, skip)
         return self.fused(store, vector, probe.second, filters, want, skip)
@@ -95,21 +94,22 @@ class Routes:
     def reranked(
         self,
         store: ImageStore,
-        vector: Sequence[float],
-        pictures: bool,
+        probe: Probe,
         words: Sequence[float],
         filters: Filters,
         want: int,
-        skip: str | None = None,
     ) -> list[Hit]:
-        """One route's nearest (pictures, or captions), re-ranked by how well each record's
-        "keywords. caption" vector matches `words`: the photo's garment stays, the words
-        move the results."""
+        """The example's nearest by its routes, re-ranked by how well each record's
+        "keywords. caption" vector matches `words` (ranking.reranked): the example's garment
+        stays, the words move the results."""
         from query import ranking
 
-        found = self._candidates(store, [(vector, pictures)], filters, want)
-        kept = [r for r in found if r.id != skip]
-        return ranking.reranked(kept, vector, pictures, words, want, WORDS_WEIGHT)
+        caption: list[float] | None = None if probe.pictures else probe.vector
+        picture = probe.vector if probe.pictures else probe.second
+        routes = [(v, on) for v, on in ((caption, False), (picture, True)) if v is not None]
+        found = self._candidates(store, routes, filters, want)
+        kept = [r for r in found if r.id != probe.skip]
+        return ranking.reranked(kept, caption, picture, words, want, WORDS_WEIGHT)
 
     def _candidates(
         self,

@@ -841,27 +841,29 @@ class _Handler(BaseHTTPRequestHandler):
     # --- embeddings ---
 
     def _vector(self, model: str, request: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
-        """One vector for one content: all its parts, text and images, merged into it."""
+        """One vector for one content: all its parts, text and images, merged into it. Words
+        beside a picture change it: a colour they name replaces the picture's own."""
         dim = int(request.get("outputDimensionality") or 3072)
         if fault is not None and fault.kind == "wrong_dim":
             dim -= 1
+        said = [task_of(p["text"])[1] for p in request["content"]["parts"] if "text" in p]
+        recoloured = any(SYNONYMS.get(t, t) in PALETTE for text in said for t in tokens(text))
         words = []
         for part in request["content"]["parts"]:
-            if "text" in part:
-                words.append(task_of(part["text"])[1])
-            elif (media := _inline(part)) is not None:
-                words.append(self._looks_like(_decoded(media["data"])))
-        return {"values": fake_embedding(" ".join(words), dim)}
+            if (media := _inline(part)) is not None:
+                garments, colors = self._looks_like(_decoded(media["data"]))
+                words += garments + ([] if recoloured else colors)
+        return {"values": fake_embedding(" ".join(words + said), dim)}
 
-    def _looks_like(self, image: bytes) -> str:
+    def _looks_like(self, image: bytes) -> tuple[list[str], list[str]]:
         """What the multimodal embedding model makes of a picture: the garment and colour it
         sees (its script for known images), as words in the text space."""
         color, _ = _seen(image)
         answer = self.fake.describe(color, None, hashlib.sha256(image).hexdigest())
         if not isinstance(answer, dict):
-            return color
+            return [], [color]
         keywords = answer.get("keywords", {})
-        return " ".join([*keywords.get("garment", []), *keywords.get("color", [color])])
+        return list(keywords.get("garment", [])), list(keywords.get("color", [color]))
 
     def _refusal(self, model: str, requests: list[dict[str, Any]]) -> str | None:
         """Why the real service would refuse these embedding requests, or None."""
