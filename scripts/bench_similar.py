@@ -99,6 +99,8 @@ def measure(settings: Settings, provider: Provider, photos: dict[Path, str], que
     calls = counted(provider)
 
     found: dict[str, list[float]] = defaultdict(list)
+    alike_scores: list[float] = []
+    unlike_scores: list[float] = []
     for path in examples:
         own = read_source(path).id
         same = lambda h, own=own: label.get(h.id) == label[own]  # noqa: E731
@@ -106,6 +108,8 @@ def measure(settings: Settings, provider: Provider, photos: dict[Path, str], que
         alike = client.similar(str(path), limit=5)
         found["similar calls"].append(sum(calls.values()) - before)
         by_file = [h for h in client.image(path, limit=6) if h.id != own][:5]
+        for h in client.similar(str(path), limit=20):
+            (alike_scores if same(h) else unlike_scores).append(h.score)
         for name, hits in (("similar", alike), ("image", by_file)):
             found[f"{name} hit@5"].append(float(any(same(h) for h in hits[:5])))
             found[f"{name} precision@5"].append(share(hits, same))
@@ -121,6 +125,7 @@ def measure(settings: Settings, provider: Provider, photos: dict[Path, str], que
     for key in ("similar hit@5", "image hit@5", "similar precision@5", "image precision@5"):
         print(f"  {key:<28} {statistics.mean(found[key]):.3f}")
     print(f"  model calls made by similar   {sum(found['similar calls']):.0f}")
+    print("  similar's top twenty: " + floors(alike_scores, unlike_scores, "garment"))
     print(f"a picture changed by words ({len(found['image: red'])} examples that are not red):")
     for key in (
         "image: red", "image --text red: red", "ceiling: red",
@@ -143,19 +148,27 @@ def measure(settings: Settings, provider: Provider, photos: dict[Path, str], que
         f"{black['with']} with exclude color=black"
     )
     floor = sorted(relevant)[len(relevant) // 10] if relevant else 0.0
-    others = f"{statistics.median(other):.3f}" if other else "-"
-    print(
-        f"scores in text queries' top twenty: same class median "
-        f"{statistics.median(relevant):.3f} (n={len(relevant)}), other classes median "
-        f"{others} (n={len(other)}); floor keeping 90% of same-class hits {floor:.3f}, "
-        f"cutting {sum(s < floor for s in other) / max(1, len(other)):.0%} of other-class hits"
-    )
+    print("text queries' top twenty: " + floors(relevant, other, "class"))
     held = all(
         h.score >= floor
         for cls in set(photos.values())
         for h in client.text(QUERY[cls], limit=20, min_score=floor)
     )
     print(f"min_score held: {held}")
+
+
+def floors(right: list[float], wrong: list[float], what: str) -> str:
+    """The scores of right and wrong hits, and the floor that keeps nine in ten right ones."""
+    if not right:
+        return "no hits"
+    floor = sorted(right)[len(right) // 10]
+    others = f"{statistics.median(wrong):.3f}" if wrong else "-"
+    cut = sum(s < floor for s in wrong) / max(1, len(wrong))
+    return (
+        f"same {what} median {statistics.median(right):.3f} (n={len(right)}), other median "
+        f"{others} (n={len(wrong)}); the floor keeping 90% of same-{what} hits is "
+        f"{floor:.3f}, and cuts {cut:.0%} of the others"
+    )
 
 
 def main(argv: Sequence[str] = ()) -> None:
