@@ -94,6 +94,10 @@ class QueryError(IndexerError):
     """A query is invalid (unknown facet or keyword, unreadable image, ...)."""
 
 
+class NoSuchRecordError(QueryError):
+    """A query names a record the collection does not hold."""
+
+
 def one_line(exc: BaseException) -> str:
     """An error's message on one line, as logs, failure entries and HTTP answers show it."""
     return " ".join(str(exc).split()) or type(exc).__name__

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from indexer.errors import ImageError, QueryError
+from indexer.errors import ImageError, NoSuchRecordError, QueryError
 from indexer.records import Failure, StoredRecord
 from query.routes import Probe
 
@@ -131,7 +131,7 @@ class Examples:
             image_id = next(iter(recorded.values()))[0] if recorded else None
         found = store.with_vectors([image_id]) if image_id else []
         if not found:
-            raise QueryError(f"{text}: no such record; give an indexed image's id or path")
+            raise NoSuchRecordError(f"{text}: no such record; give an indexed image's id or path")
         return found[0]
 
     def _indexed_file(self, record: StoredRecord) -> PreparedImage | None:

@@ -11,6 +11,7 @@ from indexer.errors import (
     EmbeddingMismatchError,
     ImageError,
     IndexerError,
+    NoSuchRecordError,
     ProviderError,
     ProviderUnavailableError,
     QueryError,
@@ -24,6 +25,7 @@ RETRY_AFTER_SECONDS = 5
 
 # First match wins, so a subclass stands before its base.
 _RULE: tuple[tuple[type[IndexerError], int], ...] = (
+    (NoSuchRecordError, 404),  # "more like" a record that is not there
     (QueryError, 400),  # the request itself is wrong: unknown facet, unreadable upload
     (ImageError, 400),
     (EmbeddingMismatchError, 409),  # the collection was built with another model
