@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from indexer.records import Listed
+from indexer.vocabulary import Filters
 from query.listing import Listing
 
 FACETS = {"season": ["summer", "winter", "fall"], "color": ["red", "blue", "green", "black"]}
@@ -30,11 +31,15 @@ def catalog(seed: int, size: int) -> list[Listed]:
 
 
 def brute(
-    records: list[Listed], where: dict[str, list[str]], limit: int, offset: int
+    records: list[Listed], where: Filters | dict[str, list[str]], limit: int, offset: int
 ) -> tuple[int, list[str], dict[str, dict[str, int]]]:
+    given = where if isinstance(where, Filters) else Filters(where)
     ordered = sorted(records, key=lambda r: (r.indexed_at, r.id), reverse=True)
     matching = [
-        r for r in ordered if all(w in r.keywords.get(f, []) for f, ws in where.items() for w in ws)
+        r
+        for r in ordered
+        if all(w in r.keywords.get(f, []) for f, ws in given.where.items() for w in ws)
+        and not any(w in r.keywords.get(f, []) for f, ws in given.exclude.items() for w in ws)
     ]
     counts: dict[str, dict[str, int]] = {}
     for r in matching:
@@ -49,13 +54,17 @@ def brute(
 def test_every_page_total_and_count_matches_a_pass_over_every_record(seed: int) -> None:
     records = catalog(seed, 1 + seed * 97)
     listing = Listing.of(records)
-    filters: list[dict[str, list[str]]] = [
+    filters: list[Filters | dict[str, list[str]]] = [
         {},
         {"season": ["summer"]},
         {"season": ["summer"], "color": ["red"]},
         {"color": ["red", "blue"]},
         {"color": ["purple"]},  # no record has it
         {"material": ["silk"]},  # nor any keyword of this facet
+        Filters({}, {"color": ["black"]}),  # exclusions alone
+        Filters({"season": ["summer"]}, {"color": ["black", "red"]}),
+        Filters({"season": ["fall"]}, {"season": ["winter"], "material": ["silk"]}),
+        Filters({}, {"color": ["purple"]}),  # excluding what no record has leaves all
     ]
     for where in filters:
         for limit, offset in ((24, 0), (24, 24), (5, 3), (10, 10_000)):

@@ -9,6 +9,7 @@ import pytest
 from indexer.config import Settings, load_settings
 from indexer.records import EmbeddingSpec, ImageRecord
 from indexer.store import ImageStore
+from indexer.vocabulary import FilterLike, Filters
 from query.planner import Planner, matches
 
 SPEC = EmbeddingSpec("fake", "planner", 16)
@@ -46,16 +47,25 @@ def filled(settings: Settings, vectors: np.ndarray, keywords: list) -> ImageStor
     return store
 
 
-def exact(vectors: np.ndarray, keywords: list, query: np.ndarray, where: dict, k: int) -> list:
+def exact(
+    vectors: np.ndarray, keywords: list, query: np.ndarray, where: FilterLike, k: int
+) -> list:
     order = np.argsort(-(vectors @ query))
     return [f"{i:06d}" for i in order if matches(keywords[i], where)][:k]
 
 
 @pytest.mark.parametrize(
     ("where", "share"),
-    [({"season": ["summer"]}, 0.5), ({"garment": ["hat"]}, 0.01), ({}, 1.0)],
+    [
+        ({"season": ["summer"]}, 0.5),
+        ({"garment": ["hat"]}, 0.01),
+        ({}, 1.0),
+        (Filters({}, {"garment": ["hat"]}), 0.99),  # broad: over-fetched
+        (Filters({}, {"garment": ["dress"]}), 0.01),  # narrow: pre-filtered
+        (Filters({"season": ["summer"]}, {"garment": ["hat"]}), 0.495),
+    ],
 )
-def test_plans_give_exact_results(catalog: tuple, where: dict, share: float) -> None:
+def test_plans_give_exact_results(catalog: tuple, where: FilterLike, share: float) -> None:
     store, vectors, keywords = catalog
     planner = Planner(store)
     assert planner.share(where) == pytest.approx(share, abs=0.02)
@@ -145,10 +155,15 @@ def partitioned(
         # The rarer term's partition is searched; the other term is filtered within it.
         ({"garment": ["hat"], "season": ["summer"]}, ["partition garment=hat"]),
         ({"garment": ["dress"], "season": ["winter"]}, ["partition season=winter"]),
+        # Exclusions are filtered within the partition of a required term, or over the
+        # catalog when there is none.
+        (Filters({"season": ["summer"]}, {"garment": ["hat"]}), ["partition season=summer"]),
+        (Filters({"garment": ["dress"]}, {"season": ["winter"]}), ["partition garment=dress"]),
+        (Filters({}, {"season": ["winter"]}), []),
     ],
 )
 def test_partitioned_facets_are_searched_in_their_partition_with_exact_results(
-    partitioned: tuple, where: dict, plan: list[str]
+    partitioned: tuple, where: FilterLike, plan: list[str]
 ) -> None:
     store, vectors, keywords = partitioned
     assert store.partitioned() == {"garment", "season"}

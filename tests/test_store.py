@@ -11,6 +11,7 @@ from indexer.config import Settings, load_settings
 from indexer.errors import EmbeddingMismatchError, StoreError
 from indexer.records import EmbeddingSpec, Failure, Found, ImageRecord
 from indexer.store import ImageStore, partitions, where_clause
+from indexer.vocabulary import Filters
 from query import ranking
 from tests.conftest import image_record
 
@@ -37,6 +38,12 @@ def test_where_clause() -> None:
     assert where_clause({"season": ["summer"], "color": ["red"]}) == {
         "$and": [{"kw_season": {"$contains": "summer"}}, {"kw_color": {"$contains": "red"}}]
     }
+    assert where_clause(Filters({"season": ["summer"]}, {"color": ["black"]})) == {
+        "$and": [
+            {"kw_season": {"$contains": "summer"}},
+            {"kw_color": {"$not_contains": "black"}},
+        ]
+    }
 
 
 def test_upsert_query_filter(store: ImageStore) -> None:
@@ -56,6 +63,13 @@ def test_upsert_query_filter(store: ImageStore) -> None:
     red = store.query([1, 0, 0], {"season": ["summer"], "color": ["red"]}, 10)
     assert [f.record.id for f in red] == ["a"]
     assert store.query([1, 0, 0], {"season": ["fall"]}, 10) == []
+    # Chroma leaves out a record whose list holds the excluded keyword, and keeps one
+    # without the facet at all ("b" has no colour).
+    not_red = store.query([1, 0, 0], Filters({}, {"color": ["red"]}), 10)
+    assert [f.record.id for f in not_red] == ["b", "c"]
+    assert [
+        f.record.id for f in store.query([1, 0, 0], Filters({}, {"season": ["spring"]}), 10)
+    ] == ["b", "c"]
 
 
 def test_a_search_that_reads_its_records_answers_as_one_that_reads_them_after(
