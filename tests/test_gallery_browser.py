@@ -294,3 +294,43 @@ def test_a_hostile_address_is_shown_as_text(gallery: str) -> None:
     assert problems == [
         "Failed to load resource: the server responded with a status of 400 (Bad Request)"
     ]
+
+
+def test_a_chip_leaves_things_out_and_a_card_finds_more_like_it(
+    gallery: str, tmp_path: Path
+) -> None:
+    """A second click turns a chip into an exclusion (kept in the address); "More like
+    this" on a record card shows the others nearest it, itself left out."""
+    with browsing() as (page, problems):
+        page.goto(gallery)
+        cards = page.locator(".card")
+        expect(cards).to_have_count(4)
+        dress = page.locator('.chip[data-facet="garment"][data-keyword="dress"]')
+        dress.click()
+        expect(cards).to_have_count(2)
+        dress.click()  # now: no dresses
+        expect(dress).to_have_attribute("aria-pressed", "mixed")
+        expect(cards).to_have_count(2)
+        captions = cards.locator(".caption")
+        expect(captions).to_have_text(["A black wool winter coat.", "Blue denim jeans."])
+        assert page.url.endswith("/?exclude=garment=dress")
+        page.reload()
+        expect(cards).to_have_count(2)
+        expect(dress).to_have_attribute("aria-pressed", "mixed")
+        dress.click()  # cleared
+        expect(cards).to_have_count(4)
+
+        page.locator(".card", has_text="A red summer dress.").click()
+        page.locator("#like-this").click()
+        expect(page.locator("#query-image")).to_be_visible()
+        expect(cards).to_have_count(3)  # the others, not itself
+        expect(cards.locator(".caption")).not_to_contain_text(["A red summer dress."])
+        expect(cards.first.locator(".caption")).to_have_text("A yellow spring dress.")
+        assert re.search(r"[?&]like=[0-9a-f]{32}", page.url)
+        page.screenshot(path=str(tmp_path / "gallery-more-like-this.png"), full_page=True)
+        page.reload()  # a shared link to "more like this" shows the same
+        expect(cards).to_have_count(3)
+        page.locator("#clear-image").click()
+        expect(cards).to_have_count(4)
+        assert "like=" not in page.url
+    assert problems == []
