@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexer.errors import ImageError, NoSuchRecordError, QueryError
+from indexer.files import absolute
 from indexer.records import Failure, StoredRecord
 from query.routes import Probe
 
@@ -127,7 +128,7 @@ class Examples:
         text = str(ref)
         image_id: str | None = text.lower() if _is_id(text) else None
         if image_id is None:
-            recorded = store.stats_at([str(Path(text).expanduser().absolute())])
+            recorded = store.stats_at([str(absolute(Path(text).expanduser()))])
             image_id = next(iter(recorded.values()))[0] if recorded else None
         found = store.with_vectors([image_id]) if image_id else []
         if not found:

@@ -33,6 +33,11 @@ def main_job() -> str:
     return found.group(1)
 
 
+def photo_line(printed: str) -> str:
+    """The path of a printed hit ("score path ...")."""
+    return printed.split()[1]
+
+
 def commands(text: str) -> list[str]:
     """Shell lines, with trailing comments dropped (none of ours has a # inside quotes)."""
     lines = [re.sub(r"\s+#.*$", "", ln).strip() for ln in text.splitlines()]
@@ -92,8 +97,9 @@ def test_every_readme_example_runs_as_written_offline(user: Path) -> None:
     python = sh(f"\"{sys.executable}\" - <<'EOF'\n{block('python')}EOF\n", user)
     assert python.returncode == 0, python.stderr
     printed = python.stdout.splitlines()
-    assert len(printed) == 8, python.stdout  # five text hits, three image hits
+    assert len(printed) == 11, python.stdout  # five text hits, three image and three similar
     assert all("['dress']" in ln for ln in printed[:5])
+    assert photo_line(printed[5]) not in [photo_line(ln) for ln in printed[8:]]  # left out
 
     before = sh('query text "colorful dress" --where season=summer', user)
     assert before.returncode == 0 and "no image in this collection has a season keyword" in (

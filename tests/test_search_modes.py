@@ -6,6 +6,7 @@ picture's own) and with the offline provider on real photos."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,9 @@ def test_more_like_an_indexed_image_calls_no_model_and_leaves_it_out(
     red_id = content_id((catalog / "red.jpg").read_bytes())
     assert hits("similar", red_id, "-n", "3") == by_path  # by record id, the same
     assert len(fake.requests) == asked  # no request of any kind reached the API
+    # A path as a person types it: relative, through "..", is the indexed file.
+    relative = os.path.relpath(catalog / "sub" / ".." / "red.jpg")
+    assert hits("similar", relative, "-n", "3") == by_path
     missing = query("similar", str(catalog / "nowhere.jpg"))
     assert missing.returncode == 2 and "no such record" in missing.stderr
 
