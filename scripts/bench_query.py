@@ -16,7 +16,8 @@ unfiltered case "chroma_only_p50_ms": the same search through Chroma alone, ids 
 only, the floor that HNSW itself sets and that grows with the catalog. The second
 recall is ann-benchmarks' "knn" recall, which counts a hit no further than the exact 10th
 neighbour plus 1e-3 (the fill's near-duplicates make such ties common).
-`--partition-facets ''` measures the planner without partitions.
+`--partition-facets ''` measures the planner without partitions. A filter term written
+"-facet=keyword" is an exclusion.
 
 Vectors: 2,000 distinct generated documents are embedded with MiniLM, and each record takes
 one of them plus noise, so that filling a million records takes minutes, not hours.
@@ -47,7 +48,7 @@ from indexer.providers.local import LocalProvider, compose_caption  # noqa: E402
 from indexer.records import ImageRecord  # noqa: E402
 from indexer.store import ImageStore  # noqa: E402
 from indexer.store.connection import connect  # noqa: E402
-from indexer.vocabulary import Keywords, Vocabulary  # noqa: E402
+from indexer.vocabulary import FilterLike, Filters, Keywords, Vocabulary  # noqa: E402
 from query import QueryClient  # noqa: E402
 from query.planner import matches  # noqa: E402
 from tests.conftest import ChromaServer  # noqa: E402
@@ -137,13 +138,20 @@ def fill(
     return vectors, keywords
 
 
-CASES: list[tuple[str, dict[str, list[str]]]] = [
+CASES: list[tuple[str, FilterLike]] = [
     ("none", {}),
     ("season=summer", {"season": ["summer"]}),
     ("garment=dress,season=summer", {"garment": ["dress"], "season": ["summer"]}),
     # Colour is not partitioned by default: the planner's over-fetch / pre-filter path.
     ("color=red", {"color": ["red"]}),
     ("color=red,material=silk", {"color": ["red"], "material": ["silk"]}),
+    # Exclusions ("-" for left out): broad alone, within a partition, and narrow.
+    ("-color=black", Filters({}, {"color": ["black"]})),
+    ("season=summer,-color=black", Filters({"season": ["summer"]}, {"color": ["black"]})),
+    (
+        "-season=summer,-season=winter,-season=fall",
+        Filters({}, {"season": ["summer", "winter", "fall"]}),
+    ),
 ]
 
 
