@@ -83,7 +83,8 @@ def _open_client() -> QueryClient:
     return client
 
 
-Ask = Callable[[QueryClient, dict[str, list[str]], dict[str, list[str]]], list[Hit]]
+Terms = dict[str, list[str]]
+Ask = Callable[[QueryClient, Terms, Terms], list[Hit]]
 
 
 def _search(as_json: bool, verbose: bool, ask: Ask, where: list[str], exclude: list[str]) -> None:
@@ -171,15 +172,11 @@ def image(
     verbose: bool = VerboseOpt,
 ) -> None:
     """Find images similar to an example image (changed by --text words)."""
-    _search(
-        as_json,
-        verbose,
-        lambda c, w, x: c.image(
-            path, where=w, exclude=x, limit=limit, text=words, min_score=min_score
-        ),
-        where,
-        exclude,
-    )
+
+    def ask(c: QueryClient, w: Terms, x: Terms) -> list[Hit]:
+        return c.image(path, w, limit, exclude=x, text=words, min_score=min_score)
+
+    _search(as_json, verbose, ask, where, exclude)
 
 
 @app.command(cls=ReadableCommand)
@@ -194,15 +191,11 @@ def similar(
     verbose: bool = VerboseOpt,
 ) -> None:
     """Find more like an indexed image, from its stored vectors (no model call)."""
-    _search(
-        as_json,
-        verbose,
-        lambda c, w, x: c.similar(
-            ref, where=w, exclude=x, limit=limit, text=words, min_score=min_score
-        ),
-        where,
-        exclude,
-    )
+
+    def ask(c: QueryClient, w: Terms, x: Terms) -> list[Hit]:
+        return c.similar(ref, w, limit, exclude=x, text=words, min_score=min_score)
+
+    _search(as_json, verbose, ask, where, exclude)
 
 
 @app.command(cls=ReadableCommand)

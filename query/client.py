@@ -192,12 +192,13 @@ class QueryClient:
 
         if not text.strip():
             raise QueryError("the query text is empty")
-        filters = checked(self.vocabulary, where, exclude)
-        _check_page(limit, offset)
-        store, provider = self._ready()
-        vector = provider.embed_queries([text])[0]
-        probe = Probe(vector, second=vector if one_space(store, provider) else None)
-        return _page(self._routes.ranked(store, probe, filters, limit + offset), offset, min_score)
+
+        def probe() -> Probe:
+            store, provider = self._ready()
+            vector = provider.embed_queries([text])[0]
+            return Probe(vector, second=vector if one_space(store, provider) else None)
+
+        return self._answer(probe, where, exclude, limit, offset, min_score)
 
     @_reopening
     def image(
@@ -212,7 +213,8 @@ class QueryClient:
         min_score: float | None = None,
     ) -> list[QueryResult]:
         """Images most like the one at `path` (or these image bytes, e.g. an upload), the
-        `limit` best after the first `offset`, filtered as `text` filters. The query image is
+        `limit` best after the first `offset`, filtered and cut as `QueryClient.text`'s. The
+        query image is
         not added to the collection, and asking again for another page of it calls no model.
 
         With a multimodal embedding model the photo itself is the query, compared with the
@@ -228,21 +230,20 @@ class QueryClient:
         """
         from indexer.images import SourceImage, read_source
 
-        filters = checked(self.vocabulary, where, exclude)
-        _check_page(limit, offset)
-        words = words_of(text)
-        name = "uploaded image" if isinstance(path, bytes) else str(path)
-        try:
-            source = (
-                SourceImage(Path("upload"), path)
-                if isinstance(path, bytes)
-                else read_source(Path(path), self.settings.max_file_bytes)
-            )
-        except ImageError as exc:
-            raise QueryError(f"{name}: {exc}") from exc
-        probe = self._examples.photo(source, words)
-        store, _ = self._ready()
-        return _page(self._routes.ranked(store, probe, filters, limit + offset), offset, min_score)
+        def probe() -> Probe:
+            words = words_of(text)
+            name = "uploaded image" if isinstance(path, bytes) else str(path)
+            try:
+                source = (
+                    SourceImage(Path("upload"), path)
+                    if isinstance(path, bytes)
+                    else read_source(Path(path), self.settings.max_file_bytes)
+                )
+            except ImageError as exc:
+                raise QueryError(f"{name}: {exc}") from exc
+            return self._examples.photo(source, words)
+
+        return self._answer(probe, where, exclude, limit, offset, min_score)
 
     @_reopening
     def similar(
@@ -261,11 +262,25 @@ class QueryClient:
         filtered and paged as `image` is; calls no model. With `text`, as `image` with
         `text` does (one embedding request on a multimodal model: the indexed file with the
         words, or, when the file changed since, its stored picture re-ranked by the words)."""
+        probe = lambda: self._examples.record(ref, words_of(text))  # noqa: E731
+        return self._answer(probe, where, exclude, limit, offset, min_score)
+
+    def _answer(
+        self,
+        probe: Callable[[], Probe],
+        where: Where | None,
+        exclude: Where | None,
+        limit: int,
+        offset: int,
+        min_score: float | None,
+    ) -> list[Hit]:
+        """A page of a search: filters and page checked first (a bad one costs no model
+        call), then what `probe` searches by, ranked, cut at `min_score`."""
         filters = checked(self.vocabulary, where, exclude)
         _check_page(limit, offset)
-        probe = self._examples.record(ref, words_of(text))
+        asked = probe()
         store, _ = self._ready()
-        return _page(self._routes.ranked(store, probe, filters, limit + offset), offset, min_score)
+        return _page(self._routes.ranked(store, asked, filters, limit + offset), offset, min_score)
 
     @_reopening
     def browse(
