@@ -1,0 +1,93 @@
+"""Whether two pictures are the same photo after a copy's usual changes, by pixels alone: a
+re-encode, a resize, a format change, a small brightness or colour change, a small overlay
+such as a logo, or a crop of a few percent a side. It works the same whatever the provider.
+
+A picture's fingerprint is the perceptual hash (imagehash's DCT pHash, 64 bits) of the whole
+picture and of ten windows a few percent smaller: centred, and with one side or one corner's
+two sides cut. A crop of the original then matches one of its windows, so two pictures are
+near when the whole of either is within NEAR bits of some window of the other. Different
+photos of similar garments stay further apart than that (`scripts/bench_likeness.py`
+measures both sides).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+# Fractions cut from the left, top, right and bottom; the whole picture first.
+_CUT = 0.05
+WINDOWS = (
+    (0.0, 0.0, 0.0, 0.0),
+    (0.03, 0.03, 0.03, 0.03),
+    (0.06, 0.06, 0.06, 0.06),
+    (_CUT, 0, 0, 0),
+    (0, _CUT, 0, 0),
+    (0, 0, _CUT, 0),
+    (0, 0, 0, _CUT),
+    (_CUT, _CUT, 0, 0),
+    (0, _CUT, _CUT, 0),
+    (0, 0, _CUT, _CUT),
+    (_CUT, 0, 0, _CUT),
+)
+NEAR = 8  # bits of 64: at most this far apart is the same photo
+_SIDE = 256  # hashed from a thumbnail: the hash reads 32x32 pixels anyway
+_BLOCK = 64  # rows compared at once: their XORs take _BLOCK * n * 88 bytes
+
+
+def fingerprint(picture: Image.Image) -> list[int]:
+    """The pHash of the whole picture and of each window, as unsigned 64-bit integers."""
+    import imagehash
+
+    small = picture.convert("RGB")
+    small.thumbnail((_SIDE, _SIDE))
+    width, height = small.size
+    found = []
+    for left, top, right, bottom in WINDOWS:
+        box = (
+            round(width * left),
+            round(height * top),
+            width - round(width * right),
+            height - round(height * bottom),
+        )
+        found.append(int(str(imagehash.phash(small.crop(box))), 16))
+    return found
+
+
+def encode(found: Sequence[int]) -> str:
+    """A fingerprint as stored: hex words joined by commas."""
+    return ",".join(f"{word:016x}" for word in found)
+
+
+def decode(text: str) -> list[int] | None:
+    """A stored fingerprint, or None when it is missing or not one."""
+    try:
+        words = [int(word, 16) for word in text.split(",")]
+    except (AttributeError, ValueError):
+        return None
+    return words if len(words) == len(WINDOWS) else None
+
+
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How far each fingerprint of `a` is from each of `b` (rows of len(WINDOWS) uint64s):
+    the fewest differing bits between the whole of one and any window of the other."""
+    whole_a = np.bitwise_count(a[:, None, :1] ^ b[None, :, :]).min(axis=2)
+    whole_b = np.bitwise_count(a[:, None, :] ^ b[None, :, None, 0]).min(axis=2)
+    return np.minimum(whole_a, whole_b)
+
+
+def near_pairs(
+    found: Sequence[Sequence[int]], within: int = NEAR, block: int = _BLOCK
+) -> list[tuple[int, int, int]]:
+    """(i, j, bits) for every pair of fingerprints i < j within `within` bits, compared
+    `block` rows at a time."""
+    rows = np.asarray(found, dtype=np.uint64).reshape(-1, len(WINDOWS))
+    pairs: list[tuple[int, int, int]] = []
+    for start in range(0, len(rows), block):
+        apart = distances(rows[start : start + block], rows[start:])
+        for i, j in zip(*np.nonzero(apart <= within), strict=True):
+            if i < j:
+                pairs.append((start + int(i), start + int(j), int(apart[i, j])))
+    return pairs
