@@ -287,6 +287,7 @@ class Enricher:
                 image_embedding=picture,
                 size=image.size,
                 mtime_ns=image.mtime_ns,
+                likeness=image.likeness,
             )
             for t, image, vector, picture in zip(tagged, images, vectors, pictures, strict=True)
         ]
@@ -321,6 +322,8 @@ class Enricher:
                 image_embedding=next(embedded) if picture is not None and self.pictures else None,
                 size=int(r.metadata.get("size", 0)),
                 mtime_ns=int(r.metadata.get("mtime_ns", 0)),
+                likeness=str(r.metadata.get("likeness", ""))
+                or (picture.likeness if picture else ""),
             )
             for r, vector, picture in zip(stored, vectors, pictures, strict=True)
         ]

@@ -51,6 +51,7 @@ class PreparedImage:
     mime_type: str = "image/jpeg"
     size: int = 0  # of the source file, as read
     mtime_ns: int = 0
+    likeness: str = ""  # the picture's fingerprint (likeness.py), for near-duplicates
 
 
 def content_id(data: bytes) -> str:
@@ -180,11 +181,18 @@ def prepare(source: SourceImage, max_side: int = MAX_SIDE) -> PreparedImage:
     JPEG. Every model sees this: Gemini the JPEG, the local models `picture(prepared)`; and
     the local heads are trained on it (`train-tagger`, scripts/train_garment_head.py), so
     that they are trained on what they are shown."""
+    from indexer import likeness
+
     img = open_image(source.data, max_side)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=90)
     return PreparedImage(
-        source.id, source.path, buf.getvalue(), size=source.size, mtime_ns=source.mtime_ns
+        source.id,
+        source.path,
+        buf.getvalue(),
+        size=source.size,
+        mtime_ns=source.mtime_ns,
+        likeness=likeness.encode(likeness.fingerprint(img)),
     )
 
 

@@ -133,6 +133,7 @@ class Indexer:
         self.settings = settings
         self.enricher = enricher
         self.store = store
+        self._copies: dict[str, list[str]] = {}  # paths met again within a run, by id
 
     def run(
         self,
@@ -186,6 +187,7 @@ class Indexer:
                     finish(in_flight.popleft())
             while in_flight:
                 finish(in_flight.popleft())
+            self.settle_copies()
         finally:
             for future in in_flight:
                 future.cancel()
@@ -249,19 +251,58 @@ class Indexer:
                 continue
             if source.id in seen:
                 report.duplicates += 1
+                self._copies.setdefault(source.id, []).append(str(source.path))
                 continue
             seen.add(source.id)
             sources.append(source)
-        known = self.store.known_paths([s.id for s in sources])
-        # Known images read again (moved, or touched): record where they are and their stat.
-        self.store.update_stats(
-            {s.id: (str(s.path), s.size, s.mtime_ns) for s in sources if s.id in known}
-        )
-        moved = sum(1 for s in sources if s.id in known and known[s.id] != str(s.path))
-        report.moved += moved
-        report.skipped += sum(1 for s in sources if s.id in known) - moved
+        known = self.store.places([s.id for s in sources])
+        self._settle(sources, known, report)
         self.fail(failures, report)
         return [s for s in sources if s.id not in known]
+
+    def _settle(
+        self, sources: list[SourceImage], known: dict[str, list[str]], report: RunReport
+    ) -> None:
+        """Known images read again: touched (their stat recorded), copied (a path added
+        while one of theirs still holds a file) or moved (none does)."""
+        stats: dict[str, tuple[str, int, int]] = {}
+        places: dict[str, list[str]] = {}
+        cleared: dict[str, tuple[int, int] | None] = {}
+        for source in sources:
+            path, held = str(source.path), known.get(source.id)
+            if held is None:
+                continue
+            alive = [p for p in held if p != path and os.path.isfile(p)]
+            if path == held[0] or not alive:
+                stats[source.id] = (path, source.size, source.mtime_ns)
+                if path != held[0]:
+                    report.moved += 1
+                    places[source.id] = [path]  # a move: none of its paths is left
+                else:
+                    report.skipped += 1
+                continue
+            if path in held:
+                report.skipped += 1  # a copy it knows
+                continue
+            report.duplicates += 1
+            places[source.id] = [*alive, path]
+            if alive[0] != held[0]:
+                cleared[source.id] = None  # its own file is gone: a copy takes over, unread
+        self.store.update_stats({i: s for i, s in stats.items() if i not in places})
+        self.store.set_places(
+            places, {**cleared, **{i: s[1:] for i, s in stats.items() if i in places}}
+        )
+
+    def settle_copies(self) -> None:
+        """Record the copies this run met of images it then indexed (or knew)."""
+        waiting, self._copies = self._copies, {}
+        known = self.store.places(list(waiting))
+        places = {
+            i: list(dict.fromkeys([*held, *waiting[i]]))
+            for i, held in known.items()
+            if not set(waiting[i]) <= set(held)
+        }
+        self.store.set_places(places)
 
     def _process(self, batch: list[SourceImage]) -> BatchResult:
         """Decode, then enrich, one batch (runs on a worker thread)."""

@@ -49,6 +49,8 @@ class ImageRecord:
     image_embedding: list[float] | None = None  # the picture's own vector, where a model gives one
     size: int = 0  # the file's size and mtime when read: a re-run skips it unread if unchanged
     mtime_ns: int = 0
+    likeness: str = ""  # the picture's fingerprint (likeness.py), for near-duplicates
+    copies: tuple[str, ...] = ()  # other paths holding the same bytes
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,12 @@ class StoredRecord:
     metadata: Mapping[str, Any]
     embedding: list[float] | None = None
     image_embedding: list[float] | None = None
+
+    @property
+    def copies(self) -> list[str]:
+        """Other paths holding the same bytes (exact duplicates), as indexed."""
+        found = self.metadata.get("copies")
+        return [str(p) for p in found] if isinstance(found, list) else []
 
 
 @dataclass(frozen=True)

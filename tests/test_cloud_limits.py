@@ -65,6 +65,8 @@ def record(i: int) -> ImageRecord:
         vocabulary="v1",
         size=1000 + i,
         mtime_ns=10**18 + i,
+        likeness=",".join(["0123456789abcdef"] * 11),
+        copies=(f"/copies/{i}.jpg",),
     )
 
 

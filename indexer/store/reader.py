@@ -151,12 +151,22 @@ class StoreReader:
 
     @store_errors
     def paths_under(self, folder: str) -> list[str]:
-        """Paths of the records anywhere below `folder`, found through the folder index."""
+        """Paths (copies too) of the records anywhere below `folder`, found through the
+        folder index."""
         got = self._collection.get(
             where={schema.FOLDERS: {"$contains": folder.rstrip("/") or "/"}},
             include=["metadatas"],
         )
-        return [str((m or {}).get(keys.PATH, "")) for m in got["metadatas"] or []]
+        below = folder.rstrip("/") + "/"
+        found = []
+        for meta in got["metadatas"] or []:
+            copies = (meta or {}).get(keys.COPIES)
+            paths = [
+                str((meta or {}).get(keys.PATH, "")),
+                *(copies if isinstance(copies, list) else []),
+            ]
+            found += [str(p) for p in paths if str(p).startswith(below)]
+        return found
 
     def records(self, vectors: bool = False, page: int = 500) -> Iterator[StoredRecord]:
         """Every record, a page at a time, so that memory stays flat on any catalog size."""

@@ -48,9 +48,13 @@ LARGE_CATALOG = 500_000
 COSINE = {"hnsw": {"space": "cosine", "ef_search": SEARCH_EF}}
 
 
-def folders_of(path: str) -> list[str]:
-    """Every folder that contains `path`, nearest first: "/a/b/c.jpg" -> ["/a/b", "/a", "/"]."""
-    return [str(p) for p in PurePath(path).parents]
+def folders_of(path: str, *more: str) -> list[str]:
+    """Every folder that contains `path` (or any of `more`), nearest first:
+    "/a/b/c.jpg" -> ["/a/b", "/a", "/"]."""
+    found = [str(p) for p in PurePath(path).parents]
+    for other in more:
+        found += [str(p) for p in PurePath(other).parents if str(p) not in found]
+    return found
 
 
 def filter_metadata(record: ImageRecord, prefix: str = FACET_PREFIX) -> dict[str, Any]:
@@ -65,12 +69,14 @@ def filter_metadata(record: ImageRecord, prefix: str = FACET_PREFIX) -> dict[str
 def record_metadata(record: ImageRecord, indexed_at: str) -> dict[str, Any]:
     return {
         keys.PATH: record.path,
-        FOLDERS: folders_of(record.path),
+        FOLDERS: folders_of(record.path, *record.copies),
         keys.KEYWORDS_JSON: json.dumps(record.keywords),
         keys.RAW_KEYWORDS_JSON: json.dumps(record.raw_keywords),
         keys.CORRECTIONS_JSON: json.dumps(dict(record.corrections)),
         keys.INDEXED_AT: indexed_at,
         **({keys.SIZE: record.size, keys.MTIME_NS: record.mtime_ns} if record.size else {}),
+        **({keys.LIKENESS: record.likeness} if record.likeness else {}),
+        **({keys.COPIES: list(record.copies)} if record.copies else {}),
         **record.model_ids,
         **filter_metadata(record),
     }

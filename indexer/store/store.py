@@ -13,19 +13,19 @@ or writing (collections created, spec checked, and on the embedded store the wri
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from indexer.errors import EmbeddingMismatchError, NoCollectionError
 from indexer.records import EmbeddingSpec, ImageRecord
-from indexer.store import integrity, keys, layout, partitions, schema
+from indexer.store import integrity, layout, partitions, schema
 from indexer.store.batches import BatchEntry
 from indexer.store.connection import chunks, connect, disconnect, fresh_metadata, now, store_errors
 from indexer.store.guard import WriterGuard
 from indexer.store.leases import WriterLeases
 from indexer.store.partitions import Partitions
-from indexer.store.search import StoreSearch
+from indexer.store.paths import StorePaths
 from indexer.store.staging import Staging, finish_switch
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 FACET_PREFIX = schema.FACET_PREFIX
 
 
-class ImageStore(StoreSearch):
+class ImageStore(StorePaths):
     """A catalog opened for reading or writing: `ImageStore.open`."""
 
     @classmethod
@@ -324,26 +324,6 @@ class ImageStore(StoreSearch):
         self.close()
 
     @store_errors
-    def update_stats(self, stats: Mapping[str, tuple[str, int, int]]) -> None:
-        """Record (path, size, mtime_ns) for records (by id) whose file was read again."""
-        if not stats:
-            return
-        with self._held():
-            ids = list(stats)
-            self._collection.update(
-                ids=ids,
-                metadatas=[
-                    {
-                        keys.PATH: stats[i][0],
-                        schema.FOLDERS: schema.folders_of(stats[i][0]),
-                        keys.SIZE: stats[i][1],
-                        keys.MTIME_NS: stats[i][2],
-                    }
-                    for i in ids
-                ],
-            )
-
-    @store_errors
     def upsert(self, records: Sequence[ImageRecord]) -> None:
         """Write complete records, vectors and metadata together, then their partitions.
 
@@ -383,14 +363,3 @@ class ImageStore(StoreSearch):
             if self._visual is not None:
                 self._visual.delete(ids=list(chunk))
             self._collection.delete(ids=list(chunk))
-
-    @store_errors
-    def remove_paths(self, paths: Sequence[str]) -> int:
-        """Forget the images at these paths (their files are gone); return how many."""
-        with self._held():
-            ids = list(self._records_at(paths))
-            self._delete(ids)
-            if ids:
-                self.changes.touch()
-        self.failures.clear((), paths)
-        return len(ids)
