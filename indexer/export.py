@@ -65,12 +65,14 @@ def xml_safe(value: str) -> str:
 
 
 def row(record: StoredRecord, facets: Sequence[str], vectors: bool) -> dict[str, Any]:
-    """One record as plain data: id, path, keywords per facet, caption (and vectors)."""
+    """One record as plain data: id, path, keywords per facet, caption, the other paths
+    holding the same bytes (and vectors)."""
     out: dict[str, Any] = {
         "id": record.id,
         "path": record.path,
         "keywords": {f: list(record.keywords.get(f, [])) for f in facets},
         "caption": record.caption,
+        "copies": record.copies,
     }
     if vectors:
         out["embedding"] = record.embedding
@@ -97,7 +99,14 @@ def write_csv(
 ) -> int:
     """One column per facet, its keywords joined by "; "; vectors as JSON arrays. `cell`
     rewrites each text cell (a terminal's reader wants control characters shown, not run)."""
-    columns = ["id", "path", *facets, "caption", *(["embedding", "image_embedding"] * vectors)]
+    columns = [
+        "id",
+        "path",
+        *facets,
+        "caption",
+        "copies",
+        *(["embedding", "image_embedding"] * vectors),
+    ]
     writer = csv.DictWriter(out, fieldnames=columns)
     writer.writeheader()
     count = 0
@@ -106,6 +115,7 @@ def write_csv(
         keywords = data.pop("keywords")
         for facet in facets:
             data[facet] = "; ".join(keywords[facet])
+        data["copies"] = "; ".join(data["copies"])
         for key in ("embedding", "image_embedding"):
             if key in data:
                 data[key] = json.dumps(data[key]) if data[key] is not None else ""
@@ -131,6 +141,7 @@ def write_parquet(
         pa.field("path", pa.string()),
         *(pa.field(f"keywords_{f}", pa.list_(pa.string())) for f in facets),
         pa.field("caption", pa.string()),
+        pa.field("copies", pa.list_(pa.string())),
     ]
     if vectors:
         fields += [
@@ -147,6 +158,7 @@ def write_parquet(
                 "path": [r.path for r in page],
                 **{f"keywords_{f}": [list(r.keywords.get(f, [])) for r in page] for f in facets},
                 "caption": [r.caption for r in page],
+                "copies": [r.copies for r in page],
             }
             if vectors:
                 columns["embedding"] = [r.embedding for r in page]

@@ -20,6 +20,7 @@ class Hit:
     score: float  # cosine similarity, higher is better
     keywords: Keywords
     caption: str
+    copies: tuple[str, ...] = ()  # other paths holding the same bytes
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -28,11 +29,19 @@ class Hit:
             "score": self.score,
             "keywords": self.keywords,
             "caption": self.caption,
+            "copies": list(self.copies),
         }
 
 
 def as_hit(record: StoredRecord, score: float) -> Hit:
-    return Hit(record.id, record.path, round(score, 6), record.keywords, record.caption)
+    return Hit(
+        record.id,
+        record.path,
+        round(score, 6),
+        record.keywords,
+        record.caption,
+        tuple(record.copies),
+    )
 
 
 def to_hits(found: Sequence[Found]) -> list[Hit]:

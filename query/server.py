@@ -70,6 +70,7 @@ class HitOut(BaseModel):
     score: float
     keywords: dict[str, list[str]]
     caption: str
+    copies: list[str]
     thumbnail: str
     image: str
 
@@ -77,6 +78,7 @@ class HitOut(BaseModel):
 class RecordOut(BaseModel):
     id: str
     path: str
+    copies: list[str]
     keywords: dict[str, list[str]]
     caption: str
     provider: str
@@ -175,6 +177,7 @@ def create_app(
         return RecordOut(
             id=found.id,
             path=found.path,
+            copies=found.copies,
             keywords=found.keywords,
             caption=found.caption,
             provider=str(found.metadata.get("provider", "")),

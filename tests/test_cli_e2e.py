@@ -88,7 +88,7 @@ def test_index_then_query_text(catalog: Path, fake: FakeGemini) -> None:
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)
     assert len(hits) == 3
-    assert set(hits[0]) == {"id", "path", "score", "keywords", "caption"}
+    assert set(hits[0]) == {"id", "path", "score", "keywords", "caption", "copies"}
     assert hits[0]["path"].endswith("red.jpg")
     assert hits[0]["keywords"]["season"] == ["summer"]
     assert hits[0]["caption"] == CATALOG["red"]["caption"]

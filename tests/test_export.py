@@ -49,7 +49,7 @@ def test_jsonl_has_every_record_with_keywords_per_facet(indexed: Path) -> None:
     red = by_name["red.jpg"]
     assert red["caption"] == ANSWERS["red"]["caption"]
     assert red["keywords"]["garment"] == ["dress"] and red["keywords"]["material"] == []
-    assert set(red) == {"id", "path", "keywords", "caption"}  # no vectors unless asked
+    assert set(red) == {"id", "path", "keywords", "caption", "copies"}  # no vectors unless asked
 
 
 def test_csv_and_vectors(indexed: Path, tmp_path: Path) -> None:
