@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 OWNER = keys.OWNER
 IMAGES = "images"
-LOG_SUFFIXES = ("failures", "roots", "usage", "batches", "writers", "changes")
+LOG_SUFFIXES = ("failures", "roots", "usage", "batches", "writers", "changes", "dismissed")
 NEXT, RETIRED = "--next", "--retired"
 PARTITION_INFIX = "--kw--"
 COMPLETE = keys.COMPLETE_FACETS

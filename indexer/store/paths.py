@@ -42,6 +42,11 @@ class StorePaths(StoreSearch):
         return found
 
     @store_errors
+    def holding(self, path: str) -> str | None:
+        """The id of the record that has `path`, as its own or as a copy."""
+        return next(iter(self._records_at([path])), None) or next(self._copies_at([path]), None)
+
+    @store_errors
     def update_stats(self, stats: Mapping[str, tuple[str, int, int]]) -> None:
         """Record (path, size, mtime_ns) for records (by id) whose own file was read again."""
         if stats:

@@ -13,6 +13,7 @@ from indexer.store import keys, layout, schema
 from indexer.store.batches import BatchLog
 from indexer.store.changes import ChangeMark
 from indexer.store.connection import chunks, pages, store_errors
+from indexer.store.dismissals import Dismissals
 from indexer.store.failures import FailureLog
 from indexer.store.guard import WriterGuard
 from indexer.store.partitions import Partitions
@@ -40,6 +41,7 @@ class StoreReader:
         self.usage = UsageLog(client, name, location, retry_seconds)
         self.changes = ChangeMark(client, name, location, retry_seconds)
         self.batches = BatchLog(client, name, location, retry_seconds)
+        self.dismissals = Dismissals(client, name, location, retry_seconds)
         self._records: Collection | None = None
         self._visual: Collection | None = None  # "<name>-images": one image vector per record
         self._image_prefix = schema.IMAGE_FACET_PREFIX  # its keyword keys
