@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexer import likeness
+from indexer.errors import NoSuchRecordError, QueryError
 
 if TYPE_CHECKING:
     from indexer.config import Settings
@@ -104,6 +105,33 @@ def find(store: ImageStore, kinds: Sequence[str] = ("exact", "near")) -> list[Gr
         for members in _components(list(places), close, dismissed):
             groups.append(_group("variants", [examined(r, places[r][0]) for r in members]))
     return groups
+
+
+def dismiss(store: ImageStore, first: str, second: str) -> None:
+    """Record that two images (each a record id or one of its paths) are not duplicates:
+    two records by their ids, two paths of one record by those paths."""
+    a, b = _resolved(store, first), _resolved(store, second)
+    if a[0] != b[0]:
+        store.dismissals.dismiss(a[0], b[0])
+    elif a[1] != b[1]:
+        store.dismissals.dismiss(a[1], b[1])
+    else:
+        raise QueryError(f"{first} and {second} are the same image")
+
+
+def _resolved(store: ImageStore, ref: str) -> tuple[str, str]:
+    """(id, path) of an image named by record id or by any of its paths."""
+    from indexer.files import absolute
+
+    if len(ref) == 32 and all(c in "0123456789abcdef" for c in ref.lower()):
+        found = store.record(ref.lower())
+        if found is not None:
+            return found.id, found.path
+    path = str(absolute(Path(ref).expanduser()))
+    image_id = store.holding(path)
+    if image_id is None:
+        raise NoSuchRecordError(f"{ref}: no such image in the catalog; give an id or a path")
+    return image_id, path
 
 
 def fill_likeness(

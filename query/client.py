@@ -29,6 +29,7 @@ from query.routes import Probe, Routes
 from query.searchers import Searchers
 
 if TYPE_CHECKING:
+    from indexer.duplicates import Group
     from indexer.enrich import Enricher
     from indexer.providers.base import Provider
     from indexer.store import ImageStore
@@ -299,6 +300,23 @@ class QueryClient:
         store = self._opened()
         browsed = self._listings.current(store).page(filters, limit, offset)
         return Page(browsed.total, store.by_ids(browsed.ids), browsed.counts)
+
+    @_reopening
+    def duplicates(self, kinds: Sequence[str] = ("exact", "near")) -> list[Group]:
+        """The catalog's groups of duplicate photos (indexer/duplicates.py): reads only;
+        records fingerprinted by `indexer duplicates` or a run since are compared."""
+        from indexer.duplicates import find
+
+        return find(self._opened(), kinds)
+
+    def dismiss(self, first: str, second: str) -> None:
+        """Record that two images (ids or paths) are not duplicates: takes the writer's hold
+        for a moment (StoreBusyError while another process writes the embedded store)."""
+        from indexer.duplicates import dismiss
+        from indexer.store import ImageStore
+
+        with ImageStore.open(self.settings, exclusive=True) as store:
+            dismiss(store, first, second)
 
     @_reopening
     def untagged(self, where: Where | None) -> list[tuple[str, str]]:

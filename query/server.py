@@ -25,7 +25,6 @@ import logging
 import mimetypes
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +42,7 @@ from indexer.files import read_regular
 from indexer.images import content_id
 from indexer.records import StoredRecord
 from query.client import QueryClient
+from query.duplicate_routes import add_duplicate_routes
 from query.params import Filtering, Ranked
 from query.security import (
     ENVELOPE_BYTES,
@@ -54,7 +54,13 @@ from query.security import (
     too_large_message,
 )
 from query.statuses import RETRY_AFTER_SECONDS, status_of
-from query.thumbnails import IMAGE_ID, cached_thumbnail, make_thumbnail, prune_thumbnails
+from query.thumbnails import (
+    IMAGE_ID,
+    Verified,
+    cached_thumbnail,
+    make_thumbnail,
+    prune_thumbnails,
+)
 
 __all__ = ["MAX_UPLOAD_BYTES", "check_exposure", "create_app", "prune_thumbnails"]
 
@@ -104,36 +110,6 @@ def check_exposure(host: str, token: str | None) -> None:
         )
 
 
-class _Verified:
-    """Remembers which file states were checked to hold a record's bytes, so a cached
-    thumbnail is served without reading the original again, but never after it changed."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._seen: OrderedDict[tuple[str, int, int, int, int], str] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(path: Path) -> tuple[str, int, int, int, int] | None:
-        try:
-            st = os.stat(path)  # follows a link: a swapped target has another identity
-        except OSError:
-            return None
-        return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def holds(self, key: tuple[str, int, int, int, int] | None, image_id: str) -> bool:
-        with self._lock:
-            return key is not None and self._seen.get(key) == image_id
-
-    def add(self, key: tuple[str, int, int, int, int] | None, image_id: str) -> None:
-        if key is None:
-            return
-        with self._lock:
-            self._seen[key] = image_id
-            while len(self._seen) > self._size:
-                self._seen.popitem(last=False)
-
-
 def create_app(
     client: QueryClient,
     thumbnails: Path,
@@ -151,7 +127,7 @@ def create_app(
     )
     image_slots: asyncio.Semaphore | None = None  # the provider's concurrency, once known
     admitted = 0  # image searches running or waiting for a slot
-    verified = _Verified()
+    verified = Verified()
     max_file_bytes = client.settings.max_file_bytes
     # Thumbnails of records deleted since are never shown again; take them off the disk.
     threading.Thread(
@@ -347,7 +323,7 @@ def create_app(
     def indexed_bytes(found: StoredRecord) -> bytes:
         """The file's bytes, if they are still the ones indexed under this id (else 410)."""
         path = Path(found.path)
-        key = _Verified.key(path)
+        key = Verified.key(path)
         try:
             data = read_regular(path, max_file_bytes)
         except ImageError as exc:
@@ -379,7 +355,7 @@ def create_app(
         found = stored(image_id)
         cached = thumbnails / f"{image_id}.jpg"
         made = cached_thumbnail(cached)  # a regular file only: a link planted there is not
-        if made is not None and verified.holds(_Verified.key(Path(found.path)), image_id):
+        if made is not None and verified.holds(Verified.key(Path(found.path)), image_id):
             return Response(made, media_type="image/jpeg")
         data = indexed_bytes(found)
         if made is None:
@@ -389,6 +365,7 @@ def create_app(
                 raise HTTPException(422, f"cannot make a thumbnail: {exc}") from exc
         return Response(made, media_type="image/jpeg")
 
+    add_duplicate_routes(app, client, guarded)
     app.add_middleware(
         Guard, page_csp=page_policy(page_html), max_body=MAX_UPLOAD_BYTES + ENVELOPE_BYTES
     )

@@ -1,13 +1,17 @@
 """The gallery's thumbnail cache: JPEGs of at most 320 px a side, made on first request,
 written atomically (a link planted in the cache is replaced, never written through), read
-only as regular files, and pruned of what the server did not make or no longer serves."""
+only as regular files, and pruned of what the server did not make or no longer serves; and
+which original files were checked to hold a record's bytes (`Verified`)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import os
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from indexer.errors import ImageError, IndexerError
@@ -68,3 +72,33 @@ def prune_thumbnails(folder: Path, client: QueryClient, chunk: int = 500) -> int
             path.unlink()
             gone += 1
     return gone
+
+
+class Verified:
+    """Remembers which file states were checked to hold a record's bytes, so a cached
+    thumbnail is served without reading the original again, but never after it changed."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: OrderedDict[tuple[str, int, int, int, int], str] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(path: Path) -> tuple[str, int, int, int, int] | None:
+        try:
+            st = os.stat(path)  # follows a link: a swapped target has another identity
+        except OSError:
+            return None
+        return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def holds(self, key: tuple[str, int, int, int, int] | None, image_id: str) -> bool:
+        with self._lock:
+            return key is not None and self._seen.get(key) == image_id
+
+    def add(self, key: tuple[str, int, int, int, int] | None, image_id: str) -> None:
+        if key is None:
+            return
+        with self._lock:
+            self._seen[key] = image_id
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)

@@ -334,3 +334,30 @@ def test_a_chip_leaves_things_out_and_a_card_finds_more_like_it(
         expect(cards).to_have_count(4)
         assert "like=" not in page.url
     assert problems == []
+
+
+def test_the_duplicates_view_lists_copies_and_a_dismissed_pair_goes(
+    photos: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from PIL import Image
+
+    shutil.copyfile(photos / "red.jpg", photos / "copy-of-red.jpg")
+    Image.open(photos / "red.jpg").resize((160, 200)).save(photos / "red-small.jpg")
+    assert CliRunner().invoke(indexer_app, ["run", str(photos)]).exit_code == 0
+    with serving(tmp_path) as url, browsing() as (page, problems):
+        page.goto(url)
+        expect(page.locator(".card")).to_have_count(5)  # the copy is not a record of its own
+        page.locator("#show-duplicates").click()
+        groups = page.locator(".group")
+        expect(groups).to_have_count(2)
+        expect(groups.locator("h3")).to_have_text(["exact copies (2)", "near copies (2)"])
+        expect(groups.first.locator(".keep")).to_have_count(1)
+        assert page.url.endswith("/?view=duplicates")
+        page.screenshot(path=str(tmp_path / "gallery-duplicates.png"), full_page=True)
+        groups.nth(1).get_by_role("button", name="Not a duplicate").click()
+        expect(groups).to_have_count(1)
+        page.reload()
+        expect(groups).to_have_count(1)  # dismissed for good
+    assert problems == []

@@ -65,10 +65,20 @@ def test_different_photos_are_not_near() -> None:
     assert likeness.near_pairs(found) == []
 
 
+def test_the_same_picture_in_another_colour_is_not_a_copy() -> None:
+    """pHash reads brightness only: a red and a blue shirt photographed alike hash alike."""
+    red = Image.new("RGB", (300, 400), (200, 30, 30))
+    ImageDraw.Draw(red).ellipse((60, 80, 240, 330), fill=(120, 10, 10))
+    blue = Image.merge("RGB", red.split()[::-1])  # the same shapes, red and blue swapped
+    assert likeness.near_pairs([likeness.fingerprint(red), likeness.fingerprint(blue)]) == []
+    assert len(likeness.near_pairs([likeness.fingerprint(red), likeness.fingerprint(red)])) == 1
+
+
 def test_the_blocked_search_finds_every_pair_within_the_threshold() -> None:
     rng = np.random.default_rng(3)
-    base = rng.integers(0, 2**63, size=(150, len(likeness.WINDOWS)), dtype=np.uint64)
-    base[100:] = base[:50] ^ np.uint64(0b1011)  # 50 planted pairs, 3 bits apart
+    base = rng.integers(0, 2**63, size=(150, len(likeness.WINDOWS) + 1), dtype=np.uint64)
+    base[:, -1] = 0x808080  # one mean colour
+    base[100:, :-1] = base[:50, :-1] ^ np.uint64(0b1011)  # 50 planted pairs, 3 bits apart
     found = likeness.near_pairs(base.tolist(), within=5, block=7)  # a ragged last block
     every = likeness.distances(base, base)
     brute = [
@@ -81,4 +91,4 @@ def test_a_stored_fingerprint_reads_back_and_a_damaged_one_is_none(tmp_path: Pat
     found = likeness.fingerprint(photo(2))
     assert likeness.decode(likeness.encode(found)) == found
     assert likeness.decode("") is None and likeness.decode("zz,11") is None
-    assert likeness.decode(",".join(["0"] * (len(likeness.WINDOWS) - 1))) is None
+    assert likeness.decode(",".join(["0"] * len(likeness.WINDOWS))) is None  # one short

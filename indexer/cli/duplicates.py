@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import typer
 
 from indexer.cli.app import VerboseOpt, app
@@ -16,10 +14,7 @@ from indexer.console import (
     reported_errors,
     setup_logging,
 )
-from indexer.errors import ConfigError, NoSuchRecordError
-
-if TYPE_CHECKING:
-    from indexer.store import ImageStore
+from indexer.errors import ConfigError
 
 
 @app.command(cls=ReadableCommand)
@@ -55,13 +50,7 @@ def duplicates(
         settings = load_settings()
         if dismiss is not None:
             with ImageStore.open(settings, exclusive=True) as store:
-                pair = [_resolved(store, ref) for ref in dismiss]
-                if pair[0][0] != pair[1][0]:
-                    store.dismissals.dismiss(pair[0][0], pair[1][0])
-                elif pair[0][1] != pair[1][1]:
-                    store.dismissals.dismiss(pair[0][1], pair[1][1])  # two paths, one record
-                else:
-                    raise ConfigError("--dismiss names the same image twice")
+                found_duplicates.dismiss(store, *dismiss)
             err.print(line(f"dismissed: {dismiss[0]} and {dismiss[1]} are not duplicates"))
             return
         with ImageStore.open(settings) as store:
@@ -100,20 +89,3 @@ def duplicates(
             size = f"{copy.width}x{copy.height} {copy.format or '?'}, {copy.bytes:,} bytes"
             mark = "  keep " if n == 0 else "       "
             out.print(line(f"{mark}{copy.path}  [{size}]  {copy.id}"))
-
-
-def _resolved(store: ImageStore, ref: str) -> tuple[str, str]:
-    """(id, path) of an image named by record id or by any of its paths."""
-    from pathlib import Path
-
-    from indexer.files import absolute
-
-    if len(ref) == 32 and all(c in "0123456789abcdef" for c in ref.lower()):
-        found = store.record(ref.lower())
-        if found is not None:
-            return found.id, found.path
-    path = str(absolute(Path(ref).expanduser()))
-    image_id = store.holding(path)
-    if image_id is None:
-        raise NoSuchRecordError(f"{ref}: no such image in the catalog; give an id or a path")
-    return image_id, path
