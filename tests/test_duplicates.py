@@ -138,3 +138,39 @@ def test_a_record_goes_only_with_its_last_path_and_a_real_move_is_a_move(
         moved.unlink()
         assert store.remove_paths([str(moved)]) == 1  # the last path: the record goes
     assert places() == []
+
+
+def test_records_made_before_fingerprints_get_them_from_the_command(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A collection built before fingerprints were (simulated by taking the key off its
+    records, as Chroma stores them) is fingerprinted by `indexer duplicates`, each file read
+    once, and its copies are then found; a file changed since is left out, not guessed."""
+    import chromadb
+
+    from indexer.config import load_settings
+    from tests.conftest import garment_image
+
+    red = garment_image(tmp_path / "photos" / "red.png", "red")
+    Image.open(red).resize((160, 200)).save(tmp_path / "photos" / "red-small.png")
+    changed = garment_image(tmp_path / "photos" / "blue.png", "blue")
+    assert in_process("indexer", "run", str(tmp_path / "photos")).returncode == 0
+    settings = load_settings()
+    client = chromadb.PersistentClient(str(settings.store_path))
+    records = client.get_collection(settings.collection)
+    ids = records.get()["ids"]
+    records.update(ids=ids, metadatas=[{"likeness": None}] * len(ids))
+    garment_image(changed, "green")  # its bytes changed after indexing
+
+    done = in_process("indexer", "duplicates", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "fingerprinted 2 image(s)" in done.stderr and "1 unreadable or changed" in done.stderr
+    groups = json.loads(done.stdout)["groups"]
+    assert [paths(g) for g in groups] == [{"red.png", "red-small.png"}]
+    again = in_process("indexer", "duplicates", "--json")
+    assert "fingerprinted 0 image(s)" in again.stderr  # only the changed file is still missing
+    variants = in_process("indexer", "duplicates", "--json", "--kind", "variants")
+    assert variants.returncode == 0, variants.stderr
+    assert all(g["kind"] == "variants" for g in json.loads(variants.stdout)["groups"])
+    wrong = in_process("indexer", "duplicates", "--kind", "similar")
+    assert wrong.returncode == 2 and "choose exact, near or variants" in wrong.stderr
