@@ -205,6 +205,7 @@ class BatchIndexer:
             if not progressed and batch.states:
                 sleep(interval)
                 interval = min(interval * 1.5, max(self.poll_seconds, 60.0))
+        self.indexer.settle_copies()  # copies met while submitting, now that records exist
         batch.seconds = time.monotonic() - started
 
     def _collect(

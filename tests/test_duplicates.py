@@ -174,3 +174,39 @@ def test_records_made_before_fingerprints_get_them_from_the_command(
     assert all(g["kind"] == "variants" for g in json.loads(variants.stdout)["groups"])
     wrong = in_process("indexer", "duplicates", "--kind", "similar")
     assert wrong.returncode == 2 and "choose exact, near or variants" in wrong.stderr
+
+
+def test_the_api_dismisses_only_pairs_of_indexed_images(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A dismissal names images by record id; a path only picks one of that record's own
+    paths, so a request cannot name anything else on the disk."""
+    from fastapi.testclient import TestClient
+
+    from query.client import QueryClient
+    from query.server import create_app
+    from tests.conftest import garment_image
+
+    red = garment_image(tmp_path / "photos" / "red.png", "red")
+    shutil.copyfile(red, tmp_path / "photos" / "red-copy.png")
+    Image.open(red).resize((160, 200)).save(tmp_path / "photos" / "red-small.png")
+    assert in_process("indexer", "run", str(tmp_path / "photos")).returncode == 0
+    api = TestClient(
+        create_app(QueryClient.from_env(), tmp_path / "thumbs"), base_url="http://127.0.0.1"
+    )
+    groups = api.get("/api/duplicates").json()["groups"]
+    assert [g["kind"] for g in groups] == ["exact", "near"]
+    exact = groups[0]["images"]
+    assert exact[0]["width"] == 320 and exact[0]["thumbnail"].startswith("/api/images/")
+
+    def dismiss(a: dict[str, Any], b: dict[str, Any]) -> int:
+        return api.post("/api/duplicates/dismiss", json={"a": a, "b": b}).status_code
+
+    foreign = {"id": exact[0]["id"], "path": "/etc/passwd"}
+    assert dismiss(foreign, exact[1]) == 400  # not one of this image's paths
+    assert dismiss({"id": "../../etc"}, exact[1]) == 404
+    assert dismiss({"id": "0" * 32}, exact[1]) == 404
+    assert dismiss(exact[0], exact[1]) == 200  # two paths of one record
+    assert [g["kind"] for g in api.get("/api/duplicates").json()["groups"]] == ["near"]
+    assert api.post("/api/duplicates/dismiss", json={"a": "x"}).status_code == 422
+    assert red.exists() and (tmp_path / "photos" / "red-copy.png").exists()  # nothing deleted
