@@ -17,7 +17,8 @@ only, the floor that HNSW itself sets and that grows with the catalog. The secon
 recall is ann-benchmarks' "knn" recall, which counts a hit no further than the exact 10th
 neighbour plus 1e-3 (the fill's near-duplicates make such ties common).
 `--partition-facets ''` measures the planner without partitions. A filter term written
-"-facet=keyword" is an exclusion.
+"-facet=keyword" is an exclusion; `pattern` is a facet a shop would teach (`TAUGHT`), which
+a catalog kept with `--store` before it was added lacks: fill such a catalog again.
 
 Vectors: 2,000 distinct generated documents are embedded with MiniLM, and each record takes
 one of them plus noise, so that filling a million records takes minutes, not hours.
@@ -53,6 +54,9 @@ from query import QueryClient  # noqa: E402
 from query.planner import matches  # noqa: E402
 from tests.conftest import ChromaServer  # noqa: E402
 
+# A facet a shop teaches the offline provider with `indexer train-tagger`: in no default
+# partition, like every facet but garment and season.
+TAUGHT = {"pattern": ["plain", "striped", "floral", "checked", "dotted"]}
 TEXTS = ["a red summer dress", "black leather shoes", "wool winter coat for men", "colorful dress"]
 DISTINCT = 2_000
 FILL_CHUNK = 2_000
@@ -100,10 +104,12 @@ def fill(
     before; the first `written` are generated but not written again, to finish a fill that
     stopped or to grow a kept catalog); return their vectors and keywords for exact search."""
     rng = random.Random(0)
+    taught = random.Random(1)  # its own draws: the other facets' stay as they were
     noise = np.random.default_rng(0)
     kinds: list[tuple[Keywords, str]] = []
     for _ in range(distinct):
-        kw = {f: [rng.choice(w)] for f, w in vocab.facets.items()}
+        kw = {f: [rng.choice(w)] for f, w in vocab.facets.items() if f not in TAUGHT}
+        kw |= {f: [taught.choice(w)] for f, w in TAUGHT.items() if f in vocab.facets}
         kinds.append((kw, compose_caption(kw)))
     texts = tuple(document_text(k, c) for k, c in kinds)
     if texts not in _EMBEDDED:
@@ -148,6 +154,13 @@ CASES: list[tuple[str, FilterLike]] = [
     # Exclusions ("-" for left out): broad alone, within a partition, and narrow.
     ("-color=black", Filters({}, {"color": ["black"]})),
     ("season=summer,-color=black", Filters({"season": ["summer"]}, {"color": ["black"]})),
+    # Three terms, none partitioned but season; and the taught facet.
+    (
+        "color=red,material=silk,season=summer",
+        {"color": ["red"], "material": ["silk"], "season": ["summer"]},
+    ),
+    ("pattern=striped", {"pattern": ["striped"]}),
+    ("pattern=floral,color=blue", {"pattern": ["floral"], "color": ["blue"]}),
     (
         "-season=summer,-season=winter,-season=fall",
         Filters({}, {"season": ["summer", "winter", "fall"]}),
@@ -189,7 +202,9 @@ def measure(
     fill_only: bool = False,
     distinct: int = DISTINCT,
 ) -> dict[str, object]:
-    vocab = Vocabulary.load()
+    vocab = Vocabulary.from_mapping(
+        {**{f: list(w) for f, w in Vocabulary.load().facets.items()}, **TAUGHT}
+    )
     with (
         folder(kept, records) as tmp,
         store_settings(mode, tmp, partitions) as settings,
@@ -235,12 +250,14 @@ def measure(
                     scores = np.where(mask, scores, -np.inf)
                 order = np.argsort(-scores)[:10]
                 truth = {f"{i:08d}" for i in order if np.isfinite(scores[i])}
-                recalls.append(len(truth & {n.id for n in near}) / max(len(truth), 1))
+                # Nothing matches: the right answer is no hit at all.
+                right = len(truth & {n.id for n in near}) / len(truth) if truth else float(not near)
+                recalls.append(right)
                 # ann-benchmarks' "knn" recall: a hit counts if it is no further than the
                 # exact 10th neighbour plus 1e-3 (near-ties are interchangeable).
                 kth = scores[order[-1]] if len(truth) == 10 else -np.inf
                 got = [scores[int(n.id)] >= kth - 1e-3 for n in near]
-                tied.append(min(sum(got), len(truth)) / max(len(truth), 1))
+                tied.append(min(sum(got), len(truth)) / len(truth) if truth else float(not near))
             times.sort()
             case = {
                 "filter": label,
